@@ -1,0 +1,84 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "popgate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "popgate", targets: ["popgate"]),
+        .library(name: "POP3Core", targets: ["POP3Core"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+    ],
+    targets: [
+        // The conversation machine and everything pure: grammar, framing, annotations, transcripts.
+        .target(
+            name: "POP3Core",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // Channel handlers shared by the embedded server, the relay and the demo.
+        .target(
+            name: "POP3NIO",
+            dependencies: [
+                "POP3Core",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // The embedded POP3 server: the demo's and the fast tests' upstream.
+        .target(
+            name: "POP3Server",
+            dependencies: [
+                "POP3Core",
+                "POP3NIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // ArgumentParser commands, in a library so tests can call them without a process.
+        .target(
+            name: "PopgateCLI",
+            dependencies: [
+                "POP3Core",
+                "POP3NIO",
+                "POP3Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(name: "popgate", dependencies: ["PopgateCLI"]),
+        .executableTarget(
+            name: "popgate-bench",
+            dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Benchmarks/popgate-bench"
+        ),
+        .testTarget(
+            name: "POP3CoreTests",
+            dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "POP3ServerTests",
+            dependencies: [
+                "POP3Core",
+                "POP3NIO",
+                "POP3Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "PopgateCLITests",
+            dependencies: ["PopgateCLI", "POP3Core"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,301 @@
+import struct NIOCore.ByteBuffer
+import struct NIOCore.ByteBufferView
+import struct NIOCore.CircularBuffer
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+extension ConversationMachine {
+    // MARK: - Server bytes
+
+    mutating func readServer(_ input: inout ByteBuffer, into events: inout [ConversationEvent]) {
+        self.serverBytesSeen = true
+        while input.readableBytes > 0 {
+            switch self.serverMode {
+            case .opaque:
+                events.append(.opaque(.server, octets: input.readableBytes))
+                input.moveReaderIndex(forwardBy: input.readableBytes)
+                return
+            case .body(let command, var scanner):
+                self.serverMode = .lines  // avoids a copy of the scanner while it mutates
+                if let chunk = scanner.scan(&input) {
+                    events.append(.bodyChunk(chunk))
+                }
+                if scanner.finished {
+                    self.bodyEnded(command, scanner, into: &events)
+                } else {
+                    self.serverMode = .body(command, scanner)
+                }
+            case .listing(let command, let lines, let stuffed):
+                self.serverFramer.limit = self.configuration.replyLineLimit
+                guard let frame = self.serverFramer.next(from: &input) else { return }
+                self.listingFrame(frame, command: command, lines: lines, stuffed: stuffed, into: &events)
+            case .lines:
+                self.serverFramer.limit =
+                    self.pending.first?.opensSASL == true
+                    ? self.configuration.saslLineLimit : self.configuration.replyLineLimit
+                guard let frame = self.serverFramer.next(from: &input) else { return }
+                switch frame {
+                case .line(let content, let ending):
+                    self.checkServerLineEnding(content, ending, into: &events)
+                    self.statusLine(content, into: &events)
+                    if self.state == .tlsNegotiation, input.readableBytes > 0 {
+                        // The handshake cannot have started: the client's ClientHello had not been seen yet.
+                        self.report(Anomaly(.stls, .server, "\(input.readableBytes) octets followed the STLS +OK in the same segment, before any handshake (response injection)"), into: &events)
+                    }
+                case .tooLong(let prefix, let octets):
+                    self.report(Anomaly(.replyLength, .server, "the first line of a reply is at most \(self.configuration.replyLineLimit) octets; this one has \(octets)"), into: &events)
+                    self.statusLine(prefix, truncated: true, into: &events)
+                }
+            }
+        }
+    }
+
+    private mutating func checkServerLineEnding(_ content: ByteBuffer, _ ending: LineFramer.Ending, into events: inout [ConversationEvent]) {
+        if ending == .lf {
+            self.reportOnce("R1-server-lf", Anomaly(.lineEnding, .server, "a line ends with a bare LF instead of CRLF (further ones are not reported)"), into: &events)
+        }
+        if content.readableBytesView.contains(0x0D) {
+            self.reportOnce("R1-server-cr", Anomaly(.lineEnding, .server, "a bare CR inside a line"), into: &events)
+        }
+    }
+
+    // MARK: Status lines
+
+    private mutating func statusLine(_ content: ByteBuffer, truncated: Bool = false, into events: inout [ConversationEvent]) {
+        let bytes = content.readableBytesView
+        let rawText = String(decoding: bytes, as: UTF8.self) + (truncated ? "…" : "")
+        if !self.utf8Accepted, bytes.contains(where: { $0 >= 0x80 }) {
+            self.reportOnce("R10-server", Anomaly(.eightBit, .server, "8-bit octets in a status line before UTF8 was accepted"), into: &events)
+        }
+
+        if self.state == .greeting {
+            self.greeting(bytes, text: rawText, into: &events)
+            return
+        }
+        guard let head = self.pending.first else {
+            self.unexpectedLine(bytes, text: rawText, into: &events)
+            return
+        }
+        let parsed = ReplyParser.parse(bytes, continuationAllowed: head.opensSASL)
+        for issue in parsed.issues { self.report(issue, into: &events) }
+        guard let reply = parsed.reply else {
+            // Not a status line: leave the command waiting, as Zeek does, and say so.
+            events.append(.reply(ReplyEvent(reply: nil, text: rawText, inResponseTo: head.verb, multiline: false, note: "Not a status line: a reply starts with +OK or -ERR (RFC 1939 §3).")))
+            let rule: Rule = bytes.first == 0x2B || bytes.first == 0x2D ? .statusIndicator : .unexpectedServerData
+            self.report(Anomaly(rule, .server, "a reply to \(head.verb) was expected; \"\(CommandParser.printable(rawText, limit: 30))\" is not +OK or -ERR"), into: &events)
+            self.suspect("the server does not answer with +OK or -ERR", into: &events)
+            return
+        }
+
+        if reply.status == .continuation {
+            self.pending[self.pending.startIndex].saslLines += 1
+            let text = reply.text.isEmpty ? "+ " : "+ " + Credential.mask
+            if self.state != .saslExchange {
+                self.enter(.saslExchange, "An AUTH exchange is under way; client lines are SASL responses until the final reply.", into: &events)
+            }
+            events.append(.reply(ReplyEvent(reply: Reply(.continuation, reply.text.isEmpty ? "" : Credential.mask), text: text, inResponseTo: head.verb, multiline: false, note: Annotations.reply(reply, to: head.command, verb: head.verb, maildrop: self.maildrop))))
+            if !reply.text.isEmpty, Data(base64Encoded: reply.text) == nil {
+                self.report(Anomaly(.saslChallenge, .server, "a SASL challenge that is not valid base64"), into: &events)
+            }
+            if self.pending[self.pending.startIndex].saslLines == self.configuration.authLineLimit * 2 + 1 {
+                self.report(Anomaly(.authLines, .server, "more than \(self.configuration.authLineLimit) challenges in one AUTH exchange"), into: &events)
+            }
+            return
+        }
+
+        let command = self.pending.removeFirst()
+        self.replyCount += 1
+        var findings: [Anomaly] = []
+        self.checkReply(reply, to: command, state: self.state, findings: &findings)
+        self.applyReply(reply, to: command)
+        let multiline = reply.status == .ok && command.command?.expectsMultiLineReply == true
+        self.refusedMultiLine = reply.status == .err && command.command?.expectsMultiLineReply == true ? command.verb : nil
+        let note = Annotations.reply(reply, to: command.command, verb: command.verb, maildrop: self.maildrop)
+        events.append(.reply(ReplyEvent(reply: reply, text: rawText, inResponseTo: command.verb, multiline: multiline, note: note)))
+        for finding in findings { self.report(finding, into: &events) }
+        self.transition(after: reply, to: command, into: &events)
+
+        if multiline {
+            switch command.command {
+            case .retr?, .top?:
+                self.serverMode = .body(command, BodyScanner())
+            default:
+                if case .capa? = command.command {
+                    self.capabilities = []
+                    self.capaSinceTLS = true
+                }
+                self.serverMode = .listing(command, lines: 0, stuffed: 0)
+            }
+        }
+    }
+
+    private mutating func greeting(_ bytes: ByteBufferView, text: String, into events: inout [ConversationEvent]) {
+        let parsed = ReplyParser.parse(bytes)
+        for issue in parsed.issues { self.report(issue, into: &events) }
+        guard let reply = parsed.reply else {
+            events.append(.reply(ReplyEvent(reply: nil, text: text, inResponseTo: nil, multiline: false, note: "A POP3 greeting starts with +OK (RFC 1939 §4).")))
+            self.report(Anomaly(.greeting, .server, "the greeting is not an +OK line"), into: &events)
+            self.suspect("the first server line is not a greeting", weight: 2, into: &events)
+            return
+        }
+        if let open = reply.text.firstIndex(of: "<"), let close = reply.text[open...].firstIndex(of: ">") {
+            let stamp = String(reply.text[open...close])
+            if stamp.contains("@") {
+                self.greetingTimestamp = stamp
+            } else {
+                self.report(Anomaly(.apop, .server, "the greeting's timestamp is not in msg-id form <…@…>"), into: &events)
+            }
+        }
+        if reply.code == .inUse || reply.code == .loginDelay || reply.code == .sysTemp || reply.code == .sysPerm || reply.code == .auth, reply.status == .ok {
+            self.report(Anomaly(.systemCodes, .server, "the response code [\(reply.code!)] goes with -ERR"), into: &events)
+        }
+        events.append(.reply(ReplyEvent(reply: reply, text: text, inResponseTo: nil, multiline: false, note: Annotations.greeting(reply, timestamp: self.greetingTimestamp))))
+        self.replyCount += 1
+        if reply.status == .ok {
+            self.enter(.authorization, "AUTHORIZATION: the client identifies itself with USER/PASS, APOP or AUTH (RFC 1939 §4).", into: &events)
+        } else {
+            self.report(Anomaly(.greeting, .server, "the greeting is -ERR, so the server refuses service"), into: &events)
+            self.enter(.closed, "The server refused the session.", into: &events)
+        }
+    }
+
+    private mutating func unexpectedLine(_ bytes: ByteBufferView, text: String, into events: inout [ConversationEvent]) {
+        events.append(.reply(ReplyEvent(reply: nil, text: text, inResponseTo: nil, multiline: false, note: "The server sent a line while no command was waiting for a reply.")))
+        let parsed = CommandParser.parse(bytes)
+        if let verb = self.refusedMultiLine {
+            self.report(Anomaly(.bodyAfterError, .server, "lines followed -ERR to \(verb); after -ERR a reply is a single line"), into: &events)
+        } else if let command = parsed.command, command.isKnown {
+            self.report(Anomaly(.directionConfusion, .server, "the server sent a line that looks like a client command"), into: &events)
+        } else {
+            self.report(Anomaly(.unexpectedServerData, .server, "a line while no reply was pending: \"\(CommandParser.printable(text, limit: 30))\""), into: &events)
+        }
+        self.suspect("the server talks unasked", into: &events)
+    }
+
+    // MARK: Multi-line bodies
+
+    private mutating func listingFrame(_ frame: LineFramer.Frame, command: PendingCommand, lines: Int, stuffed: Int, into events: inout [ConversationEvent]) {
+        var line: ByteBuffer
+        switch frame {
+        case .tooLong(let prefix, let octets):
+            self.report(Anomaly(.replyLength, .server, "a line of the \(command.verb) listing has \(octets) octets, over \(self.configuration.replyLineLimit)"), into: &events)
+            line = prefix
+        case .line(let content, let ending):
+            self.checkServerLineEnding(content, ending, into: &events)
+            line = content
+        }
+        var stuffed = stuffed
+        if line.getInteger(at: line.readerIndex, as: UInt8.self) == 0x2E {
+            if line.readableBytes == 1 {
+                self.serverMode = .lines
+                let summary = BodySummary(inResponseTo: command.verb, octets: 0, lines: lines, stuffedLines: stuffed, complete: true, note: self.listingNote(command, lines: lines))
+                events.append(.bodyEnd(summary))
+                self.listingEnded(command, into: &events)
+                return
+            }
+            if line.getInteger(at: line.readerIndex + 1, as: UInt8.self) == 0x2E {
+                stuffed += 1
+            } else {
+                self.report(Anomaly(.dotStuffing, .server, "a listing line begins with a single dot that is not stuffed"), into: &events)
+            }
+            line.moveReaderIndex(forwardBy: 1)
+        }
+        let text = String(decoding: line.readableBytesView, as: UTF8.self)
+        self.serverMode = .listing(command, lines: lines + 1, stuffed: stuffed)
+        events.append(.bodyLine(text))
+        self.listingLine(text, command: command, into: &events)
+    }
+
+    private mutating func listingLine(_ text: String, command: PendingCommand, into events: inout [ConversationEvent]) {
+        let fields = text.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+        switch command.command {
+        case .list?:
+            guard fields.count >= 2, let n = CommandParser.messageNumber(fields[0]), let size = CommandParser.decimal(fields[1]) else {
+                self.report(Anomaly(.listFormat, .server, "a scan listing line is a message number, a space and a size"), into: &events)
+                return
+            }
+            if self.maildrop.isDeleted(n) {
+                self.report(Anomaly(.deletedMessage, .server, "message \(n) is marked deleted and must not be listed"), into: &events)
+            }
+            self.maildrop.sizes[n] = size
+        case .uidl?:
+            guard fields.count == 2, let n = CommandParser.messageNumber(fields[0]) else {
+                self.report(Anomaly(.uniqueID, .server, "a UIDL line is a message number, a space and a unique id"), into: &events)
+                return
+            }
+            self.recordUniqueID(fields[1], for: n, into: &events)
+        case .capa?:
+            guard let capability = Capability(line: text) else { return }
+            self.capabilities?.append(capability)
+            if let note = Annotations.capability(capability) {
+                events.append(.annotation(.server, note))
+            }
+            if !Capability.registered.contains(capability.name), !capability.name.hasPrefix("X") {
+                self.report(Anomaly(.capability, .server, "\(capability.name) is neither registered nor private (X…)"), into: &events)
+            }
+        default:
+            break
+        }
+    }
+
+    private func listingNote(_ command: PendingCommand, lines: Int) -> String {
+        switch command.command {
+        case .capa?: "End of the capability list: \(lines) capabilit\(lines == 1 ? "y" : "ies") (RFC 2449 §5)."
+        case .list?: "End of the scan listing: \(lines) message\(lines == 1 ? "" : "s") (RFC 1939 §5)."
+        case .uidl?: "End of the unique-id listing: \(lines) message\(lines == 1 ? "" : "s") (RFC 1939 §7)."
+        default: "End of the \(command.verb) listing: \(lines) line\(lines == 1 ? "" : "s")."
+        }
+    }
+
+    private mutating func listingEnded(_ command: PendingCommand, into events: inout [ConversationEvent]) {
+        guard case .capa? = command.command, let capabilities = self.capabilities else { return }
+        if capabilities.contains(where: { $0.name == "STLS" }) == false, self.state.isAuthorization, self.tlsActive == false {
+            events.append(.annotation(.server, "This server does not offer STLS, so logins here cross the network in clear (RFC 2595 §2.3)."))
+        }
+    }
+
+    mutating func recordUniqueID(_ uid: String, for n: Int, into events: inout [ConversationEvent]) {
+        let utf8 = uid.utf8
+        if utf8.isEmpty || utf8.count > POP3Defaults.uniqueIDLimit || !utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) {
+            self.report(Anomaly(.uniqueID, .server, "a unique id is 1 to 70 characters from 0x21 to 0x7E"), into: &events)
+        }
+        if let known = self.maildrop.uniqueIDs[n], known != uid {
+            self.report(Anomaly(.uniqueID, .server, "message \(n) had unique id \(known), now \(uid); it must not change"), into: &events)
+        }
+        if self.maildrop.isDeleted(n) {
+            self.report(Anomaly(.deletedMessage, .server, "message \(n) is marked deleted and must not be listed"), into: &events)
+        }
+        self.maildrop.uniqueIDs[n] = uid
+    }
+
+    private mutating func bodyEnded(_ command: PendingCommand, _ scanner: BodyScanner, into events: inout [ConversationEvent]) {
+        var summary = BodySummary(inResponseTo: command.verb, octets: scanner.octets, lines: scanner.lines, stuffedLines: scanner.stuffedLines, complete: true, note: "")
+        summary.note = Annotations.body(summary, messageOctets: scanner.messageOctets)
+        events.append(.bodyEnd(summary))
+        if scanner.unstuffedLines > 0 {
+            self.report(Anomaly(.dotStuffing, .server, "\(scanner.unstuffedLines) body line\(scanner.unstuffedLines == 1 ? "" : "s") began with a single dot that was not stuffed"), into: &events)
+        }
+        if scanner.bareLineEndings > 0 {
+            self.reportOnce("R1-server-lf", Anomaly(.lineEnding, .server, "body lines end with a bare LF instead of CRLF (further ones are not reported)"), into: &events)
+        }
+        if scanner.eightBitHeaderLines > 0, !self.utf8Accepted {
+            self.report(Anomaly(.utf8Content, .server, "8-bit octets in the message headers before UTF8 was accepted"), into: &events)
+        }
+        switch command.command {
+        case .retr(let n)?:
+            if let size = self.maildrop.sizes[n], size != scanner.messageOctets {
+                self.report(Anomaly(.messageSize, .server, "LIST said message \(n) has \(size) octets; RETR delivered \(scanner.messageOctets)"), into: &events)
+            }
+        case .top(_, let lines)?:
+            if scanner.bodyLines > lines {
+                self.report(Anomaly(.topFormat, .server, "TOP asked for \(lines) body lines and got \(scanner.bodyLines)"), into: &events)
+            }
+        default:
+            break
+        }
+    }
+}

@@ -1,0 +1,260 @@
+import struct NIOCore.ByteBuffer
+import struct NIOCore.CircularBuffer
+
+/// The one reader of POP3 that the relay, the inspector, the demo and the tests share.
+///
+/// Feed it what the client sent and what the server sent, in the order they crossed the wire and in
+/// any chunking; it returns what happened as ``ConversationEvent``s. It does no I/O and reads no clock:
+/// times, where a rule needs them (R18), come in as parameters.
+///
+/// ```
+///  greeting ──+OK──▶ AUTHORIZATION ──USER +OK──▶ user accepted ──PASS +OK──┐
+///                      │  ▲  │                         │ -ERR               │
+///                      │  └──┼─────────────────────────┘                    ▼
+///                      │     └──APOP/AUTH +OK──────────────────────▶ TRANSACTION ──QUIT──▶ UPDATE ──▶ closed
+///                      └──STLS +OK──▶ TLS negotiation ──▶ encrypted
+/// ```
+///
+/// Whether a reply is multi-line depends on the command it answers, so the machine keeps the queue
+/// of commands sent and not yet answered: clients pipeline whether or not the server offers it.
+/// A command's validity is judged when its reply arrives, against the state the earlier replies led to.
+public struct ConversationMachine: Sendable {
+    public struct Configuration: Sendable, Hashable {
+        /// R3: the longest command, CRLF included.
+        public var commandLineLimit = POP3Defaults.commandLineLimit
+        /// R5: the longest first line of a reply, CRLF included.
+        public var replyLineLimit = POP3Defaults.replyLineLimit
+        /// R40: the longest SASL line.
+        public var saslLineLimit = POP3Defaults.saslLineLimit
+        public var pendingCommandLimit = POP3Defaults.pendingCommandLimit
+        public var unknownCommandLimit = POP3Defaults.unknownCommandLimit
+        public var authLineLimit = POP3Defaults.authLineLimit
+        public var userNameLimit = POP3Defaults.userNameLimit
+        public var passwordLimit = POP3Defaults.passwordLimit
+        /// The connection is TLS from its first byte (port 995); the machine only counts octets (R36).
+        public var implicitTLS = false
+        /// The bytes fed are the plaintext inside TLS that a gateway terminated: logins are not cleartext (R35).
+        public var transportIsTLS = false
+
+        public init() {}
+    }
+
+    enum ServerMode: Sendable {
+        case lines
+        case listing(PendingCommand, lines: Int, stuffed: Int)
+        case body(PendingCommand, BodyScanner)
+        case opaque
+    }
+
+    enum ClientMode: Sendable {
+        case lines
+        /// After STLS, until its reply: what arrives meanwhile is held (R31).
+        case heldAfterSTLS(ByteBuffer)
+        case opaque
+    }
+
+    struct PendingCommand: Sendable {
+        var verb: String
+        var command: Command?
+        /// `AUTH mechanism`: client lines are SASL responses until the final reply.
+        var opensSASL: Bool
+        var saslLines = 0
+        var cancelled = false
+    }
+
+    public let configuration: Configuration
+    public internal(set) var state: ConversationState = .greeting
+    public internal(set) var maildrop = MaildropModel()
+    /// The capabilities of the last CAPA reply; nil when none was seen since the session (or TLS) began.
+    public internal(set) var capabilities: [Capability]?
+    /// The user named by USER, APOP or AUTH.
+    public internal(set) var user: String?
+    public internal(set) var utf8Accepted = false
+    public internal(set) var tlsActive: Bool
+    public internal(set) var commandCount = 0
+    public internal(set) var replyCount = 0
+
+    var pending = CircularBuffer<PendingCommand>()
+    var clientFramer: LineFramer
+    var serverFramer: LineFramer
+    var serverMode: ServerMode = .lines
+    var clientMode: ClientMode = .lines
+    var greetingTimestamp: String?
+    var clientBytesSeen = false
+    var serverBytesSeen = false
+    var quitSent = false
+    /// The verb of a multi-line command that got -ERR, until the next command: lines after it are R8.
+    var refusedMultiLine: String?
+    var unknownCommands = 0
+    var suspicion = 0
+    var capaSinceTLS = true
+    var reported: Set<String> = []
+    var lastClientActivity: Double?
+    var lastServerActivity: Double?
+
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        self.clientFramer = LineFramer(limit: configuration.commandLineLimit)
+        self.serverFramer = LineFramer(limit: configuration.replyLineLimit)
+        self.tlsActive = configuration.implicitTLS || configuration.transportIsTLS
+        if configuration.implicitTLS {
+            self.state = .encrypted
+            self.serverMode = .opaque
+            self.clientMode = .opaque
+        }
+    }
+
+    /// Whether a command has been sent and not yet answered in full.
+    public var awaitingReply: Bool {
+        if !self.pending.isEmpty { return true }
+        if case .lines = self.serverMode { return false }
+        return true
+    }
+
+    /// How many commands are waiting for their replies.
+    public var pendingCommands: Int { self.pending.count }
+
+    // MARK: - Feeding
+
+    /// The client sent `bytes`. `time` (seconds, any epoch) feeds the rules that need one.
+    public mutating func clientSent(_ bytes: ByteBuffer, at time: Double? = nil) -> [ConversationEvent] {
+        var events: [ConversationEvent] = []
+        self.clientSent(bytes, at: time, into: &events)
+        return events
+    }
+
+    /// The server sent `bytes`.
+    public mutating func serverSent(_ bytes: ByteBuffer, at time: Double? = nil) -> [ConversationEvent] {
+        var events: [ConversationEvent] = []
+        self.serverSent(bytes, at: time, into: &events)
+        return events
+    }
+
+    public mutating func clientSent(_ bytes: ByteBuffer, at time: Double? = nil, into events: inout [ConversationEvent]) {
+        if let time { self.lastClientActivity = time }
+        var input = bytes
+        self.readClient(&input, into: &events)
+    }
+
+    public mutating func serverSent(_ bytes: ByteBuffer, at time: Double? = nil, into events: inout [ConversationEvent]) {
+        if let time { self.lastServerActivity = time }
+        var input = bytes
+        self.readServer(&input, into: &events)
+    }
+
+    /// The client closed its side of the connection.
+    public mutating func clientClosed(at time: Double? = nil) -> [ConversationEvent] {
+        var events: [ConversationEvent] = []
+        if self.clientFramer.pendingOctets > 0 {
+            events.append(.annotation(.client, "The client closed in the middle of a line; \(self.clientFramer.pendingOctets) octets were never finished."))
+            self.clientFramer.reset()
+        }
+        if self.state != .closed {
+            let inTransaction = self.state == .transaction
+            events.append(
+                .annotation(
+                    .client,
+                    Annotations.clientLeft(
+                        inTransaction: inTransaction,
+                        marked: self.maildrop.deleted.count,
+                        sentQuit: self.quitSent
+                    )
+                )
+            )
+        }
+        events.append(.closed(.client))
+        return events
+    }
+
+    /// The server closed its side of the connection.
+    public mutating func serverClosed(at time: Double? = nil) -> [ConversationEvent] {
+        var events: [ConversationEvent] = []
+        switch self.serverMode {
+        case .listing(let command, let lines, let stuffed):
+            events.append(.anomaly(Anomaly(.unexpectedServerData, .server, "the reply to \(command.verb) ended without its terminating dot (truncated reply)")))
+            events.append(.bodyEnd(BodySummary(inResponseTo: command.verb, octets: 0, lines: lines, stuffedLines: stuffed, complete: false, note: "The connection closed before the listing ended.")))
+            _ = self.pending.isEmpty
+        case .body(let command, let scanner):
+            events.append(.anomaly(Anomaly(.unexpectedServerData, .server, "the reply to \(command.verb) ended without its terminating dot (truncated reply)")))
+            events.append(
+                .bodyEnd(
+                    BodySummary(
+                        inResponseTo: command.verb,
+                        octets: scanner.octets,
+                        lines: scanner.lines,
+                        stuffedLines: scanner.stuffedLines,
+                        complete: false,
+                        note: "The connection closed after \(scanner.octets) octets, before the body ended."
+                    )
+                )
+            )
+        case .lines, .opaque:
+            break
+        }
+        self.serverMode = .lines
+        if !self.pending.isEmpty, self.state != .encrypted, self.state != .notPOP3 {
+            let verbs = self.pending.map(\.verb).joined(separator: ", ")
+            events.append(.annotation(.server, "The server closed with \(self.pending.count) command\(self.pending.count == 1 ? "" : "s") unanswered: \(verbs)."))
+        } else if self.state == .transaction || self.state.isAuthorization, !self.quitSent {
+            var note = "The server closed the connection without a QUIT from the client; there is no UPDATE, so nothing marked is removed (RFC 1939 §3, §6)."
+            if let time, let last = self.lastClientActivity ?? self.lastServerActivity {
+                let idle = time - last
+                if idle < POP3Defaults.minimumAutologoutSeconds && self.pending.isEmpty {
+                    events.append(.anomaly(Anomaly(.autologout, .server, "the server closed an idle session after \(Int(idle)) seconds; an autologout timer is at least 10 minutes")))
+                }
+                note += " The session had been idle for \(Int(idle)) seconds."
+            }
+            events.append(.annotation(.server, note))
+        }
+        self.pending.removeAll()
+        if self.state != .closed {
+            self.state = .closed
+        }
+        events.append(.closed(.server))
+        return events
+    }
+
+    // MARK: - Helpers shared by both sides
+
+    mutating func report(_ anomaly: Anomaly, into events: inout [ConversationEvent]) {
+        events.append(.anomaly(anomaly))
+    }
+
+    /// Reports an anomaly only the first time its key comes up, for rules that would repeat on every line.
+    mutating func reportOnce(_ key: String, _ anomaly: Anomaly, into events: inout [ConversationEvent]) {
+        guard self.reported.insert(key).inserted else { return }
+        events.append(.anomaly(anomaly))
+    }
+
+    mutating func enter(_ newState: ConversationState, _ note: String, into events: inout [ConversationEvent]) {
+        guard newState != self.state else { return }
+        self.state = newState
+        events.append(.stateChanged(newState, note: note))
+    }
+
+    func advertises(_ name: String) -> Bool? {
+        guard let capabilities = self.capabilities else { return nil }
+        return capabilities.contains { $0.name == name }
+    }
+
+    /// The session shows signs of not being POP3 (R49): past a small threshold, stop reading it.
+    /// Only signs a POP3 server would not give count: a client that speaks first, lines that are not status lines.
+    mutating func suspect(_ reason: String, weight: Int = 1, into events: inout [ConversationEvent]) {
+        guard self.state != .transaction, self.state != .notPOP3, self.state != .closed else { return }
+        self.suspicion += weight
+        guard self.suspicion >= 4 else { return }
+        events.append(
+            .anomaly(
+                Anomaly(
+                    .unknownCommands,
+                    .client,
+                    "this does not look like POP3 (\(reason)); the rest of the connection is counted, not read"
+                )
+            )
+        )
+        self.enter(.notPOP3, "Not POP3: the rest of the session is only counted.", into: &events)
+        self.clientMode = .opaque
+        self.serverMode = .opaque
+        self.pending.removeAll()
+    }
+}

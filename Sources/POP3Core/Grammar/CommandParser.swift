@@ -1,0 +1,246 @@
+/// A client line read as a command: what was recognised, the line as transcripts show it, and what is wrong with it.
+public struct ParsedCommand: Sendable, Hashable {
+    /// The command, or nil when the keyword is known but its arguments are malformed.
+    public var command: Command?
+    /// The keyword in upper case (`RETR`), or as sent when it is unknown.
+    public var keyword: String
+    /// The line as sent, without its line ending, with any credential masked.
+    public var text: String
+    /// Where the credential stands in the line (octet offsets), so an export can mask it keeping the length.
+    public var secretRange: Range<Int>?
+    /// Syntax problems, each with its rule (R2, R3, R10, R19, R20, R26, R40).
+    public var issues: [Anomaly]
+}
+
+/// Parses one command line (RFC 1939 §3, RFC 2449 §3 `keyword = 3*4VCHAR`, `param = 1*VCHAR`).
+public enum CommandParser {
+    static let sp: UInt8 = 0x20
+
+    /// Parses `line`, which holds no line ending. `utf8Allowed` is true once UTF8 was accepted (R10).
+    public static func parse(_ line: some Collection<UInt8>, utf8Allowed: Bool = false) -> ParsedCommand {
+        let bytes = Array(line)
+        var issues: [Anomaly] = []
+
+        let keywordEnd = bytes.firstIndex(of: sp) ?? bytes.endIndex
+        let keywordBytes = bytes[..<keywordEnd]
+        let rawKeyword = String(decoding: keywordBytes, as: UTF8.self)
+        let keyword = rawKeyword.uppercased()
+        let rest = keywordEnd < bytes.endIndex ? bytes[(keywordEnd + 1)...] : []
+
+        if keywordBytes.count < 3 || keywordBytes.count > 4 || !keywordBytes.allSatisfy(isVisible) {
+            issues.append(
+                Anomaly(.commandSyntax, .client, "a keyword is 3 or 4 printable characters; \"\(printable(rawKeyword))\" is not")
+            )
+        }
+        if !utf8Allowed && bytes.contains(where: { $0 >= 0x80 }) {
+            issues.append(Anomaly(.eightBit, .client, "8-bit octets in a command before UTF8 was accepted"))
+        }
+
+        // PASS takes the rest of the line, spaces included (RFC 1939 §7).
+        if keyword == "PASS" {
+            let start = keywordEnd + 1
+            guard start <= bytes.count, !rest.isEmpty else {
+                issues.append(Anomaly(.arguments, .client, "PASS needs a password"))
+                return ParsedCommand(command: nil, keyword: keyword, text: rawKeyword, issues: issues)
+            }
+            let range = start..<bytes.count
+            return ParsedCommand(
+                command: .pass(Credential(rest)),
+                keyword: keyword,
+                text: rawKeyword + " " + Credential.mask,
+                secretRange: range,
+                issues: issues
+            )
+        }
+
+        let fields = rest.isEmpty ? [] : rest.split(separator: sp, omittingEmptySubsequences: false)
+        if fields.contains(where: { $0.isEmpty }) {
+            issues.append(Anomaly(.commandSyntax, .client, "arguments are separated by a single space"))
+        }
+        let arguments = fields.filter { !$0.isEmpty }.map { String(decoding: $0, as: UTF8.self) }
+        let text = String(decoding: bytes, as: UTF8.self)
+
+        func malformed(_ reason: String) -> ParsedCommand {
+            issues.append(Anomaly(.arguments, .client, reason))
+            return ParsedCommand(command: nil, keyword: keyword, text: text, issues: issues)
+        }
+        func argumentLengths(_ args: ArraySlice<String>) {
+            if let long = args.first(where: { $0.utf8.count > POP3Defaults.argumentLimit }) {
+                issues.append(
+                    Anomaly(
+                        .commandLength,
+                        .client,
+                        "an argument is at most \(POP3Defaults.argumentLimit) characters; one has \(long.utf8.count)"
+                    )
+                )
+            }
+        }
+
+        switch keyword {
+        case "STAT", "NOOP", "RSET", "QUIT", "CAPA", "STLS", "UTF8":
+            guard arguments.isEmpty else { return malformed("\(keyword) takes no arguments") }
+            let command: Command =
+                switch keyword {
+                case "STAT": .stat
+                case "NOOP": .noop
+                case "RSET": .rset
+                case "QUIT": .quit
+                case "CAPA": .capa
+                case "STLS": .stls
+                default: .utf8
+                }
+            return ParsedCommand(command: command, keyword: keyword, text: text, issues: issues)
+
+        case "RETR", "DELE":
+            guard arguments.count == 1, let n = messageNumber(arguments[0]) else {
+                return malformed("\(keyword) takes exactly one message number of 1 or more")
+            }
+            let command: Command = keyword == "RETR" ? .retr(n) : .dele(n)
+            return ParsedCommand(command: command, keyword: keyword, text: text, issues: issues)
+
+        case "LIST", "UIDL":
+            guard arguments.count <= 1 else { return malformed("\(keyword) takes at most one message number") }
+            var n: Int?
+            if let a = arguments.first {
+                guard let parsed = messageNumber(a) else { return malformed("\(keyword) takes a message number of 1 or more") }
+                n = parsed
+            }
+            let command: Command = keyword == "LIST" ? .list(n) : .uidl(n)
+            return ParsedCommand(command: command, keyword: keyword, text: text, issues: issues)
+
+        case "TOP":
+            guard arguments.count == 2, let n = messageNumber(arguments[0]), let lines = decimal(arguments[1]) else {
+                return malformed("TOP takes a message number and a count of lines, both required")
+            }
+            return ParsedCommand(command: .top(message: n, lines: lines), keyword: keyword, text: text, issues: issues)
+
+        case "USER":
+            guard !arguments.isEmpty else { return malformed("USER needs a name") }
+            argumentLengths(arguments[...])
+            // Some servers accept names with spaces; keep the rest of the line as the name.
+            let name = String(decoding: rest, as: UTF8.self)
+            return ParsedCommand(command: .user(name), keyword: keyword, text: text, issues: issues)
+
+        case "APOP":
+            guard arguments.count == 2 else { return malformed("APOP takes a name and a digest") }
+            argumentLengths(arguments[..<1])
+            let digest = arguments[1]
+            if digest.utf8.count != 32 || !digest.utf8.allSatisfy(isLowerHex) {
+                issues.append(Anomaly(.apop, .client, "an APOP digest is 32 lower-case hex characters"))
+            }
+            let digestStart = bytes.count - digest.utf8.count
+            return ParsedCommand(
+                command: .apop(name: arguments[0], digest: Credential(digest)),
+                keyword: keyword,
+                text: rawKeyword + " " + arguments[0] + " " + Credential.mask,
+                secretRange: digestStart..<bytes.count,
+                issues: issues
+            )
+
+        case "AUTH":
+            guard arguments.count <= 2 else { return malformed("AUTH takes a mechanism and an optional initial response") }
+            if arguments.isEmpty {
+                return ParsedCommand(
+                    command: .auth(mechanism: nil, initialResponse: nil),
+                    keyword: keyword,
+                    text: text,
+                    issues: issues
+                )
+            }
+            let mechanism = arguments[0].uppercased()
+            // RFC 4422 §3.1: 1 to 20 upper-case letters, digits, "-" or "_". Anything else may be a secret
+            // sent by a client that is not speaking POP3, so it is masked.
+            guard mechanism.utf8.count <= 20, mechanism.utf8.allSatisfy(isMechanismCharacter) else {
+                issues.append(Anomaly(.authCommand, .client, "AUTH names a SASL mechanism; this argument is not one"))
+                return ParsedCommand(
+                    command: nil,
+                    keyword: keyword,
+                    text: rawKeyword + " " + Credential.mask,
+                    secretRange: (keywordEnd + 1)..<bytes.count,
+                    issues: issues
+                )
+            }
+            guard arguments.count == 2 else {
+                return ParsedCommand(
+                    command: .auth(mechanism: mechanism, initialResponse: nil),
+                    keyword: keyword,
+                    text: text,
+                    issues: issues
+                )
+            }
+            if bytes.count + 2 > POP3Defaults.commandLineLimit {
+                issues.append(
+                    Anomaly(
+                        .saslInitialResponse,
+                        .client,
+                        "an initial response that makes AUTH longer than 255 octets must be left out"
+                    )
+                )
+            }
+            let payload = arguments[1]
+            let initial = payload == "=" ? Credential([UInt8]()) : Credential(payload)
+            let start = bytes.count - payload.utf8.count
+            return ParsedCommand(
+                command: .auth(mechanism: mechanism, initialResponse: initial),
+                keyword: keyword,
+                text: rawKeyword + " " + arguments[0] + " " + (payload == "=" ? "=" : Credential.mask),
+                secretRange: payload == "=" ? nil : start..<bytes.count,
+                issues: issues
+            )
+
+        case "LANG":
+            guard arguments.count <= 1 else { return malformed("LANG takes at most one language tag") }
+            return ParsedCommand(command: .lang(arguments.first), keyword: keyword, text: text, issues: issues)
+
+        default:
+            if Command.obsoleteKeywords.contains(keyword) {
+                issues.append(Anomaly(.obsoleteCommand, .client, "\(keyword) is not part of RFC 1939"))
+                return ParsedCommand(
+                    command: .other(keyword: keyword, arguments: arguments),
+                    keyword: keyword,
+                    text: text,
+                    issues: issues
+                )
+            }
+            return ParsedCommand(
+                command: .other(keyword: rawKeyword, arguments: arguments),
+                keyword: rawKeyword,
+                text: text,
+                issues: issues
+            )
+        }
+    }
+
+    /// A decimal message number of 1 or more (R20).
+    static func messageNumber(_ text: String) -> Int? {
+        guard let n = decimal(text), n >= 1 else { return nil }
+        return n
+    }
+
+    /// A non-negative decimal number that fits 32 bits; no sign, no spaces.
+    static func decimal(_ text: String) -> Int? {
+        let utf8 = text.utf8
+        guard !utf8.isEmpty, utf8.count <= 10, utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        guard let n = Int(text), n <= Int(Int32.max) else { return nil }
+        return n
+    }
+
+    static func isMechanismCharacter(_ byte: UInt8) -> Bool {
+        (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x2D || byte == 0x5F
+    }
+    static func isVisible(_ byte: UInt8) -> Bool { byte > 0x20 && byte < 0x7F }
+    static func isLowerHex(_ byte: UInt8) -> Bool { (byte >= 0x30 && byte <= 0x39) || (byte >= 0x61 && byte <= 0x66) }
+
+    /// Text safe to put in one line of a transcript: control characters shown as `\xNN`, capped in length.
+    static func printable(_ text: String, limit: Int = 60) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars.prefix(limit) {
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                out += "\\x" + String(scalar.value, radix: 16, uppercase: true)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return text.unicodeScalars.count > limit ? out + "…" : out
+    }
+}

@@ -1,0 +1,248 @@
+import struct NIOCore.ByteBuffer
+
+/// Turns conversation events into an annotated transcript: plain or coloured text, or JSON lines.
+///
+/// The relay, the inspector and the demo all print through this, so a capture and a live session read
+/// the same way. Credentials never reach it: the events carry them masked already.
+public struct TranscriptRenderer: Sendable {
+    public enum Format: String, Sendable, CaseIterable {
+        case text
+        case json
+    }
+
+    public var format: Format
+    /// ANSI colours, for a terminal.
+    public var color: Bool
+    /// Print RETR/TOP bodies line by line instead of a summary.
+    public var showBodies: Bool
+    /// Print the annotation under each line.
+    public var showNotes: Bool
+    public let session: String
+
+    private var bodyPartial = ByteBuffer()
+    private var opaque: (side: Side, octets: Int)?
+
+    public init(session: String, format: Format = .text, color: Bool = false, showBodies: Bool = false, showNotes: Bool = true) {
+        self.session = session
+        self.format = format
+        self.color = color
+        self.showBodies = showBodies
+        self.showNotes = showNotes
+    }
+
+    // MARK: - Session boundaries
+
+    public mutating func start(time: Double, client: String?, server: String?) -> [String] {
+        switch self.format {
+        case .json:
+            var record = TranscriptRecord(session: self.session, time: TranscriptRecord.timestamp(time), kind: "session-start")
+            record.client = client
+            record.server = server
+            return [record.jsonLine()]
+        case .text:
+            let peers = [client, server].compactMap { $0 }.joined(separator: " → ")
+            return [self.paint("── session \(self.session)  \(peers)  \(TranscriptRecord.timestamp(time))", .header)]
+        }
+    }
+
+    public mutating func end(time: Double, summary: String) -> [String] {
+        var lines = self.flushOpaque(time: time)
+        switch self.format {
+        case .json:
+            var record = TranscriptRecord(session: self.session, time: TranscriptRecord.timestamp(time), kind: "session-end")
+            record.note = summary
+            lines.append(record.jsonLine())
+        case .text:
+            lines.append(self.paint("── end of session \(self.session): \(summary)", .header))
+        }
+        return lines
+    }
+
+    // MARK: - Events
+
+    public mutating func render(_ event: ConversationEvent, time: Double) -> [String] {
+        if case .opaque(let side, let octets) = event {
+            if let pending = self.opaque, pending.side != side {
+                let flushed = self.flushOpaque(time: time)
+                self.opaque = (side, octets)
+                return flushed
+            }
+            self.opaque = (side, (self.opaque?.octets ?? 0) + octets)
+            return []
+        }
+        var lines = self.flushOpaque(time: time)
+        switch self.format {
+        case .json: lines += self.json(event, time: time)
+        case .text: lines += self.text(event)
+        }
+        return lines
+    }
+
+    private mutating func flushOpaque(time: Double) -> [String] {
+        guard let (side, octets) = self.opaque else { return [] }
+        self.opaque = nil
+        switch self.format {
+        case .json:
+            var record = TranscriptRecord(session: self.session, time: TranscriptRecord.timestamp(time), kind: "opaque")
+            record.side = side.rawValue
+            record.octets = octets
+            return [record.jsonLine()]
+        case .text:
+            return [self.paint("\(Self.prefix(side)) [\(octets) octets not read: encrypted or not POP3]", .dim)]
+        }
+    }
+
+    private mutating func json(_ event: ConversationEvent, time: Double) -> [String] {
+        var r = TranscriptRecord(session: self.session, time: TranscriptRecord.timestamp(time), kind: "")
+        switch event {
+        case .command(let c):
+            r.kind = "command"
+            r.side = Side.client.rawValue
+            r.verb = c.verb
+            r.text = c.text
+            r.note = c.note
+        case .saslResponse(let s):
+            r.kind = "sasl"
+            r.side = Side.client.rawValue
+            r.text = s.text
+            r.octets = s.octets
+            r.note = s.note
+        case .reply(let reply):
+            r.kind = "reply"
+            r.side = Side.server.rawValue
+            r.verb = reply.inResponseTo
+            r.status = reply.reply?.status.rawValue
+            r.code = reply.reply?.code?.description
+            r.multiline = reply.multiline
+            r.text = reply.text
+            r.note = reply.note
+        case .bodyLine(let text):
+            r.kind = "body-line"
+            r.side = Side.server.rawValue
+            r.text = text
+        case .bodyChunk(let chunk):
+            guard self.showBodies else { return [] }
+            r.kind = "body-chunk"
+            r.side = Side.server.rawValue
+            r.octets = chunk.readableBytes
+            r.text = String(buffer: chunk)
+        case .bodyEnd(let summary):
+            r.kind = "body"
+            r.side = Side.server.rawValue
+            r.verb = summary.inResponseTo
+            r.octets = summary.octets
+            r.lines = summary.lines
+            r.stuffed = summary.stuffedLines
+            r.complete = summary.complete
+            r.note = summary.note
+        case .stateChanged(let state, let note):
+            r.kind = "state"
+            r.state = state.rawValue
+            r.note = note
+        case .annotation(let side, let note):
+            r.kind = "note"
+            r.side = side.rawValue
+            r.note = note
+        case .anomaly(let anomaly):
+            r.kind = "anomaly"
+            r.side = anomaly.side.rawValue
+            r.rule = anomaly.rule.id
+            r.reason = anomaly.reason
+        case .closed(let side):
+            r.kind = "closed"
+            r.side = side.rawValue
+        case .opaque:
+            return []
+        }
+        return [r.jsonLine()]
+    }
+
+    private mutating func text(_ event: ConversationEvent) -> [String] {
+        switch event {
+        case .command(let c):
+            return [self.paint("C: " + c.text, .client)] + self.note(c.note)
+        case .saslResponse(let s):
+            return [self.paint("C: " + s.text, .client)] + self.note(s.note)
+        case .reply(let reply):
+            return [self.paint("S: " + reply.text, .server)] + self.note(reply.note)
+        case .bodyLine(let text):
+            return [self.paint("S:   " + text, .server)]
+        case .bodyChunk(let chunk):
+            guard self.showBodies else { return [] }
+            var chunk = chunk
+            self.bodyPartial.writeBuffer(&chunk)
+            var lines: [String] = []
+            while let newline = self.bodyPartial.readableBytesView.firstIndex(of: 0x0A) {
+                let length = newline - self.bodyPartial.readerIndex
+                var line = self.bodyPartial.readString(length: length) ?? ""
+                self.bodyPartial.moveReaderIndex(forwardBy: 1)
+                if line.hasSuffix("\r") { line.removeLast() }
+                lines.append(self.paint("S|  " + line, .body))
+            }
+            self.bodyPartial.discardReadBytes()
+            return lines
+        case .bodyEnd(let summary):
+            var lines: [String] = []
+            if self.bodyPartial.readableBytes > 0 {
+                lines.append(self.paint("S|  " + (self.bodyPartial.readString(length: self.bodyPartial.readableBytes) ?? ""), .body))
+                self.bodyPartial.clear()
+            }
+            let what =
+                summary.complete
+                ? "[end of \(summary.inResponseTo): \(summary.lines) lines, \(summary.octets) octets"
+                    + (summary.stuffedLines > 0 ? ", \(summary.stuffedLines) dot-stuffed" : "") + "]"
+                : "[\(summary.inResponseTo) cut short: \(summary.lines) lines, \(summary.octets) octets]"
+            return lines + [self.paint("S: " + what, .server)] + self.note(summary.note)
+        case .stateChanged(let state, let note):
+            return [self.paint("   ▸ \(state.displayName): \(note)", .state)]
+        case .annotation(let side, let note):
+            return [self.paint("   \(side == .client ? "C" : side == .server ? "S" : "G")· \(note)", .dim)]
+        case .anomaly(let anomaly):
+            return [self.paint("   ! \(anomaly.rule.id) \(anomaly.side.rawValue): \(anomaly.reason)", .anomaly)]
+        case .closed(let side):
+            return [self.paint("   ▸ the \(side.rawValue) closed the connection", .state)]
+        case .opaque:
+            return []
+        }
+    }
+
+    private func note(_ text: String) -> [String] {
+        guard self.showNotes, !text.isEmpty else { return [] }
+        return [self.paint("   │ " + text, .dim)]
+    }
+
+    private static func prefix(_ side: Side) -> String {
+        switch side {
+        case .client: "C:"
+        case .server: "S:"
+        case .gateway: "G:"
+        }
+    }
+
+    // MARK: - Colour
+
+    private enum Style {
+        case header
+        case client
+        case server
+        case body
+        case state
+        case anomaly
+        case dim
+    }
+
+    private func paint(_ text: String, _ style: Style) -> String {
+        guard self.color else { return text }
+        let code =
+            switch style {
+            case .header: "1"
+            case .client: "36"
+            case .server: "32"
+            case .body: "90"
+            case .state: "33"
+            case .anomaly: "1;31"
+            case .dim: "2"
+            }
+        return "\u{1B}[\(code)m\(text)\u{1B}[0m"
+    }
+}

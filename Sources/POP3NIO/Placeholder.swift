@@ -1,0 +1,1 @@
+import POP3Core

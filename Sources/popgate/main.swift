@@ -1,0 +1,3 @@
+import PopgateCLI
+
+await Popgate.main()
