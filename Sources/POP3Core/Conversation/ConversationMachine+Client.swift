@@ -19,6 +19,7 @@ extension ConversationMachine {
         while input.readableBytes > 0 {
             switch self.clientMode {
             case .opaque:
+                if self.state == .tlsNegotiation { self.clientSpokeSinceSTLS = true }
                 events.append(.opaque(.client, octets: input.readableBytes))
                 input.moveReaderIndex(forwardBy: input.readableBytes)
                 return
@@ -73,7 +74,11 @@ extension ConversationMachine {
                     )
                 )
             )
-            self.report(Anomaly(.commandLength, .client, "a command is at most \(limit) octets with its CRLF; this one has \(octets)"), into: &events)
+            if parsed.keyword == "AUTH" {
+                self.report(Anomaly(.saslInitialResponse, .client, "an AUTH line of \(octets) octets: an initial response that makes it longer than \(limit) must be left out"), into: &events)
+            } else {
+                self.report(Anomaly(.commandLength, .client, "a command is at most \(limit) octets with its CRLF; this one has \(octets)"), into: &events)
+            }
             self.commandCount += 1
             self.enqueue(PendingCommand(verb: parsed.keyword, command: nil, opensSASL: false), into: &events)
         case .line(let content, let ending):

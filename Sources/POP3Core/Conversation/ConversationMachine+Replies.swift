@@ -157,6 +157,9 @@ extension ConversationMachine {
                 self.resumeAfterRefusedSTLS(into: &events)
             }
         case .quit?:
+            if state == .transaction, !ok {
+                self.report(Anomaly(.update, .server, "QUIT got -ERR: some messages marked deleted were not removed"), into: &events)
+            }
             if state == .transaction {
                 self.enter(.update, ok ? "UPDATE: the server removes the messages marked deleted (RFC 1939 §6)." : "UPDATE: the server could not remove every marked message (RFC 1939 §6).", into: &events)
             }

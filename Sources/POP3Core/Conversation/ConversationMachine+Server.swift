@@ -16,6 +16,10 @@ extension ConversationMachine {
         while input.readableBytes > 0 {
             switch self.serverMode {
             case .opaque:
+                if self.state == .tlsNegotiation, !self.clientSpokeSinceSTLS {
+                    // The server cannot be answering a ClientHello it has not received (RFC 2595 §4).
+                    self.reportOnce("R31-server", Anomaly(.stls, .server, "the server sent data after its STLS +OK before the client began the handshake (response injection)"), into: &events)
+                }
                 events.append(.opaque(.server, octets: input.readableBytes))
                 input.moveReaderIndex(forwardBy: input.readableBytes)
                 return
@@ -42,10 +46,6 @@ extension ConversationMachine {
                 case .line(let content, let ending):
                     self.checkServerLineEnding(content, ending, into: &events)
                     self.statusLine(content, into: &events)
-                    if self.state == .tlsNegotiation, input.readableBytes > 0 {
-                        // The handshake cannot have started: the client's ClientHello had not been seen yet.
-                        self.report(Anomaly(.stls, .server, "\(input.readableBytes) octets followed the STLS +OK in the same segment, before any handshake (response injection)"), into: &events)
-                    }
                 case .tooLong(let prefix, let octets):
                     self.report(Anomaly(.replyLength, .server, "the first line of a reply is at most \(self.configuration.replyLineLimit) octets; this one has \(octets)"), into: &events)
                     self.statusLine(prefix, truncated: true, into: &events)
@@ -92,7 +92,6 @@ extension ConversationMachine {
         }
 
         if reply.status == .continuation {
-            self.pending[self.pending.startIndex].saslLines += 1
             let text = reply.text.isEmpty ? "+ " : "+ " + Credential.mask
             if self.state != .saslExchange {
                 self.enter(.saslExchange, "An AUTH exchange is under way; client lines are SASL responses until the final reply.", into: &events)
@@ -100,9 +99,6 @@ extension ConversationMachine {
             events.append(.reply(ReplyEvent(reply: Reply(.continuation, reply.text.isEmpty ? "" : Credential.mask), text: text, inResponseTo: head.verb, multiline: false, note: Annotations.reply(reply, to: head.command, verb: head.verb, maildrop: self.maildrop))))
             if !reply.text.isEmpty, Data(base64Encoded: reply.text) == nil {
                 self.report(Anomaly(.saslChallenge, .server, "a SASL challenge that is not valid base64"), into: &events)
-            }
-            if self.pending[self.pending.startIndex].saslLines == self.configuration.authLineLimit * 2 + 1 {
-                self.report(Anomaly(.authLines, .server, "more than \(self.configuration.authLineLimit) challenges in one AUTH exchange"), into: &events)
             }
             return
         }
@@ -191,6 +187,9 @@ extension ConversationMachine {
         var stuffed = stuffed
         if line.getInteger(at: line.readerIndex, as: UInt8.self) == 0x2E {
             if line.readableBytes == 1 {
+                if case .line(_, .lf) = frame {
+                    self.report(Anomaly(.multiLineTermination, .server, "a multi-line reply ends with \".\" CRLF; this one ends with a bare LF"), into: &events)
+                }
                 self.serverMode = .lines
                 let summary = BodySummary(inResponseTo: command.verb, octets: 0, lines: lines, stuffedLines: stuffed, complete: true, note: self.listingNote(command, lines: lines))
                 events.append(.bodyEnd(summary))
@@ -276,6 +275,9 @@ extension ConversationMachine {
         var summary = BodySummary(inResponseTo: command.verb, octets: scanner.octets, lines: scanner.lines, stuffedLines: scanner.stuffedLines, complete: true, note: "")
         summary.note = Annotations.body(summary, messageOctets: scanner.messageOctets)
         events.append(.bodyEnd(summary))
+        if scanner.bareTerminator {
+            self.report(Anomaly(.multiLineTermination, .server, "a multi-line reply ends with \".\" CRLF; this one ends with a bare LF"), into: &events)
+        }
         if scanner.unstuffedLines > 0 {
             self.report(Anomaly(.dotStuffing, .server, "\(scanner.unstuffedLines) body line\(scanner.unstuffedLines == 1 ? "" : "s") began with a single dot that was not stuffed"), into: &events)
         }

@@ -83,6 +83,7 @@ public struct ConversationMachine: Sendable {
     var clientBytesSeen = false
     var serverBytesSeen = false
     var quitSent = false
+    var clientSpokeSinceSTLS = false
     /// The verb of a multi-line command that got -ERR, until the next command: lines after it are R8.
     var refusedMultiLine: String?
     var unknownCommands = 0
@@ -148,6 +149,9 @@ public struct ConversationMachine: Sendable {
         if self.clientFramer.pendingOctets > 0 {
             events.append(.annotation(.client, "The client closed in the middle of a line; \(self.clientFramer.pendingOctets) octets were never finished."))
             self.clientFramer.reset()
+        }
+        if self.state == .transaction, !self.quitSent, !self.maildrop.deleted.isEmpty {
+            events.append(.anomaly(Anomaly(.update, .client, "the client left without QUIT; \(self.maildrop.deleted.count) deletion mark\(self.maildrop.deleted.count == 1 ? " is" : "s are") discarded, not committed")))
         }
         if self.state != .closed {
             let inTransaction = self.state == .transaction

@@ -41,6 +41,8 @@ public struct BodyScanner: Sendable {
     public private(set) var inHeaders = true
     public private(set) var eightBitHeaderLines = 0
     public private(set) var finished = false
+    /// The terminator was `.` and a bare LF (R6).
+    public private(set) var bareTerminator = false
 
     public init() {}
 
@@ -83,7 +85,7 @@ public struct BodyScanner: Sendable {
                         self.pending += 1
                         i += 1
                     } else if b == 0x0A {
-                        self.bareLineEndings += 1
+                        self.bareTerminator = true
                         self.finish(at: i, pendingStart: pendingStart, contentEnd: &contentEnd, consumed: &consumed)
                         return
                     } else {

@@ -14,6 +14,10 @@ struct Script: Sendable, CustomTestStringConvertible {
     var name: String
     var steps: [Step]
     var configuration = ConversationMachine.Configuration()
+    /// Steps after a gateway reports that TLS is up (``ConversationMachine/tlsEstablished()``).
+    var tlsSteps: [Step]?
+    /// When set, every step happens at time 0 and the server closes this many seconds later.
+    var idleSeconds: Double?
 
     init(_ name: String, configuration: ConversationMachine.Configuration = .init(), _ steps: [Step]) {
         self.name = name
@@ -22,45 +26,53 @@ struct Script: Sendable, CustomTestStringConvertible {
     }
 
     var testDescription: String { self.name }
+    var hasTimes: Bool { self.idleSeconds != nil }
 
     /// Feeds every step whole, or one byte at a time.
     func run(byteByByte: Bool = false) -> [ConversationEvent] {
         var machine = ConversationMachine(configuration: self.configuration)
-        var events: [ConversationEvent] = []
-        for step in self.steps {
-            switch step {
-            case .client(let text), .server(let text):
-                let bytes = Array(text.utf8)
-                let pieces: [[UInt8]] = byteByByte ? bytes.map { [$0] } : [bytes]
-                for piece in pieces {
-                    let buffer = ByteBuffer(bytes: piece)
-                    if case .client = step {
-                        machine.clientSent(buffer, into: &events)
-                    } else {
-                        machine.serverSent(buffer, into: &events)
-                    }
-                }
-            case .clientClose:
-                events += machine.clientClosed()
-            case .serverClose:
-                events += machine.serverClosed()
-            }
-        }
-        return events
+        return self.run(on: &machine, byteByByte: byteByByte)
     }
 
-    /// Runs the script and returns the final machine too.
+    /// Runs the script and returns the final machine.
     func machine() -> ConversationMachine {
         var machine = ConversationMachine(configuration: self.configuration)
-        for step in self.steps {
-            switch step {
-            case .client(let text): _ = machine.clientSent(ByteBuffer(string: text))
-            case .server(let text): _ = machine.serverSent(ByteBuffer(string: text))
-            case .clientClose: _ = machine.clientClosed()
-            case .serverClose: _ = machine.serverClosed()
+        _ = self.run(on: &machine, byteByByte: false)
+        return machine
+    }
+
+    private func run(on machine: inout ConversationMachine, byteByByte: Bool) -> [ConversationEvent] {
+        var events: [ConversationEvent] = []
+        let time: Double? = self.idleSeconds == nil ? nil : 0
+        func feed(_ steps: [Step]) {
+            for step in steps {
+                switch step {
+                case .client(let text), .server(let text):
+                    let bytes = Array(text.utf8)
+                    let pieces: [[UInt8]] = byteByByte ? bytes.map { [$0] } : [bytes]
+                    for piece in pieces {
+                        if case .client = step {
+                            machine.clientSent(ByteBuffer(bytes: piece), at: time, into: &events)
+                        } else {
+                            machine.serverSent(ByteBuffer(bytes: piece), at: time, into: &events)
+                        }
+                    }
+                case .clientClose:
+                    events += machine.clientClosed(at: time)
+                case .serverClose:
+                    events += machine.serverClosed(at: time)
+                }
             }
         }
-        return machine
+        feed(self.steps)
+        if let more = self.tlsSteps {
+            events += machine.tlsEstablished()
+            feed(more)
+        }
+        if let idle = self.idleSeconds {
+            events += machine.serverClosed(at: idle)
+        }
+        return events
     }
 }
 
