@@ -26,7 +26,7 @@ let package = Package(
             dependencies: [
                 "POP3Core",
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         // The embedded POP3 server: the demo's and the fast tests' upstream.
@@ -37,8 +37,8 @@ let package = Package(
                 "POP3NIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // ArgumentParser commands, in a library so tests can call them without a process.
@@ -55,7 +55,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(name: "popgate", dependencies: ["PopgateCLI"]),
+        .executableTarget(
+            name: "popgate",
+            dependencies: ["PopgateCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .executableTarget(
             name: "popgate-bench",
             dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")],

@@ -181,9 +181,10 @@ public enum Annotations {
             + "(\(messageOctets) octets once un-stuffed)"
         if summary.stuffedLines > 0 {
             note += "; \(summary.stuffedLines) line\(summary.stuffedLines == 1 ? "" : "s") began with a dot and "
-                + "carried an extra one (byte-stuffing, RFC 1939 §3)"
+                + "carried an extra one (byte-stuffing, RFC 1939 §3)."
+            return note
         }
-        return note + "."
+        return note + " (RFC 1939 §3)."
     }
 
     public static func capability(_ capability: Capability) -> String? {

@@ -52,7 +52,7 @@ extension ConversationMachine {
             }
         } else if looksLikeTLS && self.state != .tlsNegotiation {
             self.report(Anomaly(.tlsPortMismatch, .client, "the client started a TLS handshake on a plaintext POP3 connection"), into: &events)
-            self.enter(.encrypted, "The client speaks TLS here; the rest is counted, not read.", into: &events)
+            self.enter(.encrypted, "the client speaks TLS here; the rest is counted, not read.", into: &events)
             self.clientMode = .opaque
             self.serverMode = .opaque
         }

@@ -134,16 +134,16 @@ extension ConversationMachine {
         case .user?:
             guard state.isAuthorization else { return }
             if ok {
-                self.enter(.userAccepted, "USER accepted: PASS must come next (RFC 1939 §7).", into: &events)
+                self.enter(.userAccepted, "the name is accepted; PASS must come next (RFC 1939 §7).", into: &events)
             } else {
-                self.enter(.authorization, "Back to AUTHORIZATION.", into: &events)
+                self.enter(.authorization, "the name was refused; the client may try again (RFC 1939 §7).", into: &events)
             }
         case .pass?, .apop?, .auth(_?, _)?:
             guard state.isAuthorization else { return }
             if ok {
-                self.enter(.transaction, "TRANSACTION: the maildrop is open; STAT, LIST, RETR, DELE and the rest are allowed (RFC 1939 §5).", into: &events)
+                self.enter(.transaction, "the maildrop is open and locked; STAT, LIST, RETR, DELE and the rest are allowed (RFC 1939 §5).", into: &events)
             } else {
-                self.enter(.authorization, "Still AUTHORIZATION: the login failed; the client may try again or QUIT (RFC 1939 §4).", into: &events)
+                self.enter(.authorization, "the login failed; the client may try again or QUIT (RFC 1939 §4).", into: &events)
             }
         case .stls?:
             if ok {
@@ -152,7 +152,7 @@ extension ConversationMachine {
                 }
                 self.clientMode = .opaque
                 self.serverMode = .opaque
-                self.enter(.tlsNegotiation, "TLS negotiation: what follows is a TLS handshake, then encrypted POP3 (RFC 2595 §4).", into: &events)
+                self.enter(.tlsNegotiation, "what follows is a TLS handshake, then encrypted POP3 (RFC 2595 §4).", into: &events)
             } else {
                 self.resumeAfterRefusedSTLS(into: &events)
             }
@@ -161,9 +161,9 @@ extension ConversationMachine {
                 self.report(Anomaly(.update, .server, "QUIT got -ERR: some messages marked deleted were not removed"), into: &events)
             }
             if state == .transaction {
-                self.enter(.update, ok ? "UPDATE: the server removes the messages marked deleted (RFC 1939 §6)." : "UPDATE: the server could not remove every marked message (RFC 1939 §6).", into: &events)
+                self.enter(.update, ok ? "the server removes the messages marked deleted (RFC 1939 §6)." : "the server could not remove every marked message (RFC 1939 §6).", into: &events)
             }
-            if ok { self.enter(.closed, "The session is over.", into: &events) }
+            if ok { self.enter(.closed, "the session is over.", into: &events) }
         default:
             break
         }
@@ -187,7 +187,7 @@ extension ConversationMachine {
         self.serverMode = .lines
         self.clientFramer.reset()
         self.serverFramer.reset()
-        self.enter(.authorization, "TLS is up; the session is in AUTHORIZATION and earlier capabilities no longer count (RFC 2595 §4).", into: &events)
+        self.enter(.authorization, "TLS is up; earlier capabilities no longer count (RFC 2595 §4).", into: &events)
         return events
     }
 }

@@ -33,10 +33,10 @@ extension ConversationMachine {
                 } else {
                     self.serverMode = .body(command, scanner)
                 }
-            case .listing(let command, let lines, let stuffed):
+            case .listing(let command, let lines, let stuffed, let octets):
                 self.serverFramer.limit = self.configuration.replyLineLimit
                 guard let frame = self.serverFramer.next(from: &input) else { return }
-                self.listingFrame(frame, command: command, lines: lines, stuffed: stuffed, into: &events)
+                self.listingFrame(frame, command: command, lines: lines, stuffed: stuffed, octets: octets, into: &events)
             case .lines:
                 self.serverFramer.limit =
                     self.pending.first?.opensSASL == true
@@ -94,7 +94,7 @@ extension ConversationMachine {
         if reply.status == .continuation {
             let text = reply.text.isEmpty ? "+ " : "+ " + Credential.mask
             if self.state != .saslExchange {
-                self.enter(.saslExchange, "An AUTH exchange is under way; client lines are SASL responses until the final reply.", into: &events)
+                self.enter(.saslExchange, "client lines are SASL responses until the final reply (RFC 5034 §4).", into: &events)
             }
             events.append(.reply(ReplyEvent(reply: Reply(.continuation, reply.text.isEmpty ? "" : Credential.mask), text: text, inResponseTo: head.verb, multiline: false, note: Annotations.reply(reply, to: head.command, verb: head.verb, maildrop: self.maildrop))))
             if !reply.text.isEmpty, Data(base64Encoded: reply.text) == nil {
@@ -124,7 +124,7 @@ extension ConversationMachine {
                     self.capabilities = []
                     self.capaSinceTLS = true
                 }
-                self.serverMode = .listing(command, lines: 0, stuffed: 0)
+                self.serverMode = .listing(command, lines: 0, stuffed: 0, octets: 0)
             }
         }
     }
@@ -152,10 +152,10 @@ extension ConversationMachine {
         events.append(.reply(ReplyEvent(reply: reply, text: text, inResponseTo: nil, multiline: false, note: Annotations.greeting(reply, timestamp: self.greetingTimestamp))))
         self.replyCount += 1
         if reply.status == .ok {
-            self.enter(.authorization, "AUTHORIZATION: the client identifies itself with USER/PASS, APOP or AUTH (RFC 1939 §4).", into: &events)
+            self.enter(.authorization, "the client identifies itself with USER/PASS, APOP or AUTH (RFC 1939 §4).", into: &events)
         } else {
             self.report(Anomaly(.greeting, .server, "the greeting is -ERR, so the server refuses service"), into: &events)
-            self.enter(.closed, "The server refused the session.", into: &events)
+            self.enter(.closed, "the server refused the session (RFC 1939 §4).", into: &events)
         }
     }
 
@@ -174,15 +174,18 @@ extension ConversationMachine {
 
     // MARK: Multi-line bodies
 
-    private mutating func listingFrame(_ frame: LineFramer.Frame, command: PendingCommand, lines: Int, stuffed: Int, into events: inout [ConversationEvent]) {
+    private mutating func listingFrame(_ frame: LineFramer.Frame, command: PendingCommand, lines: Int, stuffed: Int, octets: Int, into events: inout [ConversationEvent]) {
         var line: ByteBuffer
+        let rawOctets: Int
         switch frame {
-        case .tooLong(let prefix, let octets):
-            self.report(Anomaly(.replyLength, .server, "a line of the \(command.verb) listing has \(octets) octets, over \(self.configuration.replyLineLimit)"), into: &events)
+        case .tooLong(let prefix, let length):
+            self.report(Anomaly(.replyLength, .server, "a line of the \(command.verb) listing has \(length) octets, over \(self.configuration.replyLineLimit)"), into: &events)
             line = prefix
+            rawOctets = length
         case .line(let content, let ending):
             self.checkServerLineEnding(content, ending, into: &events)
             line = content
+            rawOctets = content.readableBytes + (ending == .crlf ? 2 : 1)
         }
         var stuffed = stuffed
         if line.getInteger(at: line.readerIndex, as: UInt8.self) == 0x2E {
@@ -191,7 +194,7 @@ extension ConversationMachine {
                     self.report(Anomaly(.multiLineTermination, .server, "a multi-line reply ends with \".\" CRLF; this one ends with a bare LF"), into: &events)
                 }
                 self.serverMode = .lines
-                let summary = BodySummary(inResponseTo: command.verb, octets: 0, lines: lines, stuffedLines: stuffed, complete: true, note: self.listingNote(command, lines: lines))
+                let summary = BodySummary(inResponseTo: command.verb, octets: octets, lines: lines, stuffedLines: stuffed, complete: true, note: self.listingNote(command, lines: lines))
                 events.append(.bodyEnd(summary))
                 self.listingEnded(command, into: &events)
                 return
@@ -204,7 +207,7 @@ extension ConversationMachine {
             line.moveReaderIndex(forwardBy: 1)
         }
         let text = String(decoding: line.readableBytesView, as: UTF8.self)
-        self.serverMode = .listing(command, lines: lines + 1, stuffed: stuffed)
+        self.serverMode = .listing(command, lines: lines + 1, stuffed: stuffed, octets: octets + rawOctets)
         events.append(.bodyLine(text))
         self.listingLine(text, command: command, into: &events)
     }

@@ -41,7 +41,7 @@ public struct ConversationMachine: Sendable {
 
     enum ServerMode: Sendable {
         case lines
-        case listing(PendingCommand, lines: Int, stuffed: Int)
+        case listing(PendingCommand, lines: Int, stuffed: Int, octets: Int)
         case body(PendingCommand, BodyScanner)
         case opaque
     }
@@ -73,13 +73,14 @@ public struct ConversationMachine: Sendable {
     public internal(set) var tlsActive: Bool
     public internal(set) var commandCount = 0
     public internal(set) var replyCount = 0
+    /// The `<…@…>` timestamp of the greeting, which APOP digests (RFC 1939 §7).
+    public internal(set) var greetingTimestamp: String?
 
     var pending = CircularBuffer<PendingCommand>()
     var clientFramer: LineFramer
     var serverFramer: LineFramer
     var serverMode: ServerMode = .lines
     var clientMode: ClientMode = .lines
-    var greetingTimestamp: String?
     var clientBytesSeen = false
     var serverBytesSeen = false
     var quitSent = false
@@ -174,9 +175,9 @@ public struct ConversationMachine: Sendable {
     public mutating func serverClosed(at time: Double? = nil) -> [ConversationEvent] {
         var events: [ConversationEvent] = []
         switch self.serverMode {
-        case .listing(let command, let lines, let stuffed):
+        case .listing(let command, let lines, let stuffed, let octets):
             events.append(.anomaly(Anomaly(.unexpectedServerData, .server, "the reply to \(command.verb) ended without its terminating dot (truncated reply)")))
-            events.append(.bodyEnd(BodySummary(inResponseTo: command.verb, octets: 0, lines: lines, stuffedLines: stuffed, complete: false, note: "The connection closed before the listing ended.")))
+            events.append(.bodyEnd(BodySummary(inResponseTo: command.verb, octets: octets, lines: lines, stuffedLines: stuffed, complete: false, note: "The connection closed before the listing ended.")))
             _ = self.pending.isEmpty
         case .body(let command, let scanner):
             events.append(.anomaly(Anomaly(.unexpectedServerData, .server, "the reply to \(command.verb) ended without its terminating dot (truncated reply)")))
@@ -256,7 +257,7 @@ public struct ConversationMachine: Sendable {
                 )
             )
         )
-        self.enter(.notPOP3, "Not POP3: the rest of the session is only counted.", into: &events)
+        self.enter(.notPOP3, "the rest of the session is only counted.", into: &events)
         self.clientMode = .opaque
         self.serverMode = .opaque
         self.pending.removeAll()

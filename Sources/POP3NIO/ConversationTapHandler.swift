@@ -1,0 +1,146 @@
+import NIOCore
+import POP3Core
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Where a tap delivers what it read: the session's events, already in order.
+public protocol ConversationSink: Sendable {
+    func sessionStarted(_ session: SessionInfo, time: Double)
+    func events(_ events: [ConversationEvent], session: SessionInfo, time: Double)
+    func sessionEnded(_ session: SessionInfo, time: Double, summary: SessionSummary)
+}
+
+/// Who a session is between.
+public struct SessionInfo: Sendable, Hashable {
+    public var id: String
+    public var client: String?
+    public var server: String?
+
+    public init(id: String, client: String?, server: String?) {
+        self.id = id
+        self.client = client
+        self.server = server
+    }
+}
+
+/// How a session went, for its last transcript line and the log.
+public struct SessionSummary: Sendable, Hashable {
+    public var clientOctets: Int
+    public var serverOctets: Int
+    public var commands: Int
+    public var anomalies: Int
+    public var finalState: ConversationState
+
+    public var description: String {
+        "\(self.commands) commands, \(self.clientOctets) octets from the client, \(self.serverOctets) from the server, "
+            + "\(self.anomalies) anomal\(self.anomalies == 1 ? "y" : "ies"), ended in \(self.finalState.displayName)"
+    }
+}
+
+/// A pass-through handler that shows a channel's traffic to the conversation machine.
+///
+/// Inbound bytes are what the peer at the far end sent; outbound bytes are what this side sends. On a
+/// server's or a gateway's client-facing channel, inbound is the client and outbound the server. It never
+/// changes a byte: it observes.
+public final class ConversationTapHandler: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private var machine: ConversationMachine
+    private let sink: any ConversationSink
+    private var info: SessionInfo
+    private var clientOctets = 0
+    private var serverOctets = 0
+    private var anomalies = 0
+    private var started = false
+    private var ended = false
+
+    public init(sessionID: String, configuration: ConversationMachine.Configuration = .init(), sink: any ConversationSink) {
+        self.machine = ConversationMachine(configuration: configuration)
+        self.sink = sink
+        self.info = SessionInfo(id: sessionID, client: nil, server: nil)
+    }
+
+    static func now() -> Double { Date().timeIntervalSince1970 }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.start(context: context) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        self.start(context: context)
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard !self.started else { return }
+        self.started = true
+        self.info.client = context.channel.remoteAddress.map(Self.describe)
+        self.info.server = context.channel.localAddress.map(Self.describe)
+        self.sink.sessionStarted(self.info, time: Self.now())
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = Self.unwrapInboundIn(data)
+        self.clientOctets += bytes.readableBytes
+        let time = Self.now()
+        self.deliver(self.machine.clientSent(bytes, at: time), time: time)
+        context.fireChannelRead(data)
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let bytes = Self.unwrapOutboundIn(data)
+        self.serverOctets += bytes.readableBytes
+        let time = Self.now()
+        self.deliver(self.machine.serverSent(bytes, at: time), time: time)
+        context.write(data, promise: promise)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        self.end()
+        context.fireChannelInactive()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.end()
+    }
+
+    private func end() {
+        guard self.started, !self.ended else { return }
+        self.ended = true
+        let time = Self.now()
+        // Whoever closed, both directions are over now.
+        self.deliver(self.machine.clientClosed(at: time) + self.machine.serverClosed(at: time), time: time)
+        let summary = SessionSummary(
+            clientOctets: self.clientOctets,
+            serverOctets: self.serverOctets,
+            commands: self.machine.commandCount,
+            anomalies: self.anomalies,
+            finalState: self.machine.state
+        )
+        self.sink.sessionEnded(self.info, time: time, summary: summary)
+    }
+
+    private func deliver(_ events: [ConversationEvent], time: Double) {
+        guard !events.isEmpty else { return }
+        for case .anomaly in events { self.anomalies += 1 }
+        self.sink.events(events, session: self.info, time: time)
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        switch address {
+        case .v4: "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+        case .v6: "[\(address.ipAddress ?? "?")]:\(address.port ?? 0)"
+        case .unixDomainSocket: address.pathname ?? "unix"
+        }
+    }
+}
+
+@available(*, unavailable)
+extension ConversationTapHandler: Sendable {}

@@ -1,0 +1,148 @@
+import ArgumentParser
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import POP3Core
+import POP3NIO
+import POP3Server
+
+@preconcurrency import Dispatch
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension TranscriptRenderer.Format: ExpressibleByArgument {}
+extension ColorChoice: ExpressibleByArgument {}
+
+extension Popgate {
+    struct Demo: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the embedded POP3 server and a scripted session, and show the annotated transcript.",
+            discussion: """
+                The script uses every RFC 1939 command and CAPA, and makes one deliberate mistake (STAT before \
+                logging in) so that an anomaly shows. Without --once the server keeps running and every \
+                session you open is shown live.
+
+                Examples:
+                  popgate demo --once
+                  popgate demo --port 1110
+                      then, in another terminal:
+                      telnet 127.0.0.1 1110
+                      curl pop3://alice:wonderland@127.0.0.1:1110/1
+                  popgate demo --once --format json | jq .
+                """
+        )
+
+        @Flag(help: "Exit after the scripted session.")
+        var once = false
+
+        @Option(help: "Loopback address to listen on.")
+        var host = "127.0.0.1"
+
+        @Option(help: "Port to listen on (0 picks a free one). Default: 1110, or a free port with --once.")
+        var port: Int?
+
+        @Option(help: "Transcript format: text or json.")
+        var format: TranscriptRenderer.Format = .text
+
+        @Option(help: "Colour: auto (when on a terminal), always or never.")
+        var color: ColorChoice = .auto
+
+        @Option(help: "Serve the .eml files of this directory instead of the sample messages.", completion: .directory)
+        var maildrop: String?
+
+        @Flag(help: "Show message bodies line by line instead of a summary.")
+        var bodies = false
+
+        @Option(help: "The demo user, as NAME:PASSWORD.")
+        var user = "alice:wonderland"
+
+        func validate() throws {
+            guard self.host == "localhost" || self.host.hasPrefix("127.") || self.host == "::1" else {
+                throw ValidationError("the demo listens on loopback only (127.0.0.0/8 or ::1), not \(self.host)")
+            }
+            guard self.user.contains(":") else { throw ValidationError("--user takes NAME:PASSWORD") }
+            if let port, !(0...65535).contains(port) { throw ValidationError("--port must be 0 to 65535") }
+        }
+
+        func run() async throws {
+            let parts = self.user.split(separator: ":", maxSplits: 1).map(String.init)
+            let (name, password) = (parts[0], parts.count > 1 ? parts[1] : "")
+            let terminal = Terminal.shared
+            let ended = NIOLockedValueBox(0)
+            let printer = TranscriptPrinter(
+                format: self.format,
+                color: self.color.enabled(for: terminal),
+                showBodies: self.bodies,
+                output: { terminal.write($0) },
+                onEnd: { _, _ in ended.withLockedValue { $0 += 1 } }
+            )
+            var configuration = EmbeddedPOP3Server.Configuration()
+            configuration.host = self.host
+            configuration.port = self.port ?? (self.once ? 0 : 1110)
+            configuration.users = [name: password]
+            configuration.sink = printer
+            if let maildrop {
+                do {
+                    configuration.messages = try SampleMessages.load(directory: maildrop)
+                } catch {
+                    throw ValidationError("cannot read the maildrop directory \(maildrop): \(error)")
+                }
+            }
+
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let server: EmbeddedPOP3Server
+            do {
+                server = try await EmbeddedPOP3Server.start(configuration, group: group)
+            } catch {
+                try? await group.shutdownGracefully()
+                throw ValidationError("cannot listen on \(self.host):\(configuration.port): \(error). Pick another with --port.")
+            }
+            if self.format == .text {
+                terminal.write(["popgate demo: embedded POP3 server on \(self.host):\(server.port), user \(name), \(configuration.messages.count) messages. Running the scripted session…", ""])
+            }
+            do {
+                try await DemoClient.run(host: self.host, port: server.port, steps: DemoClient.script(user: name, password: password), group: group)
+                // The server's side of the session ends a moment after the client's.
+                for _ in 0..<200 where ended.withLockedValue({ $0 }) == 0 {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            } catch {
+                try? await server.stop()
+                try? await group.shutdownGracefully()
+                throw error
+            }
+
+            if !self.once {
+                if self.format == .text {
+                    terminal.write([
+                        "",
+                        "The embedded server keeps running on \(self.host):\(server.port); every session is shown here.",
+                        "Connect with:  telnet \(self.host) \(server.port)   (USER \(name), PASS \(password))",
+                        "          or:  curl pop3://\(name):\(password)@\(self.host):\(server.port)/1",
+                        "Stop with Ctrl-C.",
+                    ])
+                }
+                await Self.waitForInterrupt()
+                if self.format == .text { terminal.write(["", "popgate demo: stopped."]) }
+            }
+            try await server.stop()
+            try await group.shutdownGracefully()
+        }
+
+        /// Waits for SIGINT or SIGTERM.
+        static func waitForInterrupt() async {
+            let (signals, continuation) = AsyncStream<Int32>.makeStream()
+            let sources = [SIGINT, SIGTERM].map { number in
+                signal(number, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                source.setEventHandler { continuation.yield(number) }
+                source.resume()
+                return source
+            }
+            for await _ in signals { break }
+            withExtendedLifetime(sources) {}
+        }
+    }
+}

@@ -1,0 +1,5 @@
+import ArgumentParser
+import PopgateCLI
+
+@main
+extension Popgate {}

@@ -1,3 +1,0 @@
-import PopgateCLI
-
-await Popgate.main()
