@@ -99,6 +99,7 @@ extension ConversationMachine {
     private mutating func saslResponse(_ content: ByteBuffer, pendingIndex: CircularBuffer<PendingCommand>.Index, into events: inout [ConversationEvent]) {
         let cancel = content.readableBytes == 1 && content.getInteger(at: content.readerIndex, as: UInt8.self) == 0x2A
         self.pending[pendingIndex].saslLines += 1
+        self.saslChallengePending = false
         if cancel { self.pending[pendingIndex].cancelled = true }
         events.append(
             .saslResponse(

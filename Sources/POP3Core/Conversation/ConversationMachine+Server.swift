@@ -92,6 +92,7 @@ extension ConversationMachine {
         }
 
         if reply.status == .continuation {
+            self.saslChallengePending = true
             let text = reply.text.isEmpty ? "+ " : "+ " + Credential.mask
             if self.state != .saslExchange {
                 self.enter(.saslExchange, "client lines are SASL responses until the final reply (RFC 5034 §4).", into: &events)
@@ -104,6 +105,7 @@ extension ConversationMachine {
         }
 
         let command = self.pending.removeFirst()
+        self.saslChallengePending = false
         self.replyCount += 1
         var findings: [Anomaly] = []
         self.checkReply(reply, to: command, state: self.state, findings: &findings)

@@ -85,6 +85,8 @@ public struct ConversationMachine: Sendable {
     var serverBytesSeen = false
     var quitSent = false
     var clientSpokeSinceSTLS = false
+    /// The server sent a SASL challenge and waits for the client's response (RFC 5034 §4).
+    public internal(set) var saslChallengePending = false
     /// The verb of a multi-line command that got -ERR, until the next command: lines after it are R8.
     var refusedMultiLine: String?
     var unknownCommands = 0
@@ -108,6 +110,7 @@ public struct ConversationMachine: Sendable {
 
     /// Whether a command has been sent and not yet answered in full.
     public var awaitingReply: Bool {
+        if self.saslChallengePending { return false }
         if !self.pending.isEmpty { return true }
         if case .lines = self.serverMode { return false }
         return true

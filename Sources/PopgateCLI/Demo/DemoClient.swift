@@ -1,15 +1,10 @@
 import NIOCore
-import NIOPosix
 import POP3Core
+import POP3NIO
 import POP3Server
 
-/// A scripted POP3 client that reads the server through its own conversation machine, so it knows when
-/// each reply, multi-line or not, has ended.
-struct DemoClient {
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
-    }
-
+/// The demo's scripted session.
+enum DemoClient {
     /// One command of the script; it may depend on what the session showed so far (the APOP timestamp).
     typealias Step = @Sendable (ConversationMachine) -> String
 
@@ -36,38 +31,13 @@ struct DemoClient {
         ]
     }
 
-    /// Connects, runs `steps`, and returns when the server has closed the connection.
+    /// Runs `steps` and returns when the server has closed the connection.
     static func run(host: String, port: Int, steps: [Step], group: any EventLoopGroup) async throws {
-        let channel = try await ClientBootstrap(group: group)
-            .connect(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                }
-            }
-        try await channel.executeThenClose { inbound, outbound in
-            var iterator = inbound.makeAsyncIterator()
-            var machine = ConversationMachine()
-            try await Self.awaitReply(&machine, &iterator)
+        try await POP3Client.withSession(host: host, port: port, group: group) { session in
             for step in steps {
-                let line = ByteBuffer(string: step(machine) + "\r\n")
-                _ = machine.clientSent(line)
-                try await outbound.write(line)
-                try await Self.awaitReply(&machine, &iterator)
+                _ = try await session.send(step(session.machine))
             }
-            // Read until the server closes after QUIT.
-            while try await iterator.next() != nil {}
-        }
-    }
-
-    private static func awaitReply(
-        _ machine: inout ConversationMachine,
-        _ iterator: inout NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
-    ) async throws {
-        while machine.state == .greeting || machine.awaitingReply {
-            guard let bytes = try await iterator.next() else {
-                throw Failure(description: "the server closed the connection in the middle of the script")
-            }
-            _ = machine.serverSent(bytes)
+            _ = try await session.readUntilClosed()
         }
     }
 }
