@@ -81,7 +81,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PopgateCLITests",
-            dependencies: ["PopgateCLI", "POP3Core"]
+            dependencies: ["PopgateCLI", "POP3Core", "POP3Server", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
     ],
     swiftLanguageModes: [.v6]

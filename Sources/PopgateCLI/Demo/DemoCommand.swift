@@ -67,22 +67,12 @@ extension Popgate {
         }
 
         func run() async throws {
-            let parts = self.user.split(separator: ":", maxSplits: 1).map(String.init)
-            let (name, password) = (parts[0], parts.count > 1 ? parts[1] : "")
             let terminal = Terminal.shared
-            let ended = NIOLockedValueBox(0)
-            let printer = TranscriptPrinter(
-                format: self.format,
-                color: self.color.enabled(for: terminal),
-                showBodies: self.bodies,
-                output: { terminal.write($0) },
-                onEnd: { _, _ in ended.withLockedValue { $0 += 1 } }
-            )
+            let parts = self.user.split(separator: ":", maxSplits: 1).map(String.init)
             var configuration = EmbeddedPOP3Server.Configuration()
             configuration.host = self.host
             configuration.port = self.port ?? (self.once ? 0 : 1110)
-            configuration.users = [name: password]
-            configuration.sink = printer
+            configuration.users = [parts[0]: parts.count > 1 ? parts[1] : ""]
             if let maildrop {
                 do {
                     configuration.messages = try SampleMessages.load(directory: maildrop)
@@ -90,20 +80,60 @@ extension Popgate {
                     throw ValidationError("cannot read the maildrop directory \(maildrop): \(error)")
                 }
             }
+            try await Self.run(
+                configuration,
+                once: self.once,
+                format: self.format,
+                color: self.color.enabled(for: terminal),
+                bodies: self.bodies,
+                output: { terminal.write($0) }
+            )
+        }
 
+        /// The demo itself, with its output injected so tests can read it.
+        static func run(
+            _ configuration: EmbeddedPOP3Server.Configuration,
+            once: Bool,
+            format: TranscriptRenderer.Format,
+            color: Bool,
+            bodies: Bool,
+            output: @escaping @Sendable ([String]) -> Void
+        ) async throws {
+            var configuration = configuration
+            guard let (name, password) = configuration.users.first else {
+                throw ValidationError("the demo needs a user")
+            }
+            let ended = NIOLockedValueBox(0)
+            configuration.sink = TranscriptPrinter(
+                format: format,
+                color: color,
+                showBodies: bodies,
+                output: output,
+                onEnd: { _, _ in ended.withLockedValue { $0 += 1 } }
+            )
+            let host = configuration.host
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             let server: EmbeddedPOP3Server
             do {
                 server = try await EmbeddedPOP3Server.start(configuration, group: group)
             } catch {
                 try? await group.shutdownGracefully()
-                throw ValidationError("cannot listen on \(self.host):\(configuration.port): \(error). Pick another with --port.")
+                throw ValidationError("cannot listen on \(host):\(configuration.port): \(error). Pick another with --port.")
             }
-            if self.format == .text {
-                terminal.write(["popgate demo: embedded POP3 server on \(self.host):\(server.port), user \(name), \(configuration.messages.count) messages. Running the scripted session…", ""])
+            if format == .text {
+                output([
+                    "popgate demo: embedded POP3 server on \(host):\(server.port), user \(name), "
+                        + "\(configuration.messages.count) messages. Running the scripted session…",
+                    "",
+                ])
             }
             do {
-                try await DemoClient.run(host: self.host, port: server.port, steps: DemoClient.script(user: name, password: password), group: group)
+                try await DemoClient.run(
+                    host: host,
+                    port: server.port,
+                    steps: DemoClient.script(user: name, password: password),
+                    group: group
+                )
                 // The server's side of the session ends a moment after the client's.
                 for _ in 0..<200 where ended.withLockedValue({ $0 }) == 0 {
                     try await Task.sleep(for: .milliseconds(10))
@@ -114,18 +144,18 @@ extension Popgate {
                 throw error
             }
 
-            if !self.once {
-                if self.format == .text {
-                    terminal.write([
+            if !once {
+                if format == .text {
+                    output([
                         "",
-                        "The embedded server keeps running on \(self.host):\(server.port); every session is shown here.",
-                        "Connect with:  telnet \(self.host) \(server.port)   (USER \(name), PASS \(password))",
-                        "          or:  curl pop3://\(name):\(password)@\(self.host):\(server.port)/1",
+                        "The embedded server keeps running on \(host):\(server.port); every session is shown here.",
+                        "Connect with:  telnet \(host) \(server.port)   (USER \(name), PASS \(password))",
+                        "          or:  curl pop3://\(name):\(password)@\(host):\(server.port)/1",
                         "Stop with Ctrl-C.",
                     ])
                 }
                 await Self.waitForInterrupt()
-                if self.format == .text { terminal.write(["", "popgate demo: stopped."]) }
+                if format == .text { output(["", "popgate demo: stopped."]) }
             }
             try await server.stop()
             try await group.shutdownGracefully()
