@@ -81,7 +81,10 @@ let package = Package(
         ),
         .testTarget(
             name: "PopgateCLITests",
-            dependencies: ["PopgateCLI", "POP3Core", "POP3Server", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "PopgateCLI", "POP3Core", "POP3Server", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

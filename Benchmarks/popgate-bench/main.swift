@@ -160,7 +160,9 @@ let perPair = Double(eventsPerRound) / Double(pairRounds * pairs.count)
 print("popgate-bench: conversation machine throughput (best of ~\(seconds) s per figure, 1 core)")
 print("")
 print("Large RETR bodies: \(retrCount) × \(body.count / 1_048_576) MiB messages in \(chunkSize / 1024) KiB chunks")
-print("  conversation machine      \(mbps(machineRate))   \(ratio(machineRate, memchrRate)) memchr, \(ratio(machineRate, memcpyRate)) memcpy")
+print(
+    "  conversation machine      \(mbps(machineRate))   \(ratio(machineRate, memchrRate)) memchr, \(ratio(machineRate, memcpyRate)) memcpy"
+)
 print("  body scanner alone        \(mbps(scannerRate))   \(ratio(scannerRate, memchrRate)) memchr")
 print("  anchor: memchr line count \(mbps(memchrRate))")
 print("  anchor: memcpy            \(mbps(memcpyRate))")

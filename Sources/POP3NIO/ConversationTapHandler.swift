@@ -61,7 +61,11 @@ public final class ConversationTapHandler: ChannelDuplexHandler {
     private var started = false
     private var ended = false
 
-    public init(sessionID: String, configuration: ConversationMachine.Configuration = .init(), sink: any ConversationSink) {
+    public init(
+        sessionID: String,
+        configuration: ConversationMachine.Configuration = .init(),
+        sink: any ConversationSink
+    ) {
         self.machine = ConversationMachine(configuration: configuration)
         self.sink = sink
         self.info = SessionInfo(id: sessionID, client: nil, server: nil)

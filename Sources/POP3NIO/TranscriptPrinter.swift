@@ -31,7 +31,12 @@ public final class TranscriptPrinter: ConversationSink {
 
     public func sessionStarted(_ session: SessionInfo, time: Double) {
         let lines = self.state.withLockedValue { state in
-            var renderer = TranscriptRenderer(session: session.id, format: self.format, color: self.color, showBodies: self.showBodies)
+            var renderer = TranscriptRenderer(
+                session: session.id,
+                format: self.format,
+                color: self.color,
+                showBodies: self.showBodies
+            )
             let lines = renderer.start(time: time, client: session.client, server: session.server)
             state.renderers[session.id] = renderer
             return lines

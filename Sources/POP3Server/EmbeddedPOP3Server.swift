@@ -64,9 +64,13 @@ public final class EmbeddedPOP3Server: Sendable {
                     }
                     return channel.eventLoop.makeCompletedFuture {
                         if let sink {
-                            try channel.pipeline.syncOperations.addHandler(ConversationTapHandler(sessionID: String(id), sink: sink))
+                            try channel.pipeline.syncOperations.addHandler(
+                                ConversationTapHandler(sessionID: String(id), sink: sink)
+                            )
                         }
-                        try channel.pipeline.syncOperations.addHandler(POP3ServerHandler(store: store, sessionNumber: id))
+                        try channel.pipeline.syncOperations.addHandler(
+                            POP3ServerHandler(store: store, sessionNumber: id)
+                        )
                     }
                 }
                 .bind(host: configuration.host, port: configuration.port)

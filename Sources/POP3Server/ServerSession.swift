@@ -29,7 +29,9 @@ struct ServerSession {
         }
 
         var live: [(Int, StoredMessage)] {
-            self.messages.enumerated().compactMap { self.deleted.contains($0.offset + 1) ? nil : ($0.offset + 1, $0.element) }
+            self.messages.enumerated().compactMap {
+                self.deleted.contains($0.offset + 1) ? nil : ($0.offset + 1, $0.element)
+            }
         }
     }
 
@@ -242,7 +244,9 @@ struct ServerSession {
             return self.reply(.ok())
         case .rset:
             t.deleted.removeAll()
-            return self.reply(.ok("maildrop has \(t.messages.count) messages (\(t.messages.reduce(0) { $0 + $1.size }) octets)"))
+            return self.reply(
+                .ok("maildrop has \(t.messages.count) messages (\(t.messages.reduce(0) { $0 + $1.size }) octets)")
+            )
         case .quit:
             let uids = Set(t.deleted.map { t.messages[$0 - 1].uniqueID })
             self.store.release(user: t.user, deleting: uids)

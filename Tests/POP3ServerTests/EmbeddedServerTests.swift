@@ -31,11 +31,15 @@ struct EmbeddedServerTests {
     func session() async throws {
         try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
             let sample = SampleMessages.generated()[1]
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (s: inout POP3Client.Session) async throws in
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (s: inout POP3Client.Session) async throws in
                 #expect(s.greeting.firstLine.hasPrefix("+OK popgate embedded POP3 server ready <"))
                 #expect(try await s.send("USER alice").isOK)
                 #expect(try await s.send("PASS wonderland").isOK)
-                #expect(try await s.send("STAT").firstLine == "+OK 3 \(SampleMessages.generated().reduce(0) { $0 + $1.size })")
+                #expect(
+                    try await s.send("STAT").firstLine
+                        == "+OK 3 \(SampleMessages.generated().reduce(0) { $0 + $1.size })"
+                )
                 let retr = try await s.send("RETR 2")
                 var expected = ByteBuffer(string: "+OK \(sample.size) octets\r\n")
                 DotStuffing.writeBody(sample.bytes, into: &expected)
@@ -49,7 +53,8 @@ struct EmbeddedServerTests {
     @Test("commands in the wrong state, malformed and unknown ones get -ERR and the session goes on")
     func refusals() async throws {
         try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (s: inout POP3Client.Session) async throws in
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (s: inout POP3Client.Session) async throws in
                 #expect(try await s.send("STAT").firstLine.hasPrefix("-ERR"))
                 #expect(try await s.send("RETR").firstLine.hasPrefix("-ERR"))
                 #expect(try await s.send("HELO x").firstLine.hasPrefix("-ERR unknown command"))
@@ -68,10 +73,13 @@ struct EmbeddedServerTests {
     @Test("an over-long line gets -ERR and the next command is served")
     func overLong() async throws {
         try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (s: inout POP3Client.Session) async throws in
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (s: inout POP3Client.Session) async throws in
                 let long = try await s.send("USER " + String(repeating: "x", count: 5000))
                 #expect(long.firstLine.hasPrefix("-ERR line of 5007 octets is too long"))
-                #expect(long.events.contains { if case .anomaly(let a) = $0 { a.rule == .commandLength } else { false } })
+                #expect(
+                    long.events.contains { if case .anomaly(let a) = $0 { a.rule == .commandLength } else { false } }
+                )
                 #expect(try await s.send("NOOP").firstLine.hasPrefix("-ERR"))
                 #expect(try await s.send("CAPA").isOK)
             }
@@ -81,10 +89,12 @@ struct EmbeddedServerTests {
     @Test("a second session on a locked maildrop gets -ERR [IN-USE]")
     func lock() async throws {
         try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (first: inout POP3Client.Session) async throws in
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (first: inout POP3Client.Session) async throws in
                 #expect(try await first.send("USER alice").isOK)
                 #expect(try await first.send("PASS wonderland").isOK)
-                try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (second: inout POP3Client.Session) async throws in
+                try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                    (second: inout POP3Client.Session) async throws in
                     #expect(try await second.send("USER alice").isOK)
                     #expect(try await second.send("PASS wonderland").firstLine.hasPrefix("-ERR [IN-USE]"))
                 }
@@ -96,7 +106,8 @@ struct EmbeddedServerTests {
     @Test("DELE is committed by QUIT and discarded when the client vanishes")
     func commitOnlyAtQuit() async throws {
         try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (s: inout POP3Client.Session) async throws in
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (s: inout POP3Client.Session) async throws in
                 _ = try await s.send("USER alice")
                 _ = try await s.send("PASS wonderland")
                 #expect(try await s.send("DELE 1").isOK)
@@ -108,7 +119,8 @@ struct EmbeddedServerTests {
                 try await Task.sleep(for: .milliseconds(10))
             }
             #expect(server.store.messages(of: "alice").count == 3)
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (s: inout POP3Client.Session) async throws in
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (s: inout POP3Client.Session) async throws in
                 _ = try await s.send("USER alice")
                 #expect(try await s.send("PASS wonderland").isOK)
                 #expect(try await s.send("DELE 1").isOK)
@@ -119,7 +131,8 @@ struct EmbeddedServerTests {
     }
 
     static func canLogin(_ server: EmbeddedPOP3Server) async throws -> Bool {
-        try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (s: inout POP3Client.Session) async throws in
+        try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+            (s: inout POP3Client.Session) async throws in
             _ = try await s.send("USER alice")
             let ok = try await s.send("PASS wonderland").isOK
             _ = try await s.send("QUIT")
@@ -130,20 +143,25 @@ struct EmbeddedServerTests {
     @Test("APOP with the right digest logs in; AUTH PLAIN works with and without an initial response; * cancels")
     func apopAndSASL() async throws {
         try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (s: inout POP3Client.Session) async throws in
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (s: inout POP3Client.Session) async throws in
                 let stamp = try #require(s.machine.greetingTimestamp)
-                #expect(try await s.send("APOP alice 0123456789abcdef0123456789abcdef").firstLine.hasPrefix("-ERR [AUTH]"))
+                #expect(
+                    try await s.send("APOP alice 0123456789abcdef0123456789abcdef").firstLine.hasPrefix("-ERR [AUTH]")
+                )
                 #expect(try await s.send("APOP alice \(APOP.digest(timestamp: stamp, secret: "wonderland"))").isOK)
                 _ = try await s.send("QUIT")
             }
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (s: inout POP3Client.Session) async throws in
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (s: inout POP3Client.Session) async throws in
                 #expect(try await s.send("AUTH PLAIN").firstLine == "+ ")
                 #expect(try await s.send("*").firstLine == "-ERR AUTH cancelled")
                 #expect(try await s.send("AUTH PLAIN").firstLine == "+ ")
                 #expect(try await s.send("AGFsaWNlAHdvbmRlcmxhbmQ=").isOK)
                 _ = try await s.send("QUIT")
             }
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (s: inout POP3Client.Session) async throws in
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (s: inout POP3Client.Session) async throws in
                 #expect(try await s.send("AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ=").isOK)
                 _ = try await s.send("QUIT")
             }
@@ -153,8 +171,11 @@ struct EmbeddedServerTests {
     @Test("pipelined commands are answered in order")
     func pipelining() async throws {
         try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) { (s: inout POP3Client.Session) async throws in
-                let reply = try await s.sendRaw(ByteBuffer(string: "USER alice\r\nPASS wonderland\r\nSTAT\r\nLIST 1\r\nNOOP\r\n"))
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (s: inout POP3Client.Session) async throws in
+                let reply = try await s.sendRaw(
+                    ByteBuffer(string: "USER alice\r\nPASS wonderland\r\nSTAT\r\nLIST 1\r\nNOOP\r\n")
+                )
                 let lines = reply.text.split(separator: "\r\n").map(String.init)
                 #expect(lines.count == 5)
                 #expect(lines[2].hasPrefix("+OK 3 "))
@@ -167,9 +188,15 @@ struct EmbeddedServerTests {
     @Test("curl lists and retrieves through pop3://")
     func curl() async throws {
         try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
-            let list = try await runTool("curl", ["-s", "--max-time", "10", "pop3://alice:wonderland@127.0.0.1:\(server.port)/"])
+            let list = try await runTool(
+                "curl",
+                ["-s", "--max-time", "10", "pop3://alice:wonderland@127.0.0.1:\(server.port)/"]
+            )
             #expect(list.split(separator: "\r\n").count == 3)
-            let message = try await runTool("curl", ["-s", "--max-time", "10", "pop3://alice:wonderland@127.0.0.1:\(server.port)/2"])
+            let message = try await runTool(
+                "curl",
+                ["-s", "--max-time", "10", "pop3://alice:wonderland@127.0.0.1:\(server.port)/2"]
+            )
             #expect(message.contains("\r\n.signature\r\n"))
             #expect(!message.contains("..signature"))
         }
@@ -194,7 +221,9 @@ struct EmbeddedServerTests {
             let output = try await runTool("python3", ["-c", script])
             let expected = SampleMessages.generated()
             let sizes = expected.reduce(0) { $0 + $1.size }
-            #expect(output.split(separator: "\n").allSatisfy { $0.hasPrefix("3 \(sizes) [") && $0.hasSuffix("['PLAIN']") })
+            #expect(
+                output.split(separator: "\n").allSatisfy { $0.hasPrefix("3 \(sizes) [") && $0.hasSuffix("['PLAIN']") }
+            )
             #expect(output.split(separator: "\n").count == 2)
         }
     }

@@ -1,7 +1,7 @@
+import ArgumentParser
 import Foundation
 import NIOConcurrencyHelpers
 import POP3Core
-import ArgumentParser
 import Testing
 
 @testable import POP3Server
@@ -25,7 +25,11 @@ struct DemoTests {
         let records = try lines.map { try JSONDecoder().decode(TranscriptRecord.self, from: Data($0.utf8)) }
         #expect(records.allSatisfy { $0.v == 1 && $0.session == "1" })
         let verbs = Set(records.filter { $0.kind == "command" }.compactMap(\.verb))
-        #expect(verbs == ["USER", "PASS", "APOP", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "QUIT", "TOP", "UIDL", "CAPA"])
+        #expect(
+            verbs == [
+                "USER", "PASS", "APOP", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "QUIT", "TOP", "UIDL", "CAPA",
+            ]
+        )
         #expect(records.contains { $0.kind == "anomaly" && $0.rule == "R13" && $0.side == "client" })
         #expect(records.filter { $0.kind == "command" }.allSatisfy { $0.note?.contains("(RFC ") == true })
         #expect(records.first?.kind == "session-start" && records.last?.kind == "session-end")

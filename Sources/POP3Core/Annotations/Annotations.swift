@@ -44,7 +44,8 @@ public enum Annotations {
                 "QUIT ends the session; in TRANSACTION it moves to UPDATE, where marked messages are removed "
                 + "(RFC 1939 §6)."
         case .top(let n, let lines):
-            return "TOP \(n) \(lines) asks for the headers of message \(n) and its first \(lines) body lines (RFC 1939 §7)."
+            return
+                "TOP \(n) \(lines) asks for the headers of message \(n) and its first \(lines) body lines (RFC 1939 §7)."
         case .uidl(nil):
             return "UIDL asks for the unique id of every message, which stays the same across sessions (RFC 1939 §7)."
         case .uidl(let n?):
@@ -112,16 +113,22 @@ public enum Annotations {
                 : "The server does not list mechanisms this way; CAPA's SASL line is the standard place (RFC 2449 §6.3)."
         case .stat?:
             if ok, let count = maildrop.count, let octets = maildrop.octets {
-                note = "The maildrop holds \(count) message\(count == 1 ? "" : "s") of \(octets) octets in all (RFC 1939 §5)."
+                note =
+                    "The maildrop holds \(count) message\(count == 1 ? "" : "s") of \(octets) octets in all (RFC 1939 §5)."
             } else {
                 note = ok ? "The maildrop's count and size (RFC 1939 §5)." : "STAT was refused (RFC 1939 §5)."
             }
         case .list(nil)?:
-            note = ok ? "A scan listing follows: message number and size, one per line (RFC 1939 §5)." : "LIST was refused."
+            note =
+                ok
+                ? "A scan listing follows: message number and size, one per line (RFC 1939 §5)." : "LIST was refused."
         case .list(let n?)?:
             note = ok ? "Message \(n) and its size in octets (RFC 1939 §5)." : "No message \(n) to list (RFC 1939 §5)."
         case .retr(let n)?:
-            note = ok ? "Message \(n) follows, byte-stuffed, ending with a line holding one dot (RFC 1939 §3, §5)." : "No message \(n) to retrieve (RFC 1939 §5)."
+            note =
+                ok
+                ? "Message \(n) follows, byte-stuffed, ending with a line holding one dot (RFC 1939 §3, §5)."
+                : "No message \(n) to retrieve (RFC 1939 §5)."
         case .dele(let n)?:
             note =
                 ok
@@ -130,28 +137,45 @@ public enum Annotations {
         case .noop?:
             note = ok ? "Nothing happens; the server is alive (RFC 1939 §5)." : "NOOP was refused."
         case .rset?:
-            note = ok ? "Every deletion mark is gone; the maildrop is as it was at login (RFC 1939 §5)." : "RSET was refused."
+            note =
+                ok
+                ? "Every deletion mark is gone; the maildrop is as it was at login (RFC 1939 §5)." : "RSET was refused."
         case .quit?:
             note =
                 ok
                 ? "The server says goodbye; any messages marked deleted in TRANSACTION are now removed (RFC 1939 §6)."
                 : "QUIT failed: some deleted messages were not removed (RFC 1939 §6)."
         case .top(let n, let lines)?:
-            note = ok ? "The headers of message \(n), a blank line and up to \(lines) body lines follow (RFC 1939 §7)." : "No message \(n) for TOP (RFC 1939 §7)."
+            note =
+                ok
+                ? "The headers of message \(n), a blank line and up to \(lines) body lines follow (RFC 1939 §7)."
+                : "No message \(n) for TOP (RFC 1939 §7)."
         case .uidl(nil)?:
             note = ok ? "A listing of message numbers and unique ids follows (RFC 1939 §7)." : "UIDL was refused."
         case .uidl(let n?)?:
             note = ok ? "Message \(n) and its unique id (RFC 1939 §7)." : "No message \(n) for UIDL (RFC 1939 §7)."
         case .capa?:
-            note = ok ? "The capability list follows, one per line (RFC 2449 §5)." : "This server does not implement CAPA (RFC 2449 §5)."
+            note =
+                ok
+                ? "The capability list follows, one per line (RFC 2449 §5)."
+                : "This server does not implement CAPA (RFC 2449 §5)."
         case .stls?:
-            note = ok ? "TLS begins right after this line's CRLF; from here on the session is encrypted (RFC 2595 §4)." : "STLS was refused; the session goes on in plaintext (RFC 2595 §4)."
+            note =
+                ok
+                ? "TLS begins right after this line's CRLF; from here on the session is encrypted (RFC 2595 §4)."
+                : "STLS was refused; the session goes on in plaintext (RFC 2595 §4)."
         case .utf8?:
             note = ok ? "UTF-8 is on for the rest of the session (RFC 6856 §2)." : "UTF8 was refused (RFC 6856 §2)."
         case .lang(nil)?:
-            note = ok ? "The languages the server offers follow, one per line (RFC 6856 §3)." : "LANG was refused (RFC 6856 §3)."
+            note =
+                ok
+                ? "The languages the server offers follow, one per line (RFC 6856 §3)."
+                : "LANG was refused (RFC 6856 §3)."
         case .lang?:
-            note = ok ? "The server changed the language of its replies (RFC 6856 §3)." : "That language is not offered (RFC 6856 §3)."
+            note =
+                ok
+                ? "The server changed the language of its replies (RFC 6856 §3)."
+                : "That language is not offered (RFC 6856 §3)."
         case .other?, nil:
             note = ok ? "The server accepted \(verb)." : "The server refused \(verb) (RFC 1939 §3)."
         }
@@ -180,7 +204,8 @@ public enum Annotations {
             "\(summary.inResponseTo) delivered \(summary.lines) line\(summary.lines == 1 ? "" : "s") "
             + "(\(messageOctets) octets once un-stuffed)"
         if summary.stuffedLines > 0 {
-            note += "; \(summary.stuffedLines) line\(summary.stuffedLines == 1 ? "" : "s") began with a dot and "
+            note +=
+                "; \(summary.stuffedLines) line\(summary.stuffedLines == 1 ? "" : "s") began with a dot and "
                 + "carried an extra one (byte-stuffing, RFC 1939 §3)."
             return note
         }
@@ -191,7 +216,8 @@ public enum Annotations {
         switch capability.name {
         case "TOP": "TOP: the server supports TOP (RFC 2449 §6.1)."
         case "USER": "USER: USER/PASS logins are allowed (RFC 2449 §6.2)."
-        case "SASL": "SASL: AUTH works with these mechanisms: \(capability.parameters.joined(separator: " ")) (RFC 2449 §6.3)."
+        case "SASL":
+            "SASL: AUTH works with these mechanisms: \(capability.parameters.joined(separator: " ")) (RFC 2449 §6.3)."
         case "RESP-CODES": "RESP-CODES: bracketed response codes in replies mean something (RFC 2449 §6.4)."
         case "LOGIN-DELAY": "LOGIN-DELAY: logins must be this many seconds apart (RFC 2449 §6.5)."
         case "PIPELINING": "PIPELINING: the client may send several commands without waiting (RFC 2449 §6.6)."

@@ -44,14 +44,25 @@ extension ConversationMachine {
 
     /// R36: port 995 carries TLS from the first byte; port 110 does not.
     private mutating func checkFirstClientBytes(_ input: ByteBuffer, into events: inout [ConversationEvent]) {
-        let looksLikeTLS = input.getInteger(at: input.readerIndex, as: UInt8.self) == 0x16
+        let looksLikeTLS =
+            input.getInteger(at: input.readerIndex, as: UInt8.self) == 0x16
             && (input.readableBytes < 2 || input.getInteger(at: input.readerIndex + 1, as: UInt8.self) == 0x03)
         if self.configuration.implicitTLS {
             if !looksLikeTLS {
-                self.report(Anomaly(.tlsPortMismatch, .client, "on an implicit-TLS port the client's first bytes are not a TLS record"), into: &events)
+                self.report(
+                    Anomaly(
+                        .tlsPortMismatch,
+                        .client,
+                        "on an implicit-TLS port the client's first bytes are not a TLS record"
+                    ),
+                    into: &events
+                )
             }
         } else if looksLikeTLS && self.state != .tlsNegotiation {
-            self.report(Anomaly(.tlsPortMismatch, .client, "the client started a TLS handshake on a plaintext POP3 connection"), into: &events)
+            self.report(
+                Anomaly(.tlsPortMismatch, .client, "the client started a TLS handshake on a plaintext POP3 connection"),
+                into: &events
+            )
             self.enter(.encrypted, "the client speaks TLS here; the rest is counted, not read.", into: &events)
             self.clientMode = .opaque
             self.serverMode = .opaque
@@ -62,7 +73,9 @@ extension ConversationMachine {
         switch frame {
         case .tooLong(let prefix, let octets):
             let parsed = CommandParser.parse(prefix.readableBytesView, utf8Allowed: self.utf8Accepted)
-            let limit = self.pending.last?.opensSASL == true ? self.configuration.saslLineLimit : self.configuration.commandLineLimit
+            let limit =
+                self.pending.last?.opensSASL == true
+                ? self.configuration.saslLineLimit : self.configuration.commandLineLimit
             events.append(
                 .command(
                     CommandEvent(
@@ -70,20 +83,43 @@ extension ConversationMachine {
                         command: nil,
                         text: String(parsed.text.prefix(60)) + "…",
                         secretRange: nil,
-                        note: "A line of \(octets) octets, longer than the \(limit) a server must accept; it gets -ERR (RFC 2449 §4)."
+                        note:
+                            "A line of \(octets) octets, longer than the \(limit) a server must accept; it gets -ERR (RFC 2449 §4)."
                     )
                 )
             )
             if parsed.keyword == "AUTH" {
-                self.report(Anomaly(.saslInitialResponse, .client, "an AUTH line of \(octets) octets: an initial response that makes it longer than \(limit) must be left out"), into: &events)
+                self.report(
+                    Anomaly(
+                        .saslInitialResponse,
+                        .client,
+                        "an AUTH line of \(octets) octets: an initial response that makes it longer than \(limit) must be left out"
+                    ),
+                    into: &events
+                )
             } else {
-                self.report(Anomaly(.commandLength, .client, "a command is at most \(limit) octets with its CRLF; this one has \(octets)"), into: &events)
+                self.report(
+                    Anomaly(
+                        .commandLength,
+                        .client,
+                        "a command is at most \(limit) octets with its CRLF; this one has \(octets)"
+                    ),
+                    into: &events
+                )
             }
             self.commandCount += 1
             self.enqueue(PendingCommand(verb: parsed.keyword, command: nil, opensSASL: false), into: &events)
         case .line(let content, let ending):
             if ending == .lf {
-                self.reportOnce("R1-client-lf", Anomaly(.lineEnding, .client, "a line ends with a bare LF instead of CRLF (further ones are not reported)"), into: &events)
+                self.reportOnce(
+                    "R1-client-lf",
+                    Anomaly(
+                        .lineEnding,
+                        .client,
+                        "a line ends with a bare LF instead of CRLF (further ones are not reported)"
+                    ),
+                    into: &events
+                )
             }
             if content.readableBytesView.contains(0x0D) {
                 self.reportOnce("R1-client-cr", Anomaly(.lineEnding, .client, "a bare CR inside a line"), into: &events)
@@ -96,7 +132,11 @@ extension ConversationMachine {
         }
     }
 
-    private mutating func saslResponse(_ content: ByteBuffer, pendingIndex: CircularBuffer<PendingCommand>.Index, into events: inout [ConversationEvent]) {
+    private mutating func saslResponse(
+        _ content: ByteBuffer,
+        pendingIndex: CircularBuffer<PendingCommand>.Index,
+        into events: inout [ConversationEvent]
+    ) {
         let cancel = content.readableBytes == 1 && content.getInteger(at: content.readerIndex, as: UInt8.self) == 0x2A
         self.pending[pendingIndex].saslLines += 1
         self.saslChallengePending = false
@@ -112,7 +152,14 @@ extension ConversationMachine {
             )
         )
         if self.pending[pendingIndex].saslLines == self.configuration.authLineLimit + 1 {
-            self.report(Anomaly(.authLines, .client, "more than \(self.configuration.authLineLimit) lines in one AUTH exchange"), into: &events)
+            self.report(
+                Anomaly(
+                    .authLines,
+                    .client,
+                    "more than \(self.configuration.authLineLimit) lines in one AUTH exchange"
+                ),
+                into: &events
+            )
         }
         guard !cancel else { return }
         // R39: the response must be base64; PLAIN must hold authzid NUL authcid NUL passwd.
@@ -138,7 +185,14 @@ extension ConversationMachine {
         if let name = self.plainUser(decoded) {
             self.user = name
         } else {
-            self.report(Anomaly(.saslEncoding, .client, "a PLAIN response is authzid NUL authcid NUL password; this one is not"), into: &events)
+            self.report(
+                Anomaly(
+                    .saslEncoding,
+                    .client,
+                    "a PLAIN response is authzid NUL authcid NUL password; this one is not"
+                ),
+                into: &events
+            )
         }
     }
 
@@ -162,23 +216,41 @@ extension ConversationMachine {
         }
 
         if self.state == .greeting {
-            self.reportOnce("R11-early", Anomaly(.greeting, .client, "the client spoke before the server's greeting"), into: &events)
+            self.reportOnce(
+                "R11-early",
+                Anomaly(.greeting, .client, "the client spoke before the server's greeting"),
+                into: &events
+            )
             self.suspect("the client spoke first", weight: 2, into: &events)
             if self.state == .notPOP3 { return }
         }
         if parsed.keyword == "+OK" || parsed.keyword == "-ERR" {
-            self.report(Anomaly(.directionConfusion, .client, "the client sent a line that looks like a server reply"), into: &events)
+            self.report(
+                Anomaly(.directionConfusion, .client, "the client sent a line that looks like a server reply"),
+                into: &events
+            )
             self.suspect("the client sends replies", into: &events)
             if self.state == .notPOP3 { return }
         }
         if case .other(let keyword, _)? = parsed.command, !Command.obsoleteKeywords.contains(keyword) {
             self.unknownCommands += 1
             if self.unknownCommands == self.configuration.unknownCommandLimit {
-                self.report(Anomaly(.unknownCommands, .client, "\(self.unknownCommands) unknown commands in one session"), into: &events)
+                self.report(
+                    Anomaly(.unknownCommands, .client, "\(self.unknownCommands) unknown commands in one session"),
+                    into: &events
+                )
             }
         }
         if self.awaitingReply, self.advertises("PIPELINING") != true {
-            self.reportOnce("R30", Anomaly(.pipelining, .client, "the client sent \(parsed.keyword) before the previous reply ended, and the server did not advertise PIPELINING"), into: &events)
+            self.reportOnce(
+                "R30",
+                Anomaly(
+                    .pipelining,
+                    .client,
+                    "the client sent \(parsed.keyword) before the previous reply ended, and the server did not advertise PIPELINING"
+                ),
+                into: &events
+            )
         }
         if let command = parsed.command {
             self.checkBeforeSending(command, into: &events)
@@ -201,7 +273,14 @@ extension ConversationMachine {
     private mutating func enqueue(_ command: PendingCommand, into events: inout [ConversationEvent]) {
         self.pending.append(command)
         if self.pending.count == self.configuration.pendingCommandLimit + 1 {
-            self.report(Anomaly(.pendingCommands, .client, "more than \(self.configuration.pendingCommandLimit) commands wait for replies"), into: &events)
+            self.report(
+                Anomaly(
+                    .pendingCommands,
+                    .client,
+                    "more than \(self.configuration.pendingCommandLimit) commands wait for replies"
+                ),
+                into: &events
+            )
         }
     }
 
@@ -211,48 +290,120 @@ extension ConversationMachine {
         switch command {
         case .user(let name):
             if name.utf8.count > self.configuration.userNameLimit {
-                self.report(Anomaly(.lengthCaps, .client, "a user name of \(name.utf8.count) characters, over the cap of \(self.configuration.userNameLimit)"), into: &events)
+                self.report(
+                    Anomaly(
+                        .lengthCaps,
+                        .client,
+                        "a user name of \(name.utf8.count) characters, over the cap of \(self.configuration.userNameLimit)"
+                    ),
+                    into: &events
+                )
             }
             if cleartext {
-                self.reportOnce("R35", Anomaly(.cleartextLogin, .client, "a login without TLS: the password crosses the network in clear (RFC 8314 §4.1)"), into: &events)
+                self.reportOnce(
+                    "R35",
+                    Anomaly(
+                        .cleartextLogin,
+                        .client,
+                        "a login without TLS: the password crosses the network in clear (RFC 8314 §4.1)"
+                    ),
+                    into: &events
+                )
             }
         case .pass(let password):
             if password.octets > self.configuration.passwordLimit {
-                self.report(Anomaly(.lengthCaps, .client, "a password longer than the cap of \(self.configuration.passwordLimit)"), into: &events)
+                self.report(
+                    Anomaly(
+                        .lengthCaps,
+                        .client,
+                        "a password longer than the cap of \(self.configuration.passwordLimit)"
+                    ),
+                    into: &events
+                )
             }
             if cleartext {
-                self.reportOnce("R35", Anomaly(.cleartextLogin, .client, "a login without TLS: the password crosses the network in clear (RFC 8314 §4.1)"), into: &events)
+                self.reportOnce(
+                    "R35",
+                    Anomaly(
+                        .cleartextLogin,
+                        .client,
+                        "a login without TLS: the password crosses the network in clear (RFC 8314 §4.1)"
+                    ),
+                    into: &events
+                )
             }
         case .apop:
             if self.greetingTimestamp == nil, self.state != .greeting {
-                self.report(Anomaly(.apop, .client, "APOP needs a timestamp in the greeting, and this greeting has none"), into: &events)
+                self.report(
+                    Anomaly(.apop, .client, "APOP needs a timestamp in the greeting, and this greeting has none"),
+                    into: &events
+                )
             }
-            self.reportOnce("R26-weak", Anomaly(.apop, .client, "APOP relies on MD5, which is weak; prefer TLS with a SASL mechanism"), into: &events)
+            self.reportOnce(
+                "R26-weak",
+                Anomaly(.apop, .client, "APOP relies on MD5, which is weak; prefer TLS with a SASL mechanism"),
+                into: &events
+            )
         case .auth(let mechanism?, _):
             if cleartext, mechanism == "PLAIN" || mechanism == "LOGIN" {
-                self.reportOnce("R35", Anomaly(.cleartextLogin, .client, "AUTH \(mechanism) without TLS: the password crosses the network in clear (RFC 8314 §4.1)"), into: &events)
+                self.reportOnce(
+                    "R35",
+                    Anomaly(
+                        .cleartextLogin,
+                        .client,
+                        "AUTH \(mechanism) without TLS: the password crosses the network in clear (RFC 8314 §4.1)"
+                    ),
+                    into: &events
+                )
             }
             if let sasl = self.capabilities?.first(where: { $0.name == "SASL" }),
                 !sasl.parameters.contains(where: { $0.uppercased() == mechanism })
             {
-                self.report(Anomaly(.saslMechanism, .client, "AUTH \(mechanism) is not among the mechanisms CAPA listed"), into: &events)
+                self.report(
+                    Anomaly(.saslMechanism, .client, "AUTH \(mechanism) is not among the mechanisms CAPA listed"),
+                    into: &events
+                )
             }
             if !self.capaSinceTLS {
-                self.reportOnce("R33", Anomaly(.capabilitiesAfterTLS, .client, "after TLS the client must issue CAPA again before relying on capabilities"), into: &events)
+                self.reportOnce(
+                    "R33",
+                    Anomaly(
+                        .capabilitiesAfterTLS,
+                        .client,
+                        "after TLS the client must issue CAPA again before relying on capabilities"
+                    ),
+                    into: &events
+                )
             }
         case .stls:
             if self.advertises("STLS") == false {
-                self.report(Anomaly(.stlsAdvertised, .client, "STLS was used although CAPA did not advertise it"), into: &events)
+                self.report(
+                    Anomaly(.stlsAdvertised, .client, "STLS was used although CAPA did not advertise it"),
+                    into: &events
+                )
             } else if self.capabilities == nil {
-                self.report(Anomaly(.stlsAdvertised, .client, "STLS was used without CAPA first, so its support was not checked"), into: &events)
+                self.report(
+                    Anomaly(
+                        .stlsAdvertised,
+                        .client,
+                        "STLS was used without CAPA first, so its support was not checked"
+                    ),
+                    into: &events
+                )
             }
         case .utf8:
             if self.advertises("UTF8") == false {
-                self.report(Anomaly(.utf8Command, .client, "UTF8 was used although CAPA did not advertise it"), into: &events)
+                self.report(
+                    Anomaly(.utf8Command, .client, "UTF8 was used although CAPA did not advertise it"),
+                    into: &events
+                )
             }
         case .top:
             if self.advertises("TOP") == false {
-                self.report(Anomaly(.capability, .client, "TOP was used although CAPA did not advertise it"), into: &events)
+                self.report(
+                    Anomaly(.capability, .client, "TOP was used although CAPA did not advertise it"),
+                    into: &events
+                )
             }
         default:
             break

@@ -7,24 +7,44 @@ extension ConversationMachine {
         let name = state.displayName
         switch command {
         case .user:
-            if !inAuthorization { return Anomaly(.authorizationOnly, .client, "USER is valid only in AUTHORIZATION, not in \(name)") }
-            if state == .userAccepted { return Anomaly(.loginSequence, .client, "USER came right after a successful USER") }
+            if !inAuthorization {
+                return Anomaly(.authorizationOnly, .client, "USER is valid only in AUTHORIZATION, not in \(name)")
+            }
+            if state == .userAccepted {
+                return Anomaly(.loginSequence, .client, "USER came right after a successful USER")
+            }
         case .pass:
-            if !inAuthorization { return Anomaly(.authorizationOnly, .client, "PASS is valid only in AUTHORIZATION, not in \(name)") }
-            if state != .userAccepted { return Anomaly(.loginSequence, .client, "PASS must come right after a successful USER") }
+            if !inAuthorization {
+                return Anomaly(.authorizationOnly, .client, "PASS is valid only in AUTHORIZATION, not in \(name)")
+            }
+            if state != .userAccepted {
+                return Anomaly(.loginSequence, .client, "PASS must come right after a successful USER")
+            }
         case .apop:
-            if !inAuthorization { return Anomaly(.authorizationOnly, .client, "APOP is valid only in AUTHORIZATION, not in \(name)") }
+            if !inAuthorization {
+                return Anomaly(.authorizationOnly, .client, "APOP is valid only in AUTHORIZATION, not in \(name)")
+            }
             if state == .userAccepted { return Anomaly(.loginSequence, .client, "APOP came after a successful USER") }
         case .auth:
-            if !inAuthorization { return Anomaly(.authCommand, .client, "AUTH is not allowed once the session is authenticated") }
+            if !inAuthorization {
+                return Anomaly(.authCommand, .client, "AUTH is not allowed once the session is authenticated")
+            }
         case .stls:
             if tlsActive { return Anomaly(.stlsUnderTLS, .client, "STLS while TLS is already active") }
-            if !inAuthorization { return Anomaly(.stls, .client, "STLS is valid only in AUTHORIZATION, not in \(name)") }
+            if !inAuthorization {
+                return Anomaly(.stls, .client, "STLS is valid only in AUTHORIZATION, not in \(name)")
+            }
         case .utf8:
-            if !inAuthorization { return Anomaly(.utf8Command, .client, "UTF8 is valid only in AUTHORIZATION, not in \(name)") }
+            if !inAuthorization {
+                return Anomaly(.utf8Command, .client, "UTF8 is valid only in AUTHORIZATION, not in \(name)")
+            }
         case .stat, .list, .retr, .dele, .noop, .rset, .top, .uidl:
             if state != .transaction {
-                return Anomaly(.transactionOnly, .client, "\(command.keyword) is valid only in TRANSACTION, and the session is in \(name)")
+                return Anomaly(
+                    .transactionOnly,
+                    .client,
+                    "\(command.keyword) is valid only in TRANSACTION, and the session is in \(name)"
+                )
             }
         case .quit, .capa, .lang, .other:
             break
@@ -33,22 +53,51 @@ extension ConversationMachine {
     }
 
     /// Collects what `reply` shows about the client's command and the server's answer.
-    mutating func checkReply(_ reply: Reply, to pending: PendingCommand, state: ConversationState, findings: inout [Anomaly]) {
+    mutating func checkReply(
+        _ reply: Reply,
+        to pending: PendingCommand,
+        state: ConversationState,
+        findings: inout [Anomaly]
+    ) {
         let ok = reply.status == .ok
         guard let command = pending.command else {
-            if ok { findings.append(Anomaly(.errorRequired, .server, "the server accepted a malformed \(pending.verb); it must answer -ERR")) }
+            if ok {
+                findings.append(
+                    Anomaly(
+                        .errorRequired,
+                        .server,
+                        "the server accepted a malformed \(pending.verb); it must answer -ERR"
+                    )
+                )
+            }
             return
         }
         if let violation = Self.stateViolation(command, in: state, tlsActive: self.tlsActive) {
             findings.append(violation)
             if ok {
                 let rule: Rule = violation.rule == .stlsUnderTLS ? .stlsUnderTLS : .errorRequired
-                findings.append(Anomaly(rule, .server, "the server accepted \(pending.verb) in \(state.displayName); it must answer -ERR"))
+                findings.append(
+                    Anomaly(
+                        rule,
+                        .server,
+                        "the server accepted \(pending.verb) in \(state.displayName); it must answer -ERR"
+                    )
+                )
             }
         }
         if let n = command.messageNumber, self.maildrop.isDeleted(n) {
-            findings.append(Anomaly(.deletedMessage, .client, "\(pending.verb) refers to message \(n), which is marked deleted"))
-            if ok { findings.append(Anomaly(.deletedMessage, .server, "the server accepted \(pending.verb) \(n) although message \(n) is marked deleted")) }
+            findings.append(
+                Anomaly(.deletedMessage, .client, "\(pending.verb) refers to message \(n), which is marked deleted")
+            )
+            if ok {
+                findings.append(
+                    Anomaly(
+                        .deletedMessage,
+                        .server,
+                        "the server accepted \(pending.verb) \(n) although message \(n) is marked deleted"
+                    )
+                )
+            }
         }
         if pending.cancelled, ok {
             findings.append(Anomaly(.saslChallenge, .server, "after \"*\" the server must answer -ERR"))
@@ -66,7 +115,9 @@ extension ConversationMachine {
                 findings.append(Anomaly(.systemCodes, .server, "[\(code)] goes with -ERR"))
             }
             if self.advertises("RESP-CODES") == false, !(level == "AUTH" && self.advertises("AUTH-RESP-CODE") == true) {
-                findings.append(Anomaly(.responseCode, .server, "a response code although CAPA did not advertise RESP-CODES"))
+                findings.append(
+                    Anomaly(.responseCode, .server, "a response code although CAPA did not advertise RESP-CODES")
+                )
             }
             if level == "LOGIN-DELAY", self.advertises("LOGIN-DELAY") == false {
                 findings.append(Anomaly(.lockAndDelay, .server, "[LOGIN-DELAY] without the LOGIN-DELAY capability"))
@@ -77,21 +128,31 @@ extension ConversationMachine {
         let fields = reply.text.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
         switch command {
         case .stat:
-            guard fields.count >= 2, let count = CommandParser.decimal(fields[0]), let octets = CommandParser.decimal(fields[1]) else {
-                findings.append(Anomaly(.statFormat, .server, "a STAT reply is +OK, the message count and the size in octets"))
+            guard fields.count >= 2, let count = CommandParser.decimal(fields[0]),
+                let octets = CommandParser.decimal(fields[1])
+            else {
+                findings.append(
+                    Anomaly(.statFormat, .server, "a STAT reply is +OK, the message count and the size in octets")
+                )
                 return
             }
             self.maildrop.count = count
             self.maildrop.octets = octets
         case .list(let n?):
-            guard fields.count >= 2, CommandParser.messageNumber(fields[0]) == n, let size = CommandParser.decimal(fields[1]) else {
-                findings.append(Anomaly(.listFormat, .server, "a LIST \(n) reply is +OK, the message number and its size"))
+            guard fields.count >= 2, CommandParser.messageNumber(fields[0]) == n,
+                let size = CommandParser.decimal(fields[1])
+            else {
+                findings.append(
+                    Anomaly(.listFormat, .server, "a LIST \(n) reply is +OK, the message number and its size")
+                )
                 return
             }
             self.maildrop.sizes[n] = size
         case .uidl(let n?):
             guard fields.count >= 2, CommandParser.messageNumber(fields[0]) == n else {
-                findings.append(Anomaly(.uniqueID, .server, "a UIDL \(n) reply is +OK, the message number and its unique id"))
+                findings.append(
+                    Anomaly(.uniqueID, .server, "a UIDL \(n) reply is +OK, the message number and its unique id")
+                )
                 return
             }
             var events: [ConversationEvent] = []
@@ -136,32 +197,64 @@ extension ConversationMachine {
             if ok {
                 self.enter(.userAccepted, "the name is accepted; PASS must come next (RFC 1939 §7).", into: &events)
             } else {
-                self.enter(.authorization, "the name was refused; the client may try again (RFC 1939 §7).", into: &events)
+                self.enter(
+                    .authorization,
+                    "the name was refused; the client may try again (RFC 1939 §7).",
+                    into: &events
+                )
             }
         case .pass?, .apop?, .auth(_?, _)?:
             guard state.isAuthorization else { return }
             if ok {
-                self.enter(.transaction, "the maildrop is open and locked; STAT, LIST, RETR, DELE and the rest are allowed (RFC 1939 §5).", into: &events)
+                self.enter(
+                    .transaction,
+                    "the maildrop is open and locked; STAT, LIST, RETR, DELE and the rest are allowed (RFC 1939 §5).",
+                    into: &events
+                )
             } else {
-                self.enter(.authorization, "the login failed; the client may try again or QUIT (RFC 1939 §4).", into: &events)
+                self.enter(
+                    .authorization,
+                    "the login failed; the client may try again or QUIT (RFC 1939 §4).",
+                    into: &events
+                )
             }
         case .stls?:
             if ok {
                 if case .heldAfterSTLS(let held) = self.clientMode, held.readableBytes > 0 {
-                    self.report(Anomaly(.stls, .client, "\(held.readableBytes) octets of plaintext followed STLS before TLS began; they must be discarded (command injection, CVE-2011-0411)"), into: &events)
+                    self.report(
+                        Anomaly(
+                            .stls,
+                            .client,
+                            "\(held.readableBytes) octets of plaintext followed STLS before TLS began; they must be discarded (command injection, CVE-2011-0411)"
+                        ),
+                        into: &events
+                    )
                 }
                 self.clientMode = .opaque
                 self.serverMode = .opaque
-                self.enter(.tlsNegotiation, "what follows is a TLS handshake, then encrypted POP3 (RFC 2595 §4).", into: &events)
+                self.enter(
+                    .tlsNegotiation,
+                    "what follows is a TLS handshake, then encrypted POP3 (RFC 2595 §4).",
+                    into: &events
+                )
             } else {
                 self.resumeAfterRefusedSTLS(into: &events)
             }
         case .quit?:
             if state == .transaction, !ok {
-                self.report(Anomaly(.update, .server, "QUIT got -ERR: some messages marked deleted were not removed"), into: &events)
+                self.report(
+                    Anomaly(.update, .server, "QUIT got -ERR: some messages marked deleted were not removed"),
+                    into: &events
+                )
             }
             if state == .transaction {
-                self.enter(.update, ok ? "the server removes the messages marked deleted (RFC 1939 §6)." : "the server could not remove every marked message (RFC 1939 §6).", into: &events)
+                self.enter(
+                    .update,
+                    ok
+                        ? "the server removes the messages marked deleted (RFC 1939 §6)."
+                        : "the server could not remove every marked message (RFC 1939 §6).",
+                    into: &events
+                )
             }
             if ok { self.enter(.closed, "the session is over.", into: &events) }
         default:

@@ -18,7 +18,15 @@ extension ConversationMachine {
             case .opaque:
                 if self.state == .tlsNegotiation, !self.clientSpokeSinceSTLS {
                     // The server cannot be answering a ClientHello it has not received (RFC 2595 §4).
-                    self.reportOnce("R31-server", Anomaly(.stls, .server, "the server sent data after its STLS +OK before the client began the handshake (response injection)"), into: &events)
+                    self.reportOnce(
+                        "R31-server",
+                        Anomaly(
+                            .stls,
+                            .server,
+                            "the server sent data after its STLS +OK before the client began the handshake (response injection)"
+                        ),
+                        into: &events
+                    )
                 }
                 events.append(.opaque(.server, octets: input.readableBytes))
                 input.moveReaderIndex(forwardBy: input.readableBytes)
@@ -36,7 +44,14 @@ extension ConversationMachine {
             case .listing(let command, let lines, let stuffed, let octets):
                 self.serverFramer.limit = self.configuration.replyLineLimit
                 guard let frame = self.serverFramer.next(from: &input) else { return }
-                self.listingFrame(frame, command: command, lines: lines, stuffed: stuffed, octets: octets, into: &events)
+                self.listingFrame(
+                    frame,
+                    command: command,
+                    lines: lines,
+                    stuffed: stuffed,
+                    octets: octets,
+                    into: &events
+                )
             case .lines:
                 self.serverFramer.limit =
                     self.pending.first?.opensSASL == true
@@ -47,16 +62,35 @@ extension ConversationMachine {
                     self.checkServerLineEnding(content, ending, into: &events)
                     self.statusLine(content, into: &events)
                 case .tooLong(let prefix, let octets):
-                    self.report(Anomaly(.replyLength, .server, "the first line of a reply is at most \(self.configuration.replyLineLimit) octets; this one has \(octets)"), into: &events)
+                    self.report(
+                        Anomaly(
+                            .replyLength,
+                            .server,
+                            "the first line of a reply is at most \(self.configuration.replyLineLimit) octets; this one has \(octets)"
+                        ),
+                        into: &events
+                    )
                     self.statusLine(prefix, truncated: true, into: &events)
                 }
             }
         }
     }
 
-    private mutating func checkServerLineEnding(_ content: ByteBuffer, _ ending: LineFramer.Ending, into events: inout [ConversationEvent]) {
+    private mutating func checkServerLineEnding(
+        _ content: ByteBuffer,
+        _ ending: LineFramer.Ending,
+        into events: inout [ConversationEvent]
+    ) {
         if ending == .lf {
-            self.reportOnce("R1-server-lf", Anomaly(.lineEnding, .server, "a line ends with a bare LF instead of CRLF (further ones are not reported)"), into: &events)
+            self.reportOnce(
+                "R1-server-lf",
+                Anomaly(
+                    .lineEnding,
+                    .server,
+                    "a line ends with a bare LF instead of CRLF (further ones are not reported)"
+                ),
+                into: &events
+            )
         }
         if content.readableBytesView.contains(0x0D) {
             self.reportOnce("R1-server-cr", Anomaly(.lineEnding, .server, "a bare CR inside a line"), into: &events)
@@ -65,11 +99,19 @@ extension ConversationMachine {
 
     // MARK: Status lines
 
-    private mutating func statusLine(_ content: ByteBuffer, truncated: Bool = false, into events: inout [ConversationEvent]) {
+    private mutating func statusLine(
+        _ content: ByteBuffer,
+        truncated: Bool = false,
+        into events: inout [ConversationEvent]
+    ) {
         let bytes = content.readableBytesView
         let rawText = String(decoding: bytes, as: UTF8.self) + (truncated ? "…" : "")
         if !self.utf8Accepted, bytes.contains(where: { $0 >= 0x80 }) {
-            self.reportOnce("R10-server", Anomaly(.eightBit, .server, "8-bit octets in a status line before UTF8 was accepted"), into: &events)
+            self.reportOnce(
+                "R10-server",
+                Anomaly(.eightBit, .server, "8-bit octets in a status line before UTF8 was accepted"),
+                into: &events
+            )
         }
 
         if self.state == .greeting {
@@ -84,9 +126,26 @@ extension ConversationMachine {
         for issue in parsed.issues { self.report(issue, into: &events) }
         guard let reply = parsed.reply else {
             // Not a status line: leave the command waiting, as Zeek does, and say so.
-            events.append(.reply(ReplyEvent(reply: nil, text: rawText, inResponseTo: head.verb, multiline: false, note: "Not a status line: a reply starts with +OK or -ERR (RFC 1939 §3).")))
+            events.append(
+                .reply(
+                    ReplyEvent(
+                        reply: nil,
+                        text: rawText,
+                        inResponseTo: head.verb,
+                        multiline: false,
+                        note: "Not a status line: a reply starts with +OK or -ERR (RFC 1939 §3)."
+                    )
+                )
+            )
             let rule: Rule = bytes.first == 0x2B || bytes.first == 0x2D ? .statusIndicator : .unexpectedServerData
-            self.report(Anomaly(rule, .server, "a reply to \(head.verb) was expected; \"\(CommandParser.printable(rawText, limit: 30))\" is not +OK or -ERR"), into: &events)
+            self.report(
+                Anomaly(
+                    rule,
+                    .server,
+                    "a reply to \(head.verb) was expected; \"\(CommandParser.printable(rawText, limit: 30))\" is not +OK or -ERR"
+                ),
+                into: &events
+            )
             self.suspect("the server does not answer with +OK or -ERR", into: &events)
             return
         }
@@ -95,11 +154,28 @@ extension ConversationMachine {
             self.saslChallengePending = true
             let text = reply.text.isEmpty ? "+ " : "+ " + Credential.mask
             if self.state != .saslExchange {
-                self.enter(.saslExchange, "client lines are SASL responses until the final reply (RFC 5034 §4).", into: &events)
+                self.enter(
+                    .saslExchange,
+                    "client lines are SASL responses until the final reply (RFC 5034 §4).",
+                    into: &events
+                )
             }
-            events.append(.reply(ReplyEvent(reply: Reply(.continuation, reply.text.isEmpty ? "" : Credential.mask), text: text, inResponseTo: head.verb, multiline: false, note: Annotations.reply(reply, to: head.command, verb: head.verb, maildrop: self.maildrop))))
+            events.append(
+                .reply(
+                    ReplyEvent(
+                        reply: Reply(.continuation, reply.text.isEmpty ? "" : Credential.mask),
+                        text: text,
+                        inResponseTo: head.verb,
+                        multiline: false,
+                        note: Annotations.reply(reply, to: head.command, verb: head.verb, maildrop: self.maildrop)
+                    )
+                )
+            )
             if !reply.text.isEmpty, Data(base64Encoded: reply.text) == nil {
-                self.report(Anomaly(.saslChallenge, .server, "a SASL challenge that is not valid base64"), into: &events)
+                self.report(
+                    Anomaly(.saslChallenge, .server, "a SASL challenge that is not valid base64"),
+                    into: &events
+                )
             }
             return
         }
@@ -111,9 +187,14 @@ extension ConversationMachine {
         self.checkReply(reply, to: command, state: self.state, findings: &findings)
         self.applyReply(reply, to: command)
         let multiline = reply.status == .ok && command.command?.expectsMultiLineReply == true
-        self.refusedMultiLine = reply.status == .err && command.command?.expectsMultiLineReply == true ? command.verb : nil
+        self.refusedMultiLine =
+            reply.status == .err && command.command?.expectsMultiLineReply == true ? command.verb : nil
         let note = Annotations.reply(reply, to: command.command, verb: command.verb, maildrop: self.maildrop)
-        events.append(.reply(ReplyEvent(reply: reply, text: rawText, inResponseTo: command.verb, multiline: multiline, note: note)))
+        events.append(
+            .reply(
+                ReplyEvent(reply: reply, text: rawText, inResponseTo: command.verb, multiline: multiline, note: note)
+            )
+        )
         for finding in findings { self.report(finding, into: &events) }
         self.transition(after: reply, to: command, into: &events)
 
@@ -135,7 +216,17 @@ extension ConversationMachine {
         let parsed = ReplyParser.parse(bytes)
         for issue in parsed.issues { self.report(issue, into: &events) }
         guard let reply = parsed.reply else {
-            events.append(.reply(ReplyEvent(reply: nil, text: text, inResponseTo: nil, multiline: false, note: "A POP3 greeting starts with +OK (RFC 1939 §4).")))
+            events.append(
+                .reply(
+                    ReplyEvent(
+                        reply: nil,
+                        text: text,
+                        inResponseTo: nil,
+                        multiline: false,
+                        note: "A POP3 greeting starts with +OK (RFC 1939 §4)."
+                    )
+                )
+            )
             self.report(Anomaly(.greeting, .server, "the greeting is not an +OK line"), into: &events)
             self.suspect("the first server line is not a greeting", weight: 2, into: &events)
             return
@@ -145,43 +236,110 @@ extension ConversationMachine {
             if stamp.contains("@") {
                 self.greetingTimestamp = stamp
             } else {
-                self.report(Anomaly(.apop, .server, "the greeting's timestamp is not in msg-id form <…@…>"), into: &events)
+                self.report(
+                    Anomaly(.apop, .server, "the greeting's timestamp is not in msg-id form <…@…>"),
+                    into: &events
+                )
             }
         }
-        if reply.code == .inUse || reply.code == .loginDelay || reply.code == .sysTemp || reply.code == .sysPerm || reply.code == .auth, reply.status == .ok {
-            self.report(Anomaly(.systemCodes, .server, "the response code [\(reply.code!)] goes with -ERR"), into: &events)
+        if reply.code == .inUse || reply.code == .loginDelay || reply.code == .sysTemp || reply.code == .sysPerm
+            || reply.code == .auth, reply.status == .ok
+        {
+            self.report(
+                Anomaly(.systemCodes, .server, "the response code [\(reply.code!)] goes with -ERR"),
+                into: &events
+            )
         }
-        events.append(.reply(ReplyEvent(reply: reply, text: text, inResponseTo: nil, multiline: false, note: Annotations.greeting(reply, timestamp: self.greetingTimestamp))))
+        events.append(
+            .reply(
+                ReplyEvent(
+                    reply: reply,
+                    text: text,
+                    inResponseTo: nil,
+                    multiline: false,
+                    note: Annotations.greeting(reply, timestamp: self.greetingTimestamp)
+                )
+            )
+        )
         self.replyCount += 1
         if reply.status == .ok {
-            self.enter(.authorization, "the client identifies itself with USER/PASS, APOP or AUTH (RFC 1939 §4).", into: &events)
+            self.enter(
+                .authorization,
+                "the client identifies itself with USER/PASS, APOP or AUTH (RFC 1939 §4).",
+                into: &events
+            )
         } else {
-            self.report(Anomaly(.greeting, .server, "the greeting is -ERR, so the server refuses service"), into: &events)
+            self.report(
+                Anomaly(.greeting, .server, "the greeting is -ERR, so the server refuses service"),
+                into: &events
+            )
             self.enter(.closed, "the server refused the session (RFC 1939 §4).", into: &events)
         }
     }
 
-    private mutating func unexpectedLine(_ bytes: ByteBufferView, text: String, into events: inout [ConversationEvent]) {
-        events.append(.reply(ReplyEvent(reply: nil, text: text, inResponseTo: nil, multiline: false, note: "The server sent a line while no command was waiting for a reply.")))
+    private mutating func unexpectedLine(_ bytes: ByteBufferView, text: String, into events: inout [ConversationEvent])
+    {
+        events.append(
+            .reply(
+                ReplyEvent(
+                    reply: nil,
+                    text: text,
+                    inResponseTo: nil,
+                    multiline: false,
+                    note: "The server sent a line while no command was waiting for a reply."
+                )
+            )
+        )
         let parsed = CommandParser.parse(bytes)
         if let verb = self.refusedMultiLine {
-            self.report(Anomaly(.bodyAfterError, .server, "lines followed -ERR to \(verb); after -ERR a reply is a single line"), into: &events)
+            self.report(
+                Anomaly(
+                    .bodyAfterError,
+                    .server,
+                    "lines followed -ERR to \(verb); after -ERR a reply is a single line"
+                ),
+                into: &events
+            )
         } else if let command = parsed.command, command.isKnown {
-            self.report(Anomaly(.directionConfusion, .server, "the server sent a line that looks like a client command"), into: &events)
+            self.report(
+                Anomaly(.directionConfusion, .server, "the server sent a line that looks like a client command"),
+                into: &events
+            )
         } else {
-            self.report(Anomaly(.unexpectedServerData, .server, "a line while no reply was pending: \"\(CommandParser.printable(text, limit: 30))\""), into: &events)
+            self.report(
+                Anomaly(
+                    .unexpectedServerData,
+                    .server,
+                    "a line while no reply was pending: \"\(CommandParser.printable(text, limit: 30))\""
+                ),
+                into: &events
+            )
         }
         self.suspect("the server talks unasked", into: &events)
     }
 
     // MARK: Multi-line bodies
 
-    private mutating func listingFrame(_ frame: LineFramer.Frame, command: PendingCommand, lines: Int, stuffed: Int, octets: Int, into events: inout [ConversationEvent]) {
+    private mutating func listingFrame(
+        _ frame: LineFramer.Frame,
+        command: PendingCommand,
+        lines: Int,
+        stuffed: Int,
+        octets: Int,
+        into events: inout [ConversationEvent]
+    ) {
         var line: ByteBuffer
         let rawOctets: Int
         switch frame {
         case .tooLong(let prefix, let length):
-            self.report(Anomaly(.replyLength, .server, "a line of the \(command.verb) listing has \(length) octets, over \(self.configuration.replyLineLimit)"), into: &events)
+            self.report(
+                Anomaly(
+                    .replyLength,
+                    .server,
+                    "a line of the \(command.verb) listing has \(length) octets, over \(self.configuration.replyLineLimit)"
+                ),
+                into: &events
+            )
             line = prefix
             rawOctets = length
         case .line(let content, let ending):
@@ -193,10 +351,24 @@ extension ConversationMachine {
         if line.getInteger(at: line.readerIndex, as: UInt8.self) == 0x2E {
             if line.readableBytes == 1 {
                 if case .line(_, .lf) = frame {
-                    self.report(Anomaly(.multiLineTermination, .server, "a multi-line reply ends with \".\" CRLF; this one ends with a bare LF"), into: &events)
+                    self.report(
+                        Anomaly(
+                            .multiLineTermination,
+                            .server,
+                            "a multi-line reply ends with \".\" CRLF; this one ends with a bare LF"
+                        ),
+                        into: &events
+                    )
                 }
                 self.serverMode = .lines
-                let summary = BodySummary(inResponseTo: command.verb, octets: octets, lines: lines, stuffedLines: stuffed, complete: true, note: self.listingNote(command, lines: lines))
+                let summary = BodySummary(
+                    inResponseTo: command.verb,
+                    octets: octets,
+                    lines: lines,
+                    stuffedLines: stuffed,
+                    complete: true,
+                    note: self.listingNote(command, lines: lines)
+                )
                 events.append(.bodyEnd(summary))
                 self.listingEnded(command, into: &events)
                 return
@@ -204,7 +376,10 @@ extension ConversationMachine {
             if line.getInteger(at: line.readerIndex + 1, as: UInt8.self) == 0x2E {
                 stuffed += 1
             } else {
-                self.report(Anomaly(.dotStuffing, .server, "a listing line begins with a single dot that is not stuffed"), into: &events)
+                self.report(
+                    Anomaly(.dotStuffing, .server, "a listing line begins with a single dot that is not stuffed"),
+                    into: &events
+                )
             }
             line.moveReaderIndex(forwardBy: 1)
         }
@@ -218,17 +393,28 @@ extension ConversationMachine {
         let fields = text.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
         switch command.command {
         case .list?:
-            guard fields.count >= 2, let n = CommandParser.messageNumber(fields[0]), let size = CommandParser.decimal(fields[1]) else {
-                self.report(Anomaly(.listFormat, .server, "a scan listing line is a message number, a space and a size"), into: &events)
+            guard fields.count >= 2, let n = CommandParser.messageNumber(fields[0]),
+                let size = CommandParser.decimal(fields[1])
+            else {
+                self.report(
+                    Anomaly(.listFormat, .server, "a scan listing line is a message number, a space and a size"),
+                    into: &events
+                )
                 return
             }
             if self.maildrop.isDeleted(n) {
-                self.report(Anomaly(.deletedMessage, .server, "message \(n) is marked deleted and must not be listed"), into: &events)
+                self.report(
+                    Anomaly(.deletedMessage, .server, "message \(n) is marked deleted and must not be listed"),
+                    into: &events
+                )
             }
             self.maildrop.sizes[n] = size
         case .uidl?:
             guard fields.count == 2, let n = CommandParser.messageNumber(fields[0]) else {
-                self.report(Anomaly(.uniqueID, .server, "a UIDL line is a message number, a space and a unique id"), into: &events)
+                self.report(
+                    Anomaly(.uniqueID, .server, "a UIDL line is a message number, a space and a unique id"),
+                    into: &events
+                )
                 return
             }
             self.recordUniqueID(fields[1], for: n, into: &events)
@@ -239,7 +425,10 @@ extension ConversationMachine {
                 events.append(.annotation(.server, note))
             }
             if !Capability.registered.contains(capability.name), !capability.name.hasPrefix("X") {
-                self.report(Anomaly(.capability, .server, "\(capability.name) is neither registered nor private (X…)"), into: &events)
+                self.report(
+                    Anomaly(.capability, .server, "\(capability.name) is neither registered nor private (X…)"),
+                    into: &events
+                )
             }
         default:
             break
@@ -257,49 +446,111 @@ extension ConversationMachine {
 
     private mutating func listingEnded(_ command: PendingCommand, into events: inout [ConversationEvent]) {
         guard case .capa? = command.command, let capabilities = self.capabilities else { return }
-        if capabilities.contains(where: { $0.name == "STLS" }) == false, self.state.isAuthorization, self.tlsActive == false {
-            events.append(.annotation(.server, "This server does not offer STLS, so logins here cross the network in clear (RFC 2595 §2.3)."))
+        if capabilities.contains(where: { $0.name == "STLS" }) == false, self.state.isAuthorization,
+            self.tlsActive == false
+        {
+            events.append(
+                .annotation(
+                    .server,
+                    "This server does not offer STLS, so logins here cross the network in clear (RFC 2595 §2.3)."
+                )
+            )
         }
     }
 
     mutating func recordUniqueID(_ uid: String, for n: Int, into events: inout [ConversationEvent]) {
         let utf8 = uid.utf8
         if utf8.isEmpty || utf8.count > POP3Defaults.uniqueIDLimit || !utf8.allSatisfy({ $0 >= 0x21 && $0 <= 0x7E }) {
-            self.report(Anomaly(.uniqueID, .server, "a unique id is 1 to 70 characters from 0x21 to 0x7E"), into: &events)
+            self.report(
+                Anomaly(.uniqueID, .server, "a unique id is 1 to 70 characters from 0x21 to 0x7E"),
+                into: &events
+            )
         }
         if let known = self.maildrop.uniqueIDs[n], known != uid {
-            self.report(Anomaly(.uniqueID, .server, "message \(n) had unique id \(known), now \(uid); it must not change"), into: &events)
+            self.report(
+                Anomaly(.uniqueID, .server, "message \(n) had unique id \(known), now \(uid); it must not change"),
+                into: &events
+            )
         }
         if self.maildrop.isDeleted(n) {
-            self.report(Anomaly(.deletedMessage, .server, "message \(n) is marked deleted and must not be listed"), into: &events)
+            self.report(
+                Anomaly(.deletedMessage, .server, "message \(n) is marked deleted and must not be listed"),
+                into: &events
+            )
         }
         self.maildrop.uniqueIDs[n] = uid
     }
 
-    private mutating func bodyEnded(_ command: PendingCommand, _ scanner: BodyScanner, into events: inout [ConversationEvent]) {
-        var summary = BodySummary(inResponseTo: command.verb, octets: scanner.octets, lines: scanner.lines, stuffedLines: scanner.stuffedLines, complete: true, note: "")
+    private mutating func bodyEnded(
+        _ command: PendingCommand,
+        _ scanner: BodyScanner,
+        into events: inout [ConversationEvent]
+    ) {
+        var summary = BodySummary(
+            inResponseTo: command.verb,
+            octets: scanner.octets,
+            lines: scanner.lines,
+            stuffedLines: scanner.stuffedLines,
+            complete: true,
+            note: ""
+        )
         summary.note = Annotations.body(summary, messageOctets: scanner.messageOctets)
         events.append(.bodyEnd(summary))
         if scanner.bareTerminator {
-            self.report(Anomaly(.multiLineTermination, .server, "a multi-line reply ends with \".\" CRLF; this one ends with a bare LF"), into: &events)
+            self.report(
+                Anomaly(
+                    .multiLineTermination,
+                    .server,
+                    "a multi-line reply ends with \".\" CRLF; this one ends with a bare LF"
+                ),
+                into: &events
+            )
         }
         if scanner.unstuffedLines > 0 {
-            self.report(Anomaly(.dotStuffing, .server, "\(scanner.unstuffedLines) body line\(scanner.unstuffedLines == 1 ? "" : "s") began with a single dot that was not stuffed"), into: &events)
+            self.report(
+                Anomaly(
+                    .dotStuffing,
+                    .server,
+                    "\(scanner.unstuffedLines) body line\(scanner.unstuffedLines == 1 ? "" : "s") began with a single dot that was not stuffed"
+                ),
+                into: &events
+            )
         }
         if scanner.bareLineEndings > 0 {
-            self.reportOnce("R1-server-lf", Anomaly(.lineEnding, .server, "body lines end with a bare LF instead of CRLF (further ones are not reported)"), into: &events)
+            self.reportOnce(
+                "R1-server-lf",
+                Anomaly(
+                    .lineEnding,
+                    .server,
+                    "body lines end with a bare LF instead of CRLF (further ones are not reported)"
+                ),
+                into: &events
+            )
         }
         if scanner.eightBitHeaderLines > 0, !self.utf8Accepted {
-            self.report(Anomaly(.utf8Content, .server, "8-bit octets in the message headers before UTF8 was accepted"), into: &events)
+            self.report(
+                Anomaly(.utf8Content, .server, "8-bit octets in the message headers before UTF8 was accepted"),
+                into: &events
+            )
         }
         switch command.command {
         case .retr(let n)?:
             if let size = self.maildrop.sizes[n], size != scanner.messageOctets {
-                self.report(Anomaly(.messageSize, .server, "LIST said message \(n) has \(size) octets; RETR delivered \(scanner.messageOctets)"), into: &events)
+                self.report(
+                    Anomaly(
+                        .messageSize,
+                        .server,
+                        "LIST said message \(n) has \(size) octets; RETR delivered \(scanner.messageOctets)"
+                    ),
+                    into: &events
+                )
             }
         case .top(_, let lines)?:
             if scanner.bodyLines > lines {
-                self.report(Anomaly(.topFormat, .server, "TOP asked for \(lines) body lines and got \(scanner.bodyLines)"), into: &events)
+                self.report(
+                    Anomaly(.topFormat, .server, "TOP asked for \(lines) body lines and got \(scanner.bodyLines)"),
+                    into: &events
+                )
             }
         default:
             break

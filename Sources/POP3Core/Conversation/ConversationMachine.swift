@@ -135,13 +135,15 @@ public struct ConversationMachine: Sendable {
         return events
     }
 
-    public mutating func clientSent(_ bytes: ByteBuffer, at time: Double? = nil, into events: inout [ConversationEvent]) {
+    public mutating func clientSent(_ bytes: ByteBuffer, at time: Double? = nil, into events: inout [ConversationEvent])
+    {
         if let time { self.lastClientActivity = time }
         var input = bytes
         self.readClient(&input, into: &events)
     }
 
-    public mutating func serverSent(_ bytes: ByteBuffer, at time: Double? = nil, into events: inout [ConversationEvent]) {
+    public mutating func serverSent(_ bytes: ByteBuffer, at time: Double? = nil, into events: inout [ConversationEvent])
+    {
         if let time { self.lastServerActivity = time }
         var input = bytes
         self.readServer(&input, into: &events)
@@ -151,11 +153,24 @@ public struct ConversationMachine: Sendable {
     public mutating func clientClosed(at time: Double? = nil) -> [ConversationEvent] {
         var events: [ConversationEvent] = []
         if self.clientFramer.pendingOctets > 0 {
-            events.append(.annotation(.client, "The client closed in the middle of a line; \(self.clientFramer.pendingOctets) octets were never finished."))
+            events.append(
+                .annotation(
+                    .client,
+                    "The client closed in the middle of a line; \(self.clientFramer.pendingOctets) octets were never finished."
+                )
+            )
             self.clientFramer.reset()
         }
         if self.state == .transaction, !self.quitSent, !self.maildrop.deleted.isEmpty {
-            events.append(.anomaly(Anomaly(.update, .client, "the client left without QUIT; \(self.maildrop.deleted.count) deletion mark\(self.maildrop.deleted.count == 1 ? " is" : "s are") discarded, not committed")))
+            events.append(
+                .anomaly(
+                    Anomaly(
+                        .update,
+                        .client,
+                        "the client left without QUIT; \(self.maildrop.deleted.count) deletion mark\(self.maildrop.deleted.count == 1 ? " is" : "s are") discarded, not committed"
+                    )
+                )
+            )
         }
         if self.state != .closed {
             let inTransaction = self.state == .transaction
@@ -179,11 +194,38 @@ public struct ConversationMachine: Sendable {
         var events: [ConversationEvent] = []
         switch self.serverMode {
         case .listing(let command, let lines, let stuffed, let octets):
-            events.append(.anomaly(Anomaly(.unexpectedServerData, .server, "the reply to \(command.verb) ended without its terminating dot (truncated reply)")))
-            events.append(.bodyEnd(BodySummary(inResponseTo: command.verb, octets: octets, lines: lines, stuffedLines: stuffed, complete: false, note: "The connection closed before the listing ended.")))
+            events.append(
+                .anomaly(
+                    Anomaly(
+                        .unexpectedServerData,
+                        .server,
+                        "the reply to \(command.verb) ended without its terminating dot (truncated reply)"
+                    )
+                )
+            )
+            events.append(
+                .bodyEnd(
+                    BodySummary(
+                        inResponseTo: command.verb,
+                        octets: octets,
+                        lines: lines,
+                        stuffedLines: stuffed,
+                        complete: false,
+                        note: "The connection closed before the listing ended."
+                    )
+                )
+            )
             _ = self.pending.isEmpty
         case .body(let command, let scanner):
-            events.append(.anomaly(Anomaly(.unexpectedServerData, .server, "the reply to \(command.verb) ended without its terminating dot (truncated reply)")))
+            events.append(
+                .anomaly(
+                    Anomaly(
+                        .unexpectedServerData,
+                        .server,
+                        "the reply to \(command.verb) ended without its terminating dot (truncated reply)"
+                    )
+                )
+            )
             events.append(
                 .bodyEnd(
                     BodySummary(
@@ -202,13 +244,27 @@ public struct ConversationMachine: Sendable {
         self.serverMode = .lines
         if !self.pending.isEmpty, self.state != .encrypted, self.state != .notPOP3 {
             let verbs = self.pending.map(\.verb).joined(separator: ", ")
-            events.append(.annotation(.server, "The server closed with \(self.pending.count) command\(self.pending.count == 1 ? "" : "s") unanswered: \(verbs)."))
+            events.append(
+                .annotation(
+                    .server,
+                    "The server closed with \(self.pending.count) command\(self.pending.count == 1 ? "" : "s") unanswered: \(verbs)."
+                )
+            )
         } else if self.state == .transaction || self.state.isAuthorization, !self.quitSent {
-            var note = "The server closed the connection without a QUIT from the client; there is no UPDATE, so nothing marked is removed (RFC 1939 §3, §6)."
+            var note =
+                "The server closed the connection without a QUIT from the client; there is no UPDATE, so nothing marked is removed (RFC 1939 §3, §6)."
             if let time, let last = self.lastClientActivity ?? self.lastServerActivity {
                 let idle = time - last
                 if idle < POP3Defaults.minimumAutologoutSeconds && self.pending.isEmpty {
-                    events.append(.anomaly(Anomaly(.autologout, .server, "the server closed an idle session after \(Int(idle)) seconds; an autologout timer is at least 10 minutes")))
+                    events.append(
+                        .anomaly(
+                            Anomaly(
+                                .autologout,
+                                .server,
+                                "the server closed an idle session after \(Int(idle)) seconds; an autologout timer is at least 10 minutes"
+                            )
+                        )
+                    )
                 }
                 note += " The session had been idle for \(Int(idle)) seconds."
             }

@@ -6,7 +6,11 @@ public enum DotStuffing {
     /// begins with `.` gets another `.`, and the terminating `.` CRLF follows. `maxBodyLines` limits the lines
     /// after the header block, for TOP (RFC 1939 §7).
     @discardableResult
-    public static func writeBody(_ message: some Collection<UInt8>, into out: inout ByteBuffer, maxBodyLines: Int? = nil)
+    public static func writeBody(
+        _ message: some Collection<UInt8>,
+        into out: inout ByteBuffer,
+        maxBodyLines: Int? = nil
+    )
         -> Int
     {
         let start = out.writerIndex

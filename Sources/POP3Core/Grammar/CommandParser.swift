@@ -29,7 +29,11 @@ public enum CommandParser {
 
         if keywordBytes.count < 3 || keywordBytes.count > 4 || !keywordBytes.allSatisfy(isVisible) {
             issues.append(
-                Anomaly(.commandSyntax, .client, "a keyword is 3 or 4 printable characters; \"\(printable(rawKeyword))\" is not")
+                Anomaly(
+                    .commandSyntax,
+                    .client,
+                    "a keyword is 3 or 4 printable characters; \"\(printable(rawKeyword))\" is not"
+                )
             )
         }
         if !utf8Allowed && bytes.contains(where: { $0 >= 0x80 }) {
@@ -102,7 +106,9 @@ public enum CommandParser {
             guard arguments.count <= 1 else { return malformed("\(keyword) takes at most one message number") }
             var n: Int?
             if let a = arguments.first {
-                guard let parsed = messageNumber(a) else { return malformed("\(keyword) takes a message number of 1 or more") }
+                guard let parsed = messageNumber(a) else {
+                    return malformed("\(keyword) takes a message number of 1 or more")
+                }
                 n = parsed
             }
             let command: Command = keyword == "LIST" ? .list(n) : .uidl(n)
@@ -138,7 +144,9 @@ public enum CommandParser {
             )
 
         case "AUTH":
-            guard arguments.count <= 2 else { return malformed("AUTH takes a mechanism and an optional initial response") }
+            guard arguments.count <= 2 else {
+                return malformed("AUTH takes a mechanism and an optional initial response")
+            }
             if arguments.isEmpty {
                 return ParsedCommand(
                     command: .auth(mechanism: nil, initialResponse: nil),

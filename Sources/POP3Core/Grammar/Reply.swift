@@ -76,7 +76,9 @@ public enum ReplyParser {
         if bytes.starts(with: Array("-ERR".utf8)), let r = rest(after: 4) { return build(.err, r) }
         if continuationAllowed, bytes.first == 0x2B {
             if bytes.count == 1 {
-                issues.append(Anomaly(.saslChallenge, .server, "a SASL challenge is \"+\" and a space, even when empty"))
+                issues.append(
+                    Anomaly(.saslChallenge, .server, "a SASL challenge is \"+\" and a space, even when empty")
+                )
                 return ParsedReply(reply: Reply(.continuation), issues: issues)
             }
             if bytes[1] == 0x20 {

@@ -22,7 +22,13 @@ public struct TranscriptRenderer: Sendable {
     private var bodyPartial = ByteBuffer()
     private var opaque: (side: Side, octets: Int)?
 
-    public init(session: String, format: Format = .text, color: Bool = false, showBodies: Bool = false, showNotes: Bool = true) {
+    public init(
+        session: String,
+        format: Format = .text,
+        color: Bool = false,
+        showBodies: Bool = false,
+        showNotes: Bool = true
+    ) {
         self.session = session
         self.format = format
         self.color = color
@@ -35,7 +41,11 @@ public struct TranscriptRenderer: Sendable {
     public mutating func start(time: Double, client: String?, server: String?) -> [String] {
         switch self.format {
         case .json:
-            var record = TranscriptRecord(session: self.session, time: TranscriptRecord.timestamp(time), kind: "session-start")
+            var record = TranscriptRecord(
+                session: self.session,
+                time: TranscriptRecord.timestamp(time),
+                kind: "session-start"
+            )
             record.client = client
             record.server = server
             return [record.jsonLine()]
@@ -49,7 +59,11 @@ public struct TranscriptRenderer: Sendable {
         var lines = self.flushOpaque(time: time)
         switch self.format {
         case .json:
-            var record = TranscriptRecord(session: self.session, time: TranscriptRecord.timestamp(time), kind: "session-end")
+            var record = TranscriptRecord(
+                session: self.session,
+                time: TranscriptRecord.timestamp(time),
+                kind: "session-end"
+            )
             record.note = summary
             lines.append(record.jsonLine())
         case .text:
@@ -184,7 +198,12 @@ public struct TranscriptRenderer: Sendable {
         case .bodyEnd(let summary):
             var lines: [String] = []
             if self.bodyPartial.readableBytes > 0 {
-                lines.append(self.paint("S|  " + (self.bodyPartial.readString(length: self.bodyPartial.readableBytes) ?? ""), .body))
+                lines.append(
+                    self.paint(
+                        "S|  " + (self.bodyPartial.readString(length: self.bodyPartial.readableBytes) ?? ""),
+                        .body
+                    )
+                )
                 self.bodyPartial.clear()
             }
             let what =

@@ -1,12 +1,11 @@
 import ArgumentParser
+@preconcurrency import Dispatch
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import POP3Core
 import POP3NIO
 import POP3Server
-
-@preconcurrency import Dispatch
 
 #if canImport(Glibc)
 import Glibc
@@ -118,7 +117,9 @@ extension Popgate {
                 server = try await EmbeddedPOP3Server.start(configuration, group: group)
             } catch {
                 try? await group.shutdownGracefully()
-                throw ValidationError("cannot listen on \(host):\(configuration.port): \(error). Pick another with --port.")
+                throw ValidationError(
+                    "cannot listen on \(host):\(configuration.port): \(error). Pick another with --port."
+                )
             }
             if format == .text {
                 output([

@@ -22,7 +22,10 @@ struct ZeekPOP3CaptureTests {
         var ours: [String: Int] = [:]
         for command in all.commands { ours[command.verb, default: 0] += 1 }
         let sasl = all.filter { if case .saslResponse = $0 { true } else { false } }.count
-        let tshark = try run("tshark", ["-r", Self.file, "-Y", "pop.request", "-T", "fields", "-e", "pop.request.command"])
+        let tshark = try run(
+            "tshark",
+            ["-r", Self.file, "-Y", "pop.request", "-T", "fields", "-e", "pop.request.command"]
+        )
         var theirs: [String: Int] = [:]
         for line in tshark.split(separator: "\n") { theirs[String(line), default: 0] += 1 }
         let theirSASL = theirs.filter { $0.key.count > 8 }

@@ -41,7 +41,9 @@ struct RFC1939ExampleTests {
         ]
     )
 
-    @Test("the §10 session reads as APOP login, STAT, LIST, two RETR/DELE pairs and QUIT, with no anomaly but APOP's weakness")
+    @Test(
+        "the §10 session reads as APOP login, STAT, LIST, two RETR/DELE pairs and QUIT, with no anomaly but APOP's weakness"
+    )
     func section10Session() {
         let events = Self.section10.run()
         #expect(events.commands.map(\.verb) == ["APOP", "STAT", "LIST", "RETR", "DELE", "RETR", "DELE", "QUIT"])

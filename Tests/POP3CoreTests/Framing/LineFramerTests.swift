@@ -19,23 +19,37 @@ struct LineFramerTests {
 
     @Test("CRLF lines come out without their line ending")
     func crlf() {
-        #expect(self.frames("USER a\r\nPASS b\r\n") == [.line(ByteBuffer(string: "USER a"), .crlf), .line(ByteBuffer(string: "PASS b"), .crlf)])
+        #expect(
+            self.frames("USER a\r\nPASS b\r\n") == [
+                .line(ByteBuffer(string: "USER a"), .crlf), .line(ByteBuffer(string: "PASS b"), .crlf),
+            ]
+        )
     }
 
     @Test("a bare LF ends a line and is marked as such")
     func bareLF() {
-        #expect(self.frames("STAT\nNOOP\r\n") == [.line(ByteBuffer(string: "STAT"), .lf), .line(ByteBuffer(string: "NOOP"), .crlf)])
+        #expect(
+            self.frames("STAT\nNOOP\r\n") == [
+                .line(ByteBuffer(string: "STAT"), .lf), .line(ByteBuffer(string: "NOOP"), .crlf),
+            ]
+        )
     }
 
     @Test("a line split across chunks, even between CR and LF, comes out whole", arguments: [1, 2, 3, 5])
     func chunked(_ size: Int) {
-        #expect(self.frames("RETR 12\r\nQUIT\r\n", chunk: size) == [.line(ByteBuffer(string: "RETR 12"), .crlf), .line(ByteBuffer(string: "QUIT"), .crlf)])
+        #expect(
+            self.frames("RETR 12\r\nQUIT\r\n", chunk: size) == [
+                .line(ByteBuffer(string: "RETR 12"), .crlf), .line(ByteBuffer(string: "QUIT"), .crlf),
+            ]
+        )
     }
 
     @Test("a line of exactly the limit passes; one octet more is too long", arguments: [1, 7])
     func limit(_ chunk: Int) {
         let exact = String(repeating: "a", count: 253) + "\r\n"
-        #expect(self.frames(exact, chunk: chunk) == [.line(ByteBuffer(string: String(repeating: "a", count: 253)), .crlf)])
+        #expect(
+            self.frames(exact, chunk: chunk) == [.line(ByteBuffer(string: String(repeating: "a", count: 253)), .crlf)]
+        )
         let over = String(repeating: "a", count: 254) + "\r\n"
         guard case .tooLong(let prefix, let octets)? = self.frames(over, chunk: chunk).first else {
             Issue.record("expected tooLong")

@@ -22,12 +22,19 @@ struct CommandParserTests {
             line: "APOP mrose c4c9334bac560ecc979e58001b3e22fb",
             expected: .apop(name: "mrose", digest: Credential("c4c9334bac560ecc979e58001b3e22fb"))
         ),
-        Case(line: "APOP mrose C4C9334BAC", expected: .apop(name: "mrose", digest: Credential("C4C9334BAC")), rules: [.apop]),
+        Case(
+            line: "APOP mrose C4C9334BAC",
+            expected: .apop(name: "mrose", digest: Credential("C4C9334BAC")),
+            rules: [.apop]
+        ),
         Case(line: "APOP mrose", expected: nil, rules: [.arguments]),
         Case(line: "AUTH", expected: .auth(mechanism: nil, initialResponse: nil)),
         Case(line: "AUTH plain", expected: .auth(mechanism: "PLAIN", initialResponse: nil)),
         Case(line: "AUTH PLAIN =", expected: .auth(mechanism: "PLAIN", initialResponse: Credential([UInt8]()))),
-        Case(line: "AUTH PLAIN AGFsaWNlAHNlY3JldA==", expected: .auth(mechanism: "PLAIN", initialResponse: Credential("AGFsaWNlAHNlY3JldA=="))),
+        Case(
+            line: "AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+            expected: .auth(mechanism: "PLAIN", initialResponse: Credential("AGFsaWNlAHNlY3JldA=="))
+        ),
         Case(line: "AUTH not/a/mechanism", expected: nil, rules: [.authCommand]),
         Case(line: "STAT", expected: .stat),
         Case(line: "stat", expected: .stat),
@@ -60,12 +67,20 @@ struct CommandParserTests {
         Case(line: "LAST", expected: .other(keyword: "LAST", arguments: []), rules: [.obsoleteCommand]),
         Case(line: "RPOP mrose", expected: .other(keyword: "RPOP", arguments: ["mrose"]), rules: [.obsoleteCommand]),
         Case(line: "XTND XMIT", expected: .other(keyword: "XTND", arguments: ["XMIT"]), rules: [.obsoleteCommand]),
-        Case(line: "XSENDER 1", expected: .other(keyword: "XSENDER", arguments: ["1"]), rules: [.commandSyntax, .obsoleteCommand]),
+        Case(
+            line: "XSENDER 1",
+            expected: .other(keyword: "XSENDER", arguments: ["1"]),
+            rules: [.commandSyntax, .obsoleteCommand]
+        ),
         Case(line: "HELO there", expected: .other(keyword: "HELO", arguments: ["there"])),
         Case(line: "GO", expected: .other(keyword: "GO", arguments: []), rules: [.commandSyntax]),
         Case(line: "", expected: .other(keyword: "", arguments: []), rules: [.commandSyntax]),
         Case(line: "USER caf\u{E9}", expected: .user("caf\u{E9}"), rules: [.eightBit]),
-        Case(line: "USER " + String(repeating: "a", count: 41), expected: .user(String(repeating: "a", count: 41)), rules: [.commandLength]),
+        Case(
+            line: "USER " + String(repeating: "a", count: 41),
+            expected: .user(String(repeating: "a", count: 41)),
+            rules: [.commandLength]
+        ),
     ]
 
     @Test("each command line parses to its command and reports its syntax problems", arguments: cases)
@@ -75,7 +90,10 @@ struct CommandParserTests {
         #expect(Set(parsed.issues.map(\.rule)) == c.rules)
     }
 
-    @Test("well-formed commands encode back to the bytes they were parsed from", arguments: cases.filter { $0.rules.isEmpty && $0.expected != nil })
+    @Test(
+        "well-formed commands encode back to the bytes they were parsed from",
+        arguments: cases.filter { $0.rules.isEmpty && $0.expected != nil }
+    )
     func roundTrip(_ c: Case) throws {
         let command = try #require(c.expected)
         var buffer = ByteBuffer()

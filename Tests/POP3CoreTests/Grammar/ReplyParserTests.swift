@@ -31,7 +31,11 @@ struct ReplyParserTests {
         Case(line: "+OKAY", expected: nil),
         Case(line: "hello", expected: nil),
         Case(line: "+ ", sasl: true, expected: Reply(.continuation)),
-        Case(line: "+ PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+", sasl: true, expected: Reply(.continuation, "PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+")),
+        Case(
+            line: "+ PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+",
+            sasl: true,
+            expected: Reply(.continuation, "PDE4OTYuNjk3MTcwOTUyQHBvc3RvZmZpY2UucmVzdG9uLm1jaS5uZXQ+")
+        ),
         Case(line: "+", sasl: true, expected: Reply(.continuation), rules: [.saslChallenge]),
         Case(line: "+ ", sasl: false, expected: nil),
     ]
@@ -43,12 +47,18 @@ struct ReplyParserTests {
         #expect(Set(parsed.issues.map(\.rule)) == c.rules)
     }
 
-    @Test("valid replies encode to the bytes they were parsed from", arguments: cases.filter { $0.rules.isEmpty && $0.expected != nil })
+    @Test(
+        "valid replies encode to the bytes they were parsed from",
+        arguments: cases.filter { $0.rules.isEmpty && $0.expected != nil }
+    )
     func roundTrip(_ c: Case) throws {
         let reply = try #require(c.expected)
         var buffer = ByteBuffer()
         buffer.writeReply(reply)
-        #expect(String(buffer: buffer) == c.line + (c.line.hasSuffix(" ") || reply.status != .continuation ? "" : " ") + "\r\n" || reply.status == .continuation)
+        #expect(
+            String(buffer: buffer) == c.line + (c.line.hasSuffix(" ") || reply.status != .continuation ? "" : " ")
+                + "\r\n" || reply.status == .continuation
+        )
         let reparsed = ReplyParser.parse(Array(String(buffer: buffer).utf8.dropLast(2)), continuationAllowed: c.sasl)
         #expect(reparsed.reply == reply)
     }

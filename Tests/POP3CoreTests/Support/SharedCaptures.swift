@@ -39,7 +39,9 @@ func run(_ program: String, _ arguments: [String]) throws -> String {
     _ = err.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     guard process.terminationStatus == 0 else {
-        throw ToolError(description: "\(program) \(arguments.joined(separator: " ")) exited \(process.terminationStatus)")
+        throw ToolError(
+            description: "\(program) \(arguments.joined(separator: " ")) exited \(process.terminationStatus)"
+        )
     }
     return String(decoding: data, as: UTF8.self)
 }
@@ -64,7 +66,8 @@ func tsharkSegments(_ file: String, serverPort: Int = 110) throws -> [Segment] {
     )
     return text.split(separator: "\n").compactMap { line in
         let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
-        guard fields.count == 4, let stream = Int(fields[0]), let port = Int(fields[1]), let time = Double(fields[2]) else {
+        guard fields.count == 4, let stream = Int(fields[0]), let port = Int(fields[1]), let time = Double(fields[2])
+        else {
             return nil
         }
         return Segment(stream: stream, fromServer: port == serverPort, time: time, payload: hexBytes(fields[3]))

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what popgate needs on a Debian machine, and only what is missing.
+#   scripts/setup.sh demo    build and run the demo
+#   scripts/setup.sh test    build and run every test
+set -euo pipefail
+
+purpose=${1:-demo}
+packages=(libpcap-dev pkg-config)
+if [ "$purpose" = test ]; then
+  packages+=(dovecot-pop3d tshark tcpdump curl python3)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # tshark asks whether non-root users may capture; the default answer is fine.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+  if [ -x /opt/swift/usr/bin/swift ]; then
+    echo "setup: add /opt/swift/usr/bin to PATH" >&2
+  else
+    echo "setup: no Swift toolchain found; install Swift 6 first (https://www.swift.org/install/linux/)" >&2
+  fi
+  exit 1
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Every test: formatting, a warnings-as-errors build, and the whole suite (which starts its own
+# servers on loopback and reads ../shared/captures/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
+bash scripts/setup.sh test
+
+echo "== swift format lint"
+swift format lint --strict --recursive Sources Tests Benchmarks Package.swift
+
+echo "== swift build"
+swift build --build-tests -Xswiftc -warnings-as-errors 2>&1 \
+  | { grep -vE '^\[[0-9]+/[0-9]+\] (Compiling|Emitting|Write|Linking|Applying)' || true; }
+
+echo "== swift test"
+swift test --skip-build
