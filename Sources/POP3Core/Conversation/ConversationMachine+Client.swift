@@ -284,6 +284,19 @@ extension ConversationMachine {
         }
     }
 
+    /// R35, once per session.
+    private mutating func reportCleartextLogin(_ what: String, into events: inout [ConversationEvent]) {
+        self.reportOnce(
+            "R35",
+            Anomaly(
+                .cleartextLogin,
+                .client,
+                "\(what) without TLS: the password crosses the network in clear (RFC 8314 §4.1)"
+            ),
+            into: &events
+        )
+    }
+
     /// Findings that depend only on what the client knew when it sent the command.
     private mutating func checkBeforeSending(_ command: Command, into events: inout [ConversationEvent]) {
         let cleartext = !self.tlsActive
@@ -300,15 +313,7 @@ extension ConversationMachine {
                 )
             }
             if cleartext {
-                self.reportOnce(
-                    "R35",
-                    Anomaly(
-                        .cleartextLogin,
-                        .client,
-                        "a login without TLS: the password crosses the network in clear (RFC 8314 §4.1)"
-                    ),
-                    into: &events
-                )
+                self.reportCleartextLogin("a login", into: &events)
             }
         case .pass(let password):
             if password.octets > self.configuration.passwordLimit {
@@ -322,15 +327,7 @@ extension ConversationMachine {
                 )
             }
             if cleartext {
-                self.reportOnce(
-                    "R35",
-                    Anomaly(
-                        .cleartextLogin,
-                        .client,
-                        "a login without TLS: the password crosses the network in clear (RFC 8314 §4.1)"
-                    ),
-                    into: &events
-                )
+                self.reportCleartextLogin("a login", into: &events)
             }
         case .apop:
             if self.greetingTimestamp == nil, self.state != .greeting {
@@ -346,15 +343,7 @@ extension ConversationMachine {
             )
         case .auth(let mechanism?, _):
             if cleartext, mechanism == "PLAIN" || mechanism == "LOGIN" {
-                self.reportOnce(
-                    "R35",
-                    Anomaly(
-                        .cleartextLogin,
-                        .client,
-                        "AUTH \(mechanism) without TLS: the password crosses the network in clear (RFC 8314 §4.1)"
-                    ),
-                    into: &events
-                )
+                self.reportCleartextLogin("AUTH \(mechanism)", into: &events)
             }
             if let sasl = self.capabilities?.first(where: { $0.name == "SASL" }),
                 !sasl.parameters.contains(where: { $0.uppercased() == mechanism })

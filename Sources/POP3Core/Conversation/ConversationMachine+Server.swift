@@ -126,16 +126,11 @@ extension ConversationMachine {
         for issue in parsed.issues { self.report(issue, into: &events) }
         guard let reply = parsed.reply else {
             // Not a status line: leave the command waiting, as Zeek does, and say so.
-            events.append(
-                .reply(
-                    ReplyEvent(
-                        reply: nil,
-                        text: rawText,
-                        inResponseTo: head.verb,
-                        multiline: false,
-                        note: "Not a status line: a reply starts with +OK or -ERR (RFC 1939 §3)."
-                    )
-                )
+            self.lineWithoutStatus(
+                rawText,
+                inResponseTo: head.verb,
+                note: "Not a status line: a reply starts with +OK or -ERR (RFC 1939 §3).",
+                into: &events
             )
             let rule: Rule = bytes.first == 0x2B || bytes.first == 0x2D ? .statusIndicator : .unexpectedServerData
             self.report(
@@ -216,16 +211,11 @@ extension ConversationMachine {
         let parsed = ReplyParser.parse(bytes)
         for issue in parsed.issues { self.report(issue, into: &events) }
         guard let reply = parsed.reply else {
-            events.append(
-                .reply(
-                    ReplyEvent(
-                        reply: nil,
-                        text: text,
-                        inResponseTo: nil,
-                        multiline: false,
-                        note: "A POP3 greeting starts with +OK (RFC 1939 §4)."
-                    )
-                )
+            self.lineWithoutStatus(
+                text,
+                inResponseTo: nil,
+                note: "A POP3 greeting starts with +OK (RFC 1939 §4).",
+                into: &events
             )
             self.report(Anomaly(.greeting, .server, "the greeting is not an +OK line"), into: &events)
             self.suspect("the first server line is not a greeting", weight: 2, into: &events)
@@ -279,16 +269,11 @@ extension ConversationMachine {
 
     private mutating func unexpectedLine(_ bytes: ByteBufferView, text: String, into events: inout [ConversationEvent])
     {
-        events.append(
-            .reply(
-                ReplyEvent(
-                    reply: nil,
-                    text: text,
-                    inResponseTo: nil,
-                    multiline: false,
-                    note: "The server sent a line while no command was waiting for a reply."
-                )
-            )
+        self.lineWithoutStatus(
+            text,
+            inResponseTo: nil,
+            note: "The server sent a line while no command was waiting for a reply.",
+            into: &events
         )
         let parsed = CommandParser.parse(bytes)
         if let verb = self.refusedMultiLine {
@@ -316,6 +301,16 @@ extension ConversationMachine {
             )
         }
         self.suspect("the server talks unasked", into: &events)
+    }
+
+    /// A server line that is not a status line, shown as the reply it stands in for.
+    private func lineWithoutStatus(
+        _ text: String,
+        inResponseTo verb: String?,
+        note: String,
+        into events: inout [ConversationEvent]
+    ) {
+        events.append(.reply(ReplyEvent(reply: nil, text: text, inResponseTo: verb, multiline: false, note: note)))
     }
 
     // MARK: Multi-line bodies

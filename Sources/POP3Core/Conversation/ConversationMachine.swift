@@ -194,49 +194,14 @@ public struct ConversationMachine: Sendable {
         var events: [ConversationEvent] = []
         switch self.serverMode {
         case .listing(let command, let lines, let stuffed, let octets):
-            events.append(
-                .anomaly(
-                    Anomaly(
-                        .unexpectedServerData,
-                        .server,
-                        "the reply to \(command.verb) ended without its terminating dot (truncated reply)"
-                    )
-                )
-            )
-            events.append(
-                .bodyEnd(
-                    BodySummary(
-                        inResponseTo: command.verb,
-                        octets: octets,
-                        lines: lines,
-                        stuffedLines: stuffed,
-                        complete: false,
-                        note: "The connection closed before the listing ended."
-                    )
-                )
-            )
-            _ = self.pending.isEmpty
+            self.truncated(command, octets: octets, lines: lines, stuffed: stuffed, into: &events)
         case .body(let command, let scanner):
-            events.append(
-                .anomaly(
-                    Anomaly(
-                        .unexpectedServerData,
-                        .server,
-                        "the reply to \(command.verb) ended without its terminating dot (truncated reply)"
-                    )
-                )
-            )
-            events.append(
-                .bodyEnd(
-                    BodySummary(
-                        inResponseTo: command.verb,
-                        octets: scanner.octets,
-                        lines: scanner.lines,
-                        stuffedLines: scanner.stuffedLines,
-                        complete: false,
-                        note: "The connection closed after \(scanner.octets) octets, before the body ended."
-                    )
-                )
+            self.truncated(
+                command,
+                octets: scanner.octets,
+                lines: scanner.lines,
+                stuffed: scanner.stuffedLines,
+                into: &events
             )
         case .lines, .opaque:
             break
@@ -276,6 +241,34 @@ public struct ConversationMachine: Sendable {
         }
         events.append(.closed(.server))
         return events
+    }
+
+    /// A multi-line reply that the close cut short (R53).
+    private func truncated(
+        _ command: PendingCommand,
+        octets: Int,
+        lines: Int,
+        stuffed: Int,
+        into events: inout [ConversationEvent]
+    ) {
+        events.append(
+            .anomaly(
+                Anomaly(
+                    .unexpectedServerData,
+                    .server,
+                    "the reply to \(command.verb) ended without its terminating dot (truncated reply)"
+                )
+            )
+        )
+        let summary = BodySummary(
+            inResponseTo: command.verb,
+            octets: octets,
+            lines: lines,
+            stuffedLines: stuffed,
+            complete: false,
+            note: "The connection closed after \(lines) lines, before the reply's terminating dot (RFC 1939 §3)."
+        )
+        events.append(.bodyEnd(summary))
     }
 
     // MARK: - Helpers shared by both sides
