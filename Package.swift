@@ -70,6 +70,16 @@ let package = Package(
             dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
+            name: "POP3NIOTests",
+            dependencies: [
+                "POP3Core",
+                "POP3NIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "POP3ServerTests",
             dependencies: [
                 "POP3Core",

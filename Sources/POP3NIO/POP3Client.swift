@@ -24,6 +24,9 @@ public enum POP3Client {
         public internal(set) var greeting = Exchange(bytes: ByteBuffer(), events: [])
         var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
         let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+        /// With `record`, every chunk each side sent, in order, so a test can replay the session.
+        public internal(set) var log: [(side: Side, bytes: ByteBuffer)] = []
+        let record: Bool
 
         /// Sends `line` with CRLF and returns the reply.
         public mutating func send(_ line: String) async throws -> Exchange {
@@ -33,6 +36,7 @@ public enum POP3Client {
         /// Sends `bytes` as they are and reads until every command they hold is answered.
         public mutating func sendRaw(_ bytes: ByteBuffer) async throws -> Exchange {
             var events = self.machine.clientSent(bytes)
+            if self.record { self.log.append((.client, bytes)) }
             try await self.outbound.write(bytes)
             var exchange = try await self.readReplies()
             events += exchange.events
@@ -49,6 +53,7 @@ public enum POP3Client {
                     throw Failure(description: "the server closed the connection while a reply was expected")
                 }
                 self.machine.serverSent(bytes, into: &events)
+                if self.record { self.log.append((.server, bytes)) }
                 received.writeBuffer(&bytes)
             }
             return Exchange(bytes: received, events: events)
@@ -58,6 +63,7 @@ public enum POP3Client {
         public mutating func readUntilClosed() async throws -> ByteBuffer {
             var received = ByteBuffer()
             while var bytes = try await self.iterator.next() {
+                if self.record { self.log.append((.server, bytes)) }
                 received.writeBuffer(&bytes)
             }
             return received
@@ -69,6 +75,7 @@ public enum POP3Client {
         host: String,
         port: Int,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        record: Bool = false,
         _ body: (inout Session) async throws -> T
     ) async throws -> T {
         let channel = try await ClientBootstrap(group: group)
@@ -78,7 +85,7 @@ public enum POP3Client {
                 }
             }
         return try await channel.executeThenClose { inbound, outbound in
-            var session = Session(iterator: inbound.makeAsyncIterator(), outbound: outbound)
+            var session = Session(iterator: inbound.makeAsyncIterator(), outbound: outbound, record: record)
             session.greeting = try await session.readReplies()
             return try await body(&session)
         }

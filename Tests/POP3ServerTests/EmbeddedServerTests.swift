@@ -31,7 +31,7 @@ struct EmbeddedServerTests {
     func session() async throws {
         try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
             let sample = SampleMessages.generated()[1]
-            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+            let log = try await POP3Client.withSession(host: "127.0.0.1", port: server.port, record: true) {
                 (s: inout POP3Client.Session) async throws in
                 #expect(s.greeting.firstLine.hasPrefix("+OK popgate embedded POP3 server ready <"))
                 #expect(try await s.send("USER alice").isOK)
@@ -46,7 +46,13 @@ struct EmbeddedServerTests {
                 #expect(retr.bytes == expected)
                 #expect(retr.text.contains("\r\n..signature\r\n"))
                 #expect(try await s.send("QUIT").isOK)
+                _ = try await s.readUntilClosed()
+                return s.log.map { Replay.Chunk(side: $0.side, bytes: $0.bytes) }
             }
+            // The live session, replayed byte by byte, reads the same.
+            let whole = Replay.events(log, byteByByte: false)
+            #expect(whole == Replay.events(log, byteByByte: true))
+            #expect(whole.contains { if case .bodyEnd = $0 { true } else { false } })
         }
     }
 
@@ -226,6 +232,30 @@ struct EmbeddedServerTests {
             )
             #expect(output.split(separator: "\n").count == 2)
         }
+    }
+}
+
+/// Replays a recorded session through a fresh machine.
+enum Replay {
+    struct Chunk: Sendable {
+        var side: Side
+        var bytes: ByteBuffer
+    }
+
+    static func events(_ chunks: [Chunk], byteByByte: Bool) -> [ConversationEvent] {
+        var machine = ConversationMachine()
+        var events: [ConversationEvent] = []
+        for chunk in chunks {
+            let pieces = byteByByte ? chunk.bytes.readableBytesView.map { ByteBuffer(bytes: [$0]) } : [chunk.bytes]
+            for piece in pieces {
+                if chunk.side == .client {
+                    machine.clientSent(piece, into: &events)
+                } else {
+                    machine.serverSent(piece, into: &events)
+                }
+            }
+        }
+        return events.mergingChunks()
     }
 }
 

@@ -105,3 +105,23 @@ public enum ConversationEvent: Sendable, Hashable {
     case opaque(Side, octets: Int)
     case closed(Side)
 }
+
+extension Array where Element == ConversationEvent {
+    /// The events with adjacent body chunks and opaque counts merged: what is left once the input's chunking,
+    /// which moves those boundaries, is taken out.
+    public func mergingChunks() -> [ConversationEvent] {
+        var merged: [ConversationEvent] = []
+        for event in self {
+            switch (merged.last, event) {
+            case (.bodyChunk(var a)?, .bodyChunk(var b)):
+                a.writeBuffer(&b)
+                merged[merged.count - 1] = .bodyChunk(a)
+            case (.opaque(let s1, let n1)?, .opaque(let s2, let n2)) where s1 == s2:
+                merged[merged.count - 1] = .opaque(s1, octets: n1 + n2)
+            default:
+                merged.append(event)
+            }
+        }
+        return merged
+    }
+}

@@ -236,10 +236,8 @@ public struct ConversationMachine: Sendable {
             events.append(.annotation(.server, note))
         }
         self.pending.removeAll()
-        if self.state != .closed {
-            self.state = .closed
-        }
         events.append(.closed(.server))
+        self.enter(.closed, "the connection is closed.", into: &events)
         return events
     }
 

@@ -67,25 +67,35 @@ struct RFC1939ExampleTests {
         #expect(events.allText.contains("c4c9334bac560ecc979e58001b3e22fb") == false)
     }
 
+    @Test(
+        "feeding the examples byte by byte gives the same events",
+        arguments: [section10, sections5and7, userPassScript]
+    )
+    func byteByByte(_ script: Script) {
+        #expect(script.run().coalesced == script.run(byteByByte: true).coalesced)
+    }
+
+    static let sections5and7 = Script(
+        "RFC 1939 §5/§7",
+        Script.login + [
+            .client("LIST 2\r\n"), .server("+OK 2 200\r\n"),
+            .client("LIST 3\r\n"), .server("-ERR no such message, only 2 messages in maildrop\r\n"),
+            .client("NOOP\r\n"), .server("+OK\r\n"),
+            .client("DELE 1\r\n"), .server("+OK message 1 deleted\r\n"),
+            .client("DELE 2\r\n"), .server("-ERR message 2 already deleted\r\n"),
+            .client("RSET\r\n"), .server("+OK maildrop has 2 messages (320 octets)\r\n"),
+            .client("TOP 1 10\r\n"), .server("+OK\r\nSubject: a\r\n\r\nline\r\n.\r\n"),
+            .client("TOP 100 3\r\n"), .server("-ERR no such message\r\n"),
+            .client("UIDL\r\n"), .server("+OK\r\n1 whqtswO00WBw418f9t5JxYwZ\r\n2 QhdPYR:00WBw1Ph7x7\r\n.\r\n"),
+            .client("UIDL 2\r\n"), .server("+OK 2 QhdPYR:00WBw1Ph7x7\r\n"),
+            .client("UIDL 3\r\n"), .server("-ERR no such message, only 2 messages in maildrop\r\n"),
+            .client("QUIT\r\n"), .server("+OK dewey POP3 server signing off\r\n"),
+        ]
+    )
+
     @Test("RFC 1939 §5 and §7 examples: each reply is read in the right form")
     func commandExamples() {
-        let script = Script(
-            "RFC 1939 §5/§7",
-            Script.login + [
-                .client("LIST 2\r\n"), .server("+OK 2 200\r\n"),
-                .client("LIST 3\r\n"), .server("-ERR no such message, only 2 messages in maildrop\r\n"),
-                .client("NOOP\r\n"), .server("+OK\r\n"),
-                .client("DELE 1\r\n"), .server("+OK message 1 deleted\r\n"),
-                .client("DELE 2\r\n"), .server("-ERR message 2 already deleted\r\n"),
-                .client("RSET\r\n"), .server("+OK maildrop has 2 messages (320 octets)\r\n"),
-                .client("TOP 1 10\r\n"), .server("+OK\r\nSubject: a\r\n\r\nline\r\n.\r\n"),
-                .client("TOP 100 3\r\n"), .server("-ERR no such message\r\n"),
-                .client("UIDL\r\n"), .server("+OK\r\n1 whqtswO00WBw418f9t5JxYwZ\r\n2 QhdPYR:00WBw1Ph7x7\r\n.\r\n"),
-                .client("UIDL 2\r\n"), .server("+OK 2 QhdPYR:00WBw1Ph7x7\r\n"),
-                .client("UIDL 3\r\n"), .server("-ERR no such message, only 2 messages in maildrop\r\n"),
-                .client("QUIT\r\n"), .server("+OK dewey POP3 server signing off\r\n"),
-            ]
-        )
+        let script = Self.sections5and7
         let events = script.run()
         #expect(events.anomalies.filter { $0.rule != .cleartextLogin }.isEmpty)
         #expect(events.replies.filter { $0.multiline }.map(\.inResponseTo) == ["TOP", "UIDL"])
@@ -96,20 +106,21 @@ struct RFC1939ExampleTests {
         #expect(machine.state == .closed)
     }
 
+    static let userPassScript = Script(
+        "RFC 1939 §7 USER/PASS",
+        [
+            .server("+OK POP3 server ready\r\n"),
+            .client("USER frated\r\n"), .server("-ERR sorry, no mailbox for frated here\r\n"),
+            .client("USER mrose\r\n"), .server("+OK mrose is a real hoopy frood\r\n"),
+            .client("PASS secret\r\n"), .server("-ERR maildrop already locked\r\n"),
+            .client("USER mrose\r\n"), .server("+OK mrose is a real hoopy frood\r\n"),
+            .client("PASS secret\r\n"), .server("+OK mrose's maildrop has 2 messages (320 octets)\r\n"),
+        ]
+    )
+
     @Test("RFC 1939 §7 USER/PASS examples: a refused name and a refused password keep AUTHORIZATION")
     func userPass() {
-        let script = Script(
-            "RFC 1939 §7 USER/PASS",
-            [
-                .server("+OK POP3 server ready\r\n"),
-                .client("USER frated\r\n"), .server("-ERR sorry, no mailbox for frated here\r\n"),
-                .client("USER mrose\r\n"), .server("+OK mrose is a real hoopy frood\r\n"),
-                .client("PASS secret\r\n"), .server("-ERR maildrop already locked\r\n"),
-                .client("USER mrose\r\n"), .server("+OK mrose is a real hoopy frood\r\n"),
-                .client("PASS secret\r\n"), .server("+OK mrose's maildrop has 2 messages (320 octets)\r\n"),
-            ]
-        )
-        let events = script.run()
+        let events = Self.userPassScript.run()
         #expect(events.states == [.authorization, .userAccepted, .authorization, .userAccepted, .transaction])
         #expect(!events.allText.contains("secret"))
     }

@@ -78,21 +78,7 @@ struct Script: Sendable, CustomTestStringConvertible {
 
 extension Array where Element == ConversationEvent {
     /// Merges adjacent body chunks and opaque counts, whose boundaries follow the input's chunking.
-    var coalesced: [ConversationEvent] {
-        var out: [ConversationEvent] = []
-        for event in self {
-            switch (out.last, event) {
-            case (.bodyChunk(var a)?, .bodyChunk(var b)):
-                a.writeBuffer(&b)
-                out[out.count - 1] = .bodyChunk(a)
-            case (.opaque(let s1, let n1)?, .opaque(let s2, let n2)) where s1 == s2:
-                out[out.count - 1] = .opaque(s1, octets: n1 + n2)
-            default:
-                out.append(event)
-            }
-        }
-        return out
-    }
+    var coalesced: [ConversationEvent] { self.mergingChunks() }
 
     var anomalies: [Anomaly] {
         self.compactMap { if case .anomaly(let a) = $0 { a } else { nil } }
