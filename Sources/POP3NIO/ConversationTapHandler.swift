@@ -34,10 +34,29 @@ public struct SessionSummary: Sendable, Hashable {
     public var commands: Int
     public var anomalies: Int
     public var finalState: ConversationState
+    /// How the session ended, when the one who saw it knows (the relay does).
+    public var ending: String?
+
+    public init(
+        clientOctets: Int,
+        serverOctets: Int,
+        commands: Int,
+        anomalies: Int,
+        finalState: ConversationState,
+        ending: String? = nil
+    ) {
+        self.clientOctets = clientOctets
+        self.serverOctets = serverOctets
+        self.commands = commands
+        self.anomalies = anomalies
+        self.finalState = finalState
+        self.ending = ending
+    }
 
     public var description: String {
-        "\(self.commands) commands, \(self.clientOctets) octets from the client, \(self.serverOctets) from the server, "
-            + "\(self.anomalies) anomal\(self.anomalies == 1 ? "y" : "ies"), ended in \(self.finalState.displayName)"
+        (self.ending.map { $0 + "; " } ?? "")
+            + "\(self.commands) commands, \(self.clientOctets) octets from the client, \(self.serverOctets) from the "
+            + "server, \(self.anomalies) anomal\(self.anomalies == 1 ? "y" : "ies"), ended in \(self.finalState.displayName)"
     }
 }
 
@@ -137,7 +156,8 @@ public final class ConversationTapHandler: ChannelDuplexHandler {
         self.sink.events(events, session: self.info, time: time)
     }
 
-    static func describe(_ address: SocketAddress) -> String {
+    /// `1.2.3.4:110` or `[::1]:110`.
+    public static func describe(_ address: SocketAddress) -> String {
         switch address {
         case .v4: "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
         case .v6: "[\(address.ipAddress ?? "?")]:\(address.port ?? 0)"

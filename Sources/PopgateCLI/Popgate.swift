@@ -15,7 +15,7 @@ public struct Popgate: AsyncParsableCommand {
               popgate demo                 the same, then keep serving for telnet or curl until Ctrl-C
             """,
         version: "0.1.0",
-        subcommands: [Demo.self]
+        subcommands: [Serve.self, Demo.self]
     )
 
     public init() {}

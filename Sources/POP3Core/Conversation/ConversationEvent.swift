@@ -74,6 +74,8 @@ public struct ReplyEvent: Sendable, Hashable {
     public var inResponseTo: String?
     public var multiline: Bool
     public var note: String
+    /// `server`, or `gateway` for a reply the gateway made itself.
+    public var side: Side = .server
 }
 
 /// The end of a multi-line reply.

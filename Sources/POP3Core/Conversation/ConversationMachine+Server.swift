@@ -187,12 +187,20 @@ extension ConversationMachine {
         let note = Annotations.reply(reply, to: command.command, verb: command.verb, maildrop: self.maildrop)
         events.append(
             .reply(
-                ReplyEvent(reply: reply, text: rawText, inResponseTo: command.verb, multiline: multiline, note: note)
+                ReplyEvent(
+                    reply: reply,
+                    text: rawText,
+                    inResponseTo: command.verb,
+                    multiline: multiline,
+                    note: note,
+                    side: self.serverSide
+                )
             )
         )
         for finding in findings { self.report(finding, into: &events) }
         self.transition(after: reply, to: command, into: &events)
 
+        if !multiline { self.completedReplies += 1 }
         if multiline {
             switch command.command {
             case .retr?, .top?:
@@ -365,6 +373,7 @@ extension ConversationMachine {
                     note: self.listingNote(command, lines: lines)
                 )
                 events.append(.bodyEnd(summary))
+                self.completedReplies += 1
                 self.listingEnded(command, into: &events)
                 return
             }
@@ -491,6 +500,7 @@ extension ConversationMachine {
         )
         summary.note = Annotations.body(summary, messageOctets: scanner.messageOctets)
         events.append(.bodyEnd(summary))
+        self.completedReplies += 1
         if scanner.bareTerminator {
             self.report(
                 Anomaly(

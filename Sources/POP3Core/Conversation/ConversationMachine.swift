@@ -119,6 +119,28 @@ public struct ConversationMachine: Sendable {
     /// How many commands are waiting for their replies.
     public var pendingCommands: Int { self.pending.count }
 
+    /// Replies to commands that have ended, single-line or multi-line (the greeting and SASL challenges not
+    /// counted). A gateway compares it with the commands it let through to know when the upstream is quiet.
+    public internal(set) var completedReplies = 0
+
+    /// Whether the next client line is a SASL response rather than a command (RFC 5034 §4).
+    public var expectsSASLResponse: Bool { self.pending.last?.opensSASL == true }
+
+    /// The longest client line allowed next: a command, or a SASL line (R3, R40).
+    public var clientLineLimit: Int {
+        self.expectsSASLResponse ? self.configuration.saslLineLimit : self.configuration.commandLineLimit
+    }
+
+    /// Whether part of a reply has arrived and the rest has not: a reply can no longer be made up for the client.
+    public var midReply: Bool {
+        if self.serverFramer.pendingOctets > 0 { return true }
+        if case .lines = self.serverMode { return false }
+        return true
+    }
+
+    /// Who is speaking for the server: the upstream, or the gateway itself.
+    var serverSide: Side = .server
+
     // MARK: - Feeding
 
     /// The client sent `bytes`. `time` (seconds, any epoch) feeds the rules that need one.
@@ -145,6 +167,15 @@ public struct ConversationMachine: Sendable {
     public mutating func serverSent(_ bytes: ByteBuffer, at time: Double? = nil, into events: inout [ConversationEvent])
     {
         if let time { self.lastServerActivity = time }
+        var input = bytes
+        self.readServer(&input, into: &events)
+    }
+
+    /// The gateway answered the client itself (a refused line, a blocked command): read like a server reply,
+    /// shown as the gateway's.
+    public mutating func gatewaySent(_ bytes: ByteBuffer, at time: Double? = nil, into events: inout [ConversationEvent]) {
+        self.serverSide = .gateway
+        defer { self.serverSide = .server }
         var input = bytes
         self.readServer(&input, into: &events)
     }

@@ -62,7 +62,8 @@ public enum CommandParser {
             issues.append(Anomaly(.commandSyntax, .client, "arguments are separated by a single space"))
         }
         let arguments = fields.filter { !$0.isEmpty }.map { String(decoding: $0, as: UTF8.self) }
-        let text = String(decoding: bytes, as: UTF8.self)
+        // Control characters are shown escaped, so a transcript line is one line and shows what was sent.
+        let text = printable(String(decoding: bytes, as: UTF8.self), limit: Int.max)
 
         func malformed(_ reason: String) -> ParsedCommand {
             issues.append(Anomaly(.arguments, .client, reason))
@@ -249,6 +250,6 @@ public enum CommandParser {
                 out.unicodeScalars.append(scalar)
             }
         }
-        return text.unicodeScalars.count > limit ? out + "…" : out
+        return limit < Int.max && text.unicodeScalars.count > limit ? out + "…" : out
     }
 }

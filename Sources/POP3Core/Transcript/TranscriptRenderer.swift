@@ -123,7 +123,7 @@ public struct TranscriptRenderer: Sendable {
             r.note = s.note
         case .reply(let reply):
             r.kind = "reply"
-            r.side = Side.server.rawValue
+            r.side = reply.side.rawValue
             r.verb = reply.inResponseTo
             r.status = reply.reply?.status.rawValue
             r.code = reply.reply?.code?.description
@@ -178,7 +178,8 @@ public struct TranscriptRenderer: Sendable {
         case .saslResponse(let s):
             return [self.paint("C: " + s.text, .client)] + self.note(s.note)
         case .reply(let reply):
-            return [self.paint("S: " + reply.text, .server)] + self.note(reply.note)
+            let line = Self.prefix(reply.side) + " " + reply.text
+            return [self.paint(line, reply.side == .gateway ? .gateway : .server)] + self.note(reply.note)
         case .bodyLine(let text):
             return [self.paint("S:   " + text, .server)]
         case .bodyChunk(let chunk):
@@ -244,6 +245,7 @@ public struct TranscriptRenderer: Sendable {
         case header
         case client
         case server
+        case gateway
         case body
         case state
         case anomaly
@@ -257,6 +259,7 @@ public struct TranscriptRenderer: Sendable {
             case .header: "1"
             case .client: "36"
             case .server: "32"
+            case .gateway: "35"
             case .body: "90"
             case .state: "33"
             case .anomaly: "1;31"

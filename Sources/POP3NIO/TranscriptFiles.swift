@@ -1,0 +1,152 @@
+import Dispatch
+import NIOConcurrencyHelpers
+import POP3Core
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes each session's transcript to two files in a directory: `ID.txt` (annotated text) and `ID.jsonl`
+/// (JSON lines, schema version 1). Rendering happens on the caller's thread; the disk is written from a
+/// serial queue, so event loops never block on it. Files are flushed when a session ends and by ``flush()``.
+public final class TranscriptFiles: ConversationSink {
+    private struct Open {
+        var text: TranscriptRenderer
+        var json: TranscriptRenderer
+        var textFile: Int32
+        var jsonFile: Int32
+        var textBuffer: [UInt8] = []
+        var jsonBuffer: [UInt8] = []
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    private let directory: String
+    private let bodies: Bool
+    private let sessions = NIOLockedValueBox<[String: Open]>([:])
+    private let queue = DispatchQueue(label: "popgate.transcripts")
+    private let flushThreshold = 64 * 1024
+
+    /// Creates the directory if needed and checks that it can be written.
+    public init(directory: String, bodies: Bool) throws {
+        self.directory = directory
+        self.bodies = bodies
+        if mkdir(directory, 0o755) != 0, errno != EEXIST {
+            throw Failure(description: "cannot create the transcript directory \(directory): \(String(cString: strerror(errno)))")
+        }
+        guard access(directory, W_OK) == 0 else {
+            throw Failure(description: "cannot write to the transcript directory \(directory)")
+        }
+    }
+
+    public func sessionStarted(_ session: SessionInfo, time: Double) {
+        let base = self.directory + "/" + session.id
+        let flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC
+        let textFile = open(base + ".txt", flags, 0o640)
+        let jsonFile = open(base + ".jsonl", flags, 0o640)
+        var text = TranscriptRenderer(session: session.id, format: .text, showBodies: self.bodies)
+        var json = TranscriptRenderer(session: session.id, format: .json, showBodies: self.bodies)
+        var open = Open(text: text, json: json, textFile: textFile, jsonFile: jsonFile)
+        Self.append(text.start(time: time, client: session.client, server: session.server), to: &open.textBuffer)
+        Self.append(json.start(time: time, client: session.client, server: session.server), to: &open.jsonBuffer)
+        open.text = text
+        open.json = json
+        self.sessions.withLockedValue { $0[session.id] = open }
+    }
+
+    public func events(_ events: [ConversationEvent], session: SessionInfo, time: Double) {
+        let write: (Int32, [UInt8], Int32, [UInt8])? = self.sessions.withLockedValue { sessions in
+            guard var open = sessions[session.id] else { return nil }
+            for event in events {
+                Self.append(open.text.render(event, time: time), to: &open.textBuffer)
+                Self.append(open.json.render(event, time: time), to: &open.jsonBuffer)
+            }
+            defer { sessions[session.id] = open }
+            guard open.textBuffer.count + open.jsonBuffer.count >= self.flushThreshold else { return nil }
+            defer {
+                open.textBuffer.removeAll(keepingCapacity: true)
+                open.jsonBuffer.removeAll(keepingCapacity: true)
+            }
+            return (open.textFile, open.textBuffer, open.jsonFile, open.jsonBuffer)
+        }
+        if let (tf, tb, jf, jb) = write {
+            self.queue.async {
+                Self.writeAll(tf, tb)
+                Self.writeAll(jf, jb)
+            }
+        }
+    }
+
+    public func sessionEnded(_ session: SessionInfo, time: Double, summary: SessionSummary) {
+        guard var open = self.sessions.withLockedValue({ $0.removeValue(forKey: session.id) }) else { return }
+        Self.append(open.text.end(time: time, summary: summary.description), to: &open.textBuffer)
+        Self.append(open.json.end(time: time, summary: summary.description), to: &open.jsonBuffer)
+        let finished = open
+        self.queue.async {
+            Self.writeAll(finished.textFile, finished.textBuffer)
+            Self.writeAll(finished.jsonFile, finished.jsonBuffer)
+            close(finished.textFile)
+            close(finished.jsonFile)
+        }
+    }
+
+    /// Writes what every open session has so far and waits until the disk has it.
+    public func flush() {
+        let pending = self.sessions.withLockedValue { sessions -> [(Int32, [UInt8], Int32, [UInt8])] in
+            var out: [(Int32, [UInt8], Int32, [UInt8])] = []
+            for (id, var open) in sessions {
+                out.append((open.textFile, open.textBuffer, open.jsonFile, open.jsonBuffer))
+                open.textBuffer.removeAll(keepingCapacity: true)
+                open.jsonBuffer.removeAll(keepingCapacity: true)
+                sessions[id] = open
+            }
+            return out
+        }
+        self.queue.sync {
+            for (tf, tb, jf, jb) in pending {
+                Self.writeAll(tf, tb)
+                Self.writeAll(jf, jb)
+            }
+        }
+    }
+
+    private static func append(_ lines: [String], to buffer: inout [UInt8]) {
+        for line in lines {
+            buffer.append(contentsOf: line.utf8)
+            buffer.append(0x0A)
+        }
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+        guard fd >= 0, !bytes.isEmpty else { return }
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+}
+
+/// Hands every call to several sinks: live output and files, say.
+public struct SinkFanOut: ConversationSink {
+    public let sinks: [any ConversationSink]
+
+    public init(_ sinks: [any ConversationSink]) { self.sinks = sinks }
+
+    public func sessionStarted(_ session: SessionInfo, time: Double) {
+        for sink in self.sinks { sink.sessionStarted(session, time: time) }
+    }
+
+    public func events(_ events: [ConversationEvent], session: SessionInfo, time: Double) {
+        for sink in self.sinks { sink.events(events, session: session, time: time) }
+    }
+
+    public func sessionEnded(_ session: SessionInfo, time: Double, summary: SessionSummary) {
+        for sink in self.sinks { sink.sessionEnded(session, time: time, summary: summary) }
+    }
+}

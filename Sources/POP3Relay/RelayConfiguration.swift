@@ -1,0 +1,97 @@
+import NIOCore
+import POP3Core
+
+/// A `host:port` pair: `127.0.0.1:110`, `[::1]:110`, `mail.example.org:110`, or a POP URL
+/// `pop://host[:port]` (RFC 2384 §3–4, default port 110; R48).
+public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public struct ParseError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Parses `text`; `defaultPort` applies to a POP URL without a port.
+    public init(parsing text: String, defaultPort: Int? = nil) throws {
+        var rest = Substring(text)
+        var portDefault = defaultPort
+        if rest.lowercased().hasPrefix("pop://") {
+            rest = rest.dropFirst(6)
+            portDefault = 110
+            // RFC 2384: pop://[user[;AUTH=...]@]host[:port]; the user part is the client's business here.
+            if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+            if rest.hasSuffix("/") { rest = rest.dropLast() }
+        }
+        let host: Substring
+        var portText: Substring?
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else {
+                throw ParseError(description: "\"\(text)\": an IPv6 address needs its closing \"]\"")
+            }
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
+                throw ParseError(description: "\"\(text)\": expected \":PORT\" after \"]\"")
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = rest[..<colon]
+            portText = rest[rest.index(after: colon)...]
+        } else {
+            host = rest
+        }
+        guard !host.isEmpty else { throw ParseError(description: "\"\(text)\" has no host") }
+        let port: Int
+        if let portText {
+            guard let value = Int(portText), (1...65535).contains(value) else {
+                throw ParseError(description: "\"\(text)\": the port must be a number from 1 to 65535")
+            }
+            port = value
+        } else if let portDefault {
+            port = portDefault
+        } else {
+            throw ParseError(description: "\"\(text)\" needs a port, as HOST:PORT")
+        }
+        self.host = String(host)
+        self.port = port
+    }
+
+    public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
+}
+
+/// Everything `popgate serve` can be told, by flags or by its YAML file.
+public struct RelayConfiguration: Sendable, Hashable {
+    /// Addresses that accept clients, all forwarding to one upstream.
+    public struct Listener: Sendable, Hashable {
+        public var listen: [Endpoint]
+        public var upstream: Endpoint
+
+        public init(listen: [Endpoint], upstream: Endpoint) {
+            self.listen = listen
+            self.upstream = upstream
+        }
+    }
+
+    public var listeners: [Listener] = []
+    /// Where each session's transcript (text and JSON lines) is written; nil for none.
+    public var transcripts: String?
+    /// Print every session's annotated transcript on standard output.
+    public var live = false
+    /// Put message bodies in transcripts instead of a summary.
+    public var transcriptBodies = false
+    /// RFC 1939 §3: the autologout timer is at least 10 minutes.
+    public var idleTimeout: TimeAmount = .minutes(10)
+    public var connectTimeout: TimeAmount = .seconds(10)
+    public var greetingTimeout: TimeAmount = .seconds(30)
+    /// How long open sessions may run on after SIGTERM or SIGINT.
+    public var shutdownGrace: TimeAmount = .seconds(10)
+    /// RFC 2449 §4 / R3: the longest client line the gateway forwards.
+    public var commandLineLimit = POP3Defaults.commandLineLimit
+
+    public init() {}
+}
+

@@ -1,0 +1,137 @@
+import NIOCore
+import POP3Relay
+import Yams
+
+/// Reads `popgate serve --config FILE`: YAML that can say everything the flags can, and more than one
+/// listener with its own upstream.
+///
+/// ```yaml
+/// listeners:
+///   - listen: [127.0.0.1:1110, "[::1]:1110"]
+///     upstream: mail.example.org:110
+///   - listen: 127.0.0.1:2110
+///     upstream: pop://legacy.example.org
+/// transcripts: /var/log/popgate
+/// transcript-bodies: false
+/// live: false
+/// timeouts: { idle: 600, connect: 10, greeting: 30, shutdown-grace: 10 }
+/// command-line-limit: 255
+/// ```
+enum ConfigFile {
+    struct Problem: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static let topLevelKeys: Set<String> = [
+        "listeners", "listen", "upstream", "transcripts", "transcript-bodies", "live", "timeouts",
+        "command-line-limit",
+    ]
+    static let timeoutKeys: Set<String> = ["idle", "connect", "greeting", "shutdown-grace"]
+
+    /// Applies `text` (the file at `path`) on top of `configuration`.
+    static func apply(_ text: String, path: String, to configuration: inout RelayConfiguration) throws {
+        func problem(_ key: String, _ what: String) -> Problem {
+            Problem(description: "\(path): \(key): \(what)")
+        }
+        let root: Any?
+        do {
+            root = try Yams.load(yaml: text)
+        } catch {
+            throw Problem(description: "\(path): not valid YAML: \(error)")
+        }
+        guard let map = root as? [String: Any] else {
+            throw Problem(description: "\(path): expected a mapping of settings at the top level")
+        }
+        for key in map.keys.sorted() where !topLevelKeys.contains(key) {
+            throw problem(key, "unknown setting; known ones are \(topLevelKeys.sorted().joined(separator: ", "))")
+        }
+
+        func endpoints(_ value: Any, key: String) throws -> [Endpoint] {
+            let items: [Any] = (value as? [Any]) ?? [value]
+            guard !items.isEmpty else { throw problem(key, "needs at least one HOST:PORT") }
+            return try items.enumerated().map { index, item in
+                let itemKey = items.count > 1 || value is [Any] ? "\(key)[\(index)]" : key
+                guard let text = item as? String ?? (item as? Int).map(String.init) else {
+                    throw problem(itemKey, "expected HOST:PORT as text")
+                }
+                do { return try Endpoint(parsing: text) } catch { throw problem(itemKey, "\(error)") }
+            }
+        }
+        func listener(_ map: [String: Any], key: String) throws -> RelayConfiguration.Listener {
+            func sub(_ name: String) -> String { key.isEmpty ? name : "\(key).\(name)" }
+            for k in map.keys.sorted() where k != "listen" && k != "upstream" {
+                throw problem(sub(k), "unknown setting; a listener has listen and upstream")
+            }
+            guard let listen = map["listen"] else { throw problem(sub("listen"), "missing") }
+            guard let upstreamValue = map["upstream"] else { throw problem(sub("upstream"), "missing") }
+            guard let upstreamText = upstreamValue as? String else {
+                throw problem(sub("upstream"), "expected HOST:PORT or pop://HOST[:PORT]")
+            }
+            let upstream: Endpoint
+            do { upstream = try Endpoint(parsing: upstreamText) } catch { throw problem(sub("upstream"), "\(error)") }
+            return .init(listen: try endpoints(listen, key: sub("listen")), upstream: upstream)
+        }
+
+        if let list = map["listeners"] {
+            guard let items = list as? [Any] else { throw problem("listeners", "expected a list of listeners") }
+            for (index, item) in items.enumerated() {
+                guard let entry = item as? [String: Any] else {
+                    throw problem("listeners[\(index)]", "expected listen and upstream")
+                }
+                configuration.listeners.append(try listener(entry, key: "listeners[\(index)]"))
+            }
+        }
+        if map["listen"] != nil || map["upstream"] != nil {
+            var shorthand: [String: Any] = [:]
+            shorthand["listen"] = map["listen"]
+            shorthand["upstream"] = map["upstream"]
+            configuration.listeners.append(try listener(shorthand, key: ""))
+        }
+        if let value = map["transcripts"] {
+            guard let directory = value as? String, !directory.isEmpty else {
+                throw problem("transcripts", "expected a directory")
+            }
+            configuration.transcripts = directory
+        }
+        if let value = map["transcript-bodies"] {
+            guard let flag = value as? Bool else { throw problem("transcript-bodies", "expected true or false") }
+            configuration.transcriptBodies = flag
+        }
+        if let value = map["live"] {
+            guard let flag = value as? Bool else { throw problem("live", "expected true or false") }
+            configuration.live = flag
+        }
+        if let value = map["command-line-limit"] {
+            guard let limit = value as? Int, limit >= 255 else {
+                throw problem("command-line-limit", "expected a number of octets, at least 255 (RFC 2449 §4)")
+            }
+            configuration.commandLineLimit = limit
+        }
+        if let value = map["timeouts"] {
+            guard let timeouts = value as? [String: Any] else {
+                throw problem("timeouts", "expected a mapping of idle, connect, greeting, shutdown-grace")
+            }
+            for (key, raw) in timeouts {
+                guard timeoutKeys.contains(key) else {
+                    throw problem("timeouts.\(key)", "unknown; known ones are \(timeoutKeys.sorted().joined(separator: ", "))")
+                }
+                let seconds: Double
+                if let n = raw as? Int {
+                    seconds = Double(n)
+                } else if let d = raw as? Double {
+                    seconds = d
+                } else {
+                    throw problem("timeouts.\(key)", "expected a number of seconds")
+                }
+                guard seconds > 0 else { throw problem("timeouts.\(key)", "must be more than 0 seconds") }
+                let amount = TimeAmount.nanoseconds(Int64(seconds * 1e9))
+                switch key {
+                case "idle": configuration.idleTimeout = amount
+                case "connect": configuration.connectTimeout = amount
+                case "greeting": configuration.greetingTimeout = amount
+                default: configuration.shutdownGrace = amount
+                }
+            }
+        }
+    }
+}

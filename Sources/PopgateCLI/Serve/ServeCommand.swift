@@ -1,0 +1,157 @@
+import ArgumentParser
+import Logging
+import NIOCore
+import POP3Core
+import POP3NIO
+import POP3Relay
+import ServiceLifecycle
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+extension Popgate {
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Relay POP3 clients to an upstream server, reading and recording every line.",
+            discussion: """
+                Each client that connects is relayed to the upstream: its greeting passes through (so APOP \
+                works), every byte passes unchanged, and both directions are read by the conversation machine. \
+                Over-long and malformed client lines get the gateway's own -ERR. A client that vanishes never \
+                causes a QUIT upstream, so nothing it marked deleted is removed.
+
+                Examples:
+                  popgate serve --listen 127.0.0.1:1110 --upstream mail.example.org:110
+                  popgate serve --listen 127.0.0.1:1110 --listen [::1]:1110 --upstream 127.0.0.1:110 --live
+                  popgate serve --listen 0.0.0.0:110 --upstream pop://legacy.internal --transcripts /var/log/popgate
+                  popgate serve --config popgate.yaml
+
+                Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT), 2 for a configuration problem.
+                """
+        )
+
+        @Option(name: .customLong("listen"), help: "Address to accept clients on, HOST:PORT or [IPv6]:PORT (repeatable).")
+        var listen: [String] = []
+
+        @Option(help: "The POP3 server to relay to: HOST:PORT or pop://HOST[:PORT].")
+        var upstream: String?
+
+        @Option(help: "Write each session's transcript to DIR/ID.txt and DIR/ID.jsonl.", completion: .directory)
+        var transcripts: String?
+
+        @Flag(help: "Print every session's annotated transcript on standard output.")
+        var live = false
+
+        @Flag(help: "Put message bodies in transcripts instead of a summary.")
+        var transcriptBodies = false
+
+        @Option(help: "Live transcript format: text or json.")
+        var format: TranscriptRenderer.Format = .text
+
+        @Option(help: "Colour for --live: auto, always or never.")
+        var color: ColorChoice = .auto
+
+        @Option(help: "Seconds of client silence before both connections close without QUIT (default 600, RFC 1939 §3).")
+        var idleTimeout: Double?
+
+        @Option(help: "Seconds to wait for the upstream's TCP connection (default 10).")
+        var connectTimeout: Double?
+
+        @Option(help: "Seconds to wait for the upstream's greeting (default 30).")
+        var greetingTimeout: Double?
+
+        @Option(help: "Seconds open sessions may go on after SIGTERM/SIGINT (default 10).")
+        var grace: Double?
+
+        @Option(help: "A YAML file with any of these settings, and several listeners.", completion: .file())
+        var config: String?
+
+        @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+        var logLevel: String = "info"
+
+        func run() async throws {
+            let configuration: RelayConfiguration
+            do {
+                configuration = try self.relayConfiguration()
+            } catch {
+                Terminal.shared.error("popgate serve: \(error)")
+                throw ExitCode(2)
+            }
+            guard let level = Logger.Level(rawValue: self.logLevel) else {
+                Terminal.shared.error("popgate serve: --log-level: unknown level \(self.logLevel)")
+                throw ExitCode(2)
+            }
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+            let logger = Logger(label: "popgate")
+            let terminal = Terminal.shared
+            let live: (any ConversationSink)? =
+                configuration.live
+                ? TranscriptPrinter(format: self.format, color: self.color.enabled(for: terminal), output: { terminal.write($0) })
+                : nil
+            let server: RelayServer
+            do {
+                server = try RelayServer(configuration: configuration, live: live, logger: logger)
+                try await server.bind()
+            } catch {
+                Terminal.shared.error("popgate serve: \(error)")
+                throw ExitCode(2)
+            }
+            let group = ServiceGroup(
+                services: [server],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+            try await group.run()
+        }
+
+        /// The flags on top of the config file.
+        func relayConfiguration() throws -> RelayConfiguration {
+            var configuration = RelayConfiguration()
+            if let path = self.config {
+                let text: String
+                do {
+                    text = try String(contentsOfFile: path, encoding: .utf8)
+                } catch {
+                    throw ConfigFile.Problem(description: "\(path): cannot be read: \(error.localizedDescription)")
+                }
+                try ConfigFile.apply(text, path: path, to: &configuration)
+            }
+            if !self.listen.isEmpty || self.upstream != nil {
+                guard !self.listen.isEmpty else { throw ConfigFile.Problem(description: "--upstream needs at least one --listen") }
+                guard let upstream = self.upstream else {
+                    throw ConfigFile.Problem(description: "--listen needs --upstream HOST:PORT")
+                }
+                let listen = try self.listen.map { text in
+                    do { return try Endpoint(parsing: text) } catch { throw ConfigFile.Problem(description: "--listen: \(error)") }
+                }
+                let target: Endpoint
+                do { target = try Endpoint(parsing: upstream) } catch {
+                    throw ConfigFile.Problem(description: "--upstream: \(error)")
+                }
+                configuration.listeners.append(.init(listen: listen, upstream: target))
+            }
+            guard !configuration.listeners.isEmpty else {
+                throw ConfigFile.Problem(description: "nothing to serve: give --listen and --upstream, or --config FILE")
+            }
+            if let transcripts { configuration.transcripts = transcripts }
+            if self.live { configuration.live = true }
+            if self.transcriptBodies { configuration.transcriptBodies = true }
+            func seconds(_ value: Double?, _ name: String) throws -> TimeAmount? {
+                guard let value else { return nil }
+                guard value > 0 else { throw ConfigFile.Problem(description: "--\(name) must be more than 0 seconds") }
+                return .nanoseconds(Int64(value * 1e9))
+            }
+            if let t = try seconds(self.idleTimeout, "idle-timeout") { configuration.idleTimeout = t }
+            if let t = try seconds(self.connectTimeout, "connect-timeout") { configuration.connectTimeout = t }
+            if let t = try seconds(self.greetingTimeout, "greeting-timeout") { configuration.greetingTimeout = t }
+            if let t = try seconds(self.grace, "grace") { configuration.shutdownGrace = t }
+            return configuration
+        }
+    }
+}
