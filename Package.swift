@@ -100,11 +100,33 @@ let package = Package(
         .testTarget(
             name: "POP3ServerTests",
             dependencies: [
+                "PopgateTestSupport",
                 "POP3Core",
                 "POP3NIO",
                 "POP3Server",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // Real peers for the integration tests: Dovecot, child processes stopped by pid.
+        .target(
+            name: "PopgateTestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/Support"
+        ),
+        .testTarget(
+            name: "POP3RelayTests",
+            dependencies: [
+                "PopgateTestSupport",
+                "POP3Core",
+                "POP3NIO",
+                "POP3Relay",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

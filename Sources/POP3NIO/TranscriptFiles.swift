@@ -34,7 +34,9 @@ public final class TranscriptFiles: ConversationSink {
         self.directory = directory
         self.bodies = bodies
         if mkdir(directory, 0o755) != 0, errno != EEXIST {
-            throw Failure(description: "cannot create the transcript directory \(directory): \(String(cString: strerror(errno)))")
+            throw Failure(
+                description: "cannot create the transcript directory \(directory): \(String(cString: strerror(errno)))"
+            )
         }
         guard access(directory, W_OK) == 0 else {
             throw Failure(description: "cannot write to the transcript directory \(directory)")

@@ -35,7 +35,9 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
             }
             host = rest[rest.index(after: rest.startIndex)..<close]
             let after = rest[rest.index(after: close)...]
-            if after.hasPrefix(":") { portText = after.dropFirst() } else if !after.isEmpty {
+            if after.hasPrefix(":") {
+                portText = after.dropFirst()
+            } else if !after.isEmpty {
                 throw ParseError(description: "\"\(text)\": expected \":PORT\" after \"]\"")
             }
         } else if let colon = rest.lastIndex(of: ":") {
@@ -60,7 +62,9 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
         self.port = port
     }
 
-    public var description: String { self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)" }
+    public var description: String {
+        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+    }
 }
 
 /// Everything `popgate serve` can be told, by flags or by its YAML file.
@@ -94,4 +98,3 @@ public struct RelayConfiguration: Sendable, Hashable {
 
     public init() {}
 }
-

@@ -195,7 +195,9 @@ final class RelaySession {
             switch frame {
             case .tooLong(_, let octets):
                 self.processedCommands += 1
-                self.refuse("line of \(octets) octets is too long; the limit is \(self.framer.limit) (RFC 2449 section 4)")
+                self.refuse(
+                    "line of \(octets) octets is too long; the limit is \(self.framer.limit) (RFC 2449 section 4)"
+                )
             case .line(let content, let ending):
                 if saslOpen {
                     self.forward(content, ending)
@@ -397,6 +399,15 @@ final class RelaySession {
     private func upstreamVanished() {
         guard let client = self.clientContext else { return }
         self.logger.warning("the upstream \(self.settings.upstream) closed the connection")
+        self.deliver([
+            .anomaly(
+                Anomaly(
+                    .unexpectedServerData,
+                    .server,
+                    "the upstream closed the connection unasked, in \(self.machine.state.displayName)"
+                )
+            )
+        ])
         switch self.phase {
         case .connecting, .greeting:
             self.replyAndClose("upstream \(self.settings.upstream) closed before its greeting")

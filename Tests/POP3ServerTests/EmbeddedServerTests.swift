@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import POP3Core
 import POP3NIO
+import PopgateTestSupport
 import Testing
 
 @testable import POP3Server
@@ -256,32 +257,5 @@ enum Replay {
             }
         }
         return events.mergingChunks()
-    }
-}
-
-/// Runs a program off the cooperative pool and returns its output; fails on a non-zero exit.
-func runTool(_ program: String, _ arguments: [String]) async throws -> String {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = [program] + arguments
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = FileHandle.nullDevice
-            do {
-                try process.run()
-                let data = out.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
-                if process.terminationStatus != 0 {
-                    struct Failed: Error { var status: Int32 }
-                    continuation.resume(throwing: Failed(status: process.terminationStatus))
-                } else {
-                    continuation.resume(returning: String(decoding: data, as: UTF8.self))
-                }
-            } catch {
-                continuation.resume(throwing: error)
-            }
-        }
     }
 }

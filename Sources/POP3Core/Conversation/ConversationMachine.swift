@@ -173,7 +173,11 @@ public struct ConversationMachine: Sendable {
 
     /// The gateway answered the client itself (a refused line, a blocked command): read like a server reply,
     /// shown as the gateway's.
-    public mutating func gatewaySent(_ bytes: ByteBuffer, at time: Double? = nil, into events: inout [ConversationEvent]) {
+    public mutating func gatewaySent(
+        _ bytes: ByteBuffer,
+        at time: Double? = nil,
+        into events: inout [ConversationEvent]
+    ) {
         self.serverSide = .gateway
         defer { self.serverSide = .server }
         var input = bytes

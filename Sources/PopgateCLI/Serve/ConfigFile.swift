@@ -113,7 +113,10 @@ enum ConfigFile {
             }
             for (key, raw) in timeouts {
                 guard timeoutKeys.contains(key) else {
-                    throw problem("timeouts.\(key)", "unknown; known ones are \(timeoutKeys.sorted().joined(separator: ", "))")
+                    throw problem(
+                        "timeouts.\(key)",
+                        "unknown; known ones are \(timeoutKeys.sorted().joined(separator: ", "))"
+                    )
                 }
                 let seconds: Double
                 if let n = raw as? Int {

@@ -32,7 +32,10 @@ extension Popgate {
                 """
         )
 
-        @Option(name: .customLong("listen"), help: "Address to accept clients on, HOST:PORT or [IPv6]:PORT (repeatable).")
+        @Option(
+            name: .customLong("listen"),
+            help: "Address to accept clients on, HOST:PORT or [IPv6]:PORT (repeatable)."
+        )
         var listen: [String] = []
 
         @Option(help: "The POP3 server to relay to: HOST:PORT or pop://HOST[:PORT].")
@@ -53,7 +56,9 @@ extension Popgate {
         @Option(help: "Colour for --live: auto, always or never.")
         var color: ColorChoice = .auto
 
-        @Option(help: "Seconds of client silence before both connections close without QUIT (default 600, RFC 1939 §3).")
+        @Option(
+            help: "Seconds of client silence before both connections close without QUIT (default 600, RFC 1939 §3)."
+        )
         var idleTimeout: Double?
 
         @Option(help: "Seconds to wait for the upstream's TCP connection (default 10).")
@@ -92,7 +97,11 @@ extension Popgate {
             let terminal = Terminal.shared
             let live: (any ConversationSink)? =
                 configuration.live
-                ? TranscriptPrinter(format: self.format, color: self.color.enabled(for: terminal), output: { terminal.write($0) })
+                ? TranscriptPrinter(
+                    format: self.format,
+                    color: self.color.enabled(for: terminal),
+                    output: { terminal.write($0) }
+                )
                 : nil
             let server: RelayServer
             do {
@@ -123,12 +132,16 @@ extension Popgate {
                 try ConfigFile.apply(text, path: path, to: &configuration)
             }
             if !self.listen.isEmpty || self.upstream != nil {
-                guard !self.listen.isEmpty else { throw ConfigFile.Problem(description: "--upstream needs at least one --listen") }
+                guard !self.listen.isEmpty else {
+                    throw ConfigFile.Problem(description: "--upstream needs at least one --listen")
+                }
                 guard let upstream = self.upstream else {
                     throw ConfigFile.Problem(description: "--listen needs --upstream HOST:PORT")
                 }
                 let listen = try self.listen.map { text in
-                    do { return try Endpoint(parsing: text) } catch { throw ConfigFile.Problem(description: "--listen: \(error)") }
+                    do { return try Endpoint(parsing: text) } catch {
+                        throw ConfigFile.Problem(description: "--listen: \(error)")
+                    }
                 }
                 let target: Endpoint
                 do { target = try Endpoint(parsing: upstream) } catch {
@@ -137,7 +150,9 @@ extension Popgate {
                 configuration.listeners.append(.init(listen: listen, upstream: target))
             }
             guard !configuration.listeners.isEmpty else {
-                throw ConfigFile.Problem(description: "nothing to serve: give --listen and --upstream, or --config FILE")
+                throw ConfigFile.Problem(
+                    description: "nothing to serve: give --listen and --upstream, or --config FILE"
+                )
             }
             if let transcripts { configuration.transcripts = transcripts }
             if self.live { configuration.live = true }

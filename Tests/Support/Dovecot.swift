@@ -1,0 +1,179 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real Dovecot POP3 server (Debian's dovecot-pop3d) on a free loopback port, with a throw-away
+/// configuration and maildir under a temporary directory. Stopped by its pid.
+public final class Dovecot: @unchecked Sendable {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Mail files belong to this uid: Dovecot refuses root for mail access.
+    public static let mailUID = 65534
+
+    public let directory: URL
+    public let port: Int
+    public let users: [String: String]
+    private let process: ChildProcess
+
+    public init(users: [String: String] = ["alice": "wonderland"], messages: [[UInt8]] = []) throws {
+        let binary = "/usr/sbin/dovecot"
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw Failure(description: "dovecot is not installed; scripts/test.sh installs dovecot-pop3d")
+        }
+        self.users = users
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "popgate-dovecot-\(UUID().uuidString.prefix(8))"
+        )
+        self.port = try Self.freePort()
+        let d = self.directory.path
+        for sub in ["run", "state", "home"] {
+            try FileManager.default.createDirectory(atPath: "\(d)/\(sub)", withIntermediateDirectories: true)
+        }
+        let passwd = users.map { "\($0.key):{PLAIN}\($0.value)::::::" }.joined(separator: "\n") + "\n"
+        try passwd.write(toFile: "\(d)/passwd", atomically: true, encoding: .utf8)
+        let config = """
+            protocols = pop3
+            listen = 127.0.0.1
+            base_dir = \(d)/run
+            state_dir = \(d)/state
+            log_path = \(d)/dovecot.log
+            ssl = no
+            disable_plaintext_auth = no
+            auth_mechanisms = plain login apop
+            mail_location = maildir:\(d)/mail/%u
+            first_valid_uid = 1
+            default_login_user = dovenull
+            default_internal_user = dovecot
+            default_internal_group = dovecot
+            default_process_limit = 600
+            default_client_limit = 4000
+            pop3_uidl_format = %08Xu%08Xv
+            protocol pop3 {
+              mail_max_userip_connections = 1000
+            }
+            passdb {
+              driver = passwd-file
+              args = \(d)/passwd
+            }
+            userdb {
+              driver = static
+              args = uid=\(Self.mailUID) gid=\(Self.mailUID) home=\(d)/home/%u
+            }
+            service pop3-login {
+              inet_listener pop3 {
+                port = \(self.port)
+              }
+              inet_listener pop3s {
+                port = 0
+              }
+            }
+            service imap-login {
+              inet_listener imap {
+                port = 0
+              }
+            }
+            """
+        try config.write(toFile: "\(d)/dovecot.conf", atomically: true, encoding: .utf8)
+        for user in users.keys {
+            for sub in ["cur", "new", "tmp"] {
+                try FileManager.default.createDirectory(
+                    atPath: "\(d)/mail/\(user)/\(sub)",
+                    withIntermediateDirectories: true
+                )
+            }
+            for (index, message) in messages.enumerated() {
+                try Data(message).write(
+                    to: URL(fileURLWithPath: "\(d)/mail/\(user)/new/\(1_700_000_000 + index).\(index).popgate")
+                )
+            }
+        }
+        try Self.chown(d + "/mail")
+        try Self.chown(d + "/home")
+
+        self.process = try ChildProcess(binary, ["-F", "-c", "\(d)/dovecot.conf"])
+        try Self.waitForPort(self.port)
+    }
+
+    /// Messages in a user's maildir (new and cur).
+    public func messageCount(_ user: String = "alice") -> Int {
+        let d = self.directory.path
+        return ["new", "cur"].reduce(0) { count, sub in
+            count + ((try? FileManager.default.contentsOfDirectory(atPath: "\(d)/mail/\(user)/\(sub)"))?.count ?? 0)
+        }
+    }
+
+    public var pid: Int32 { self.process.pid }
+
+    /// Stops the server by its pid and removes its files.
+    public func stop() async {
+        await self.process.stop()
+        try? FileManager.default.removeItem(at: self.directory)
+    }
+
+    /// Kills the processes serving logged-in sessions (SIGKILL, found by their parent's pid): the upstream dies
+    /// mid-session while the master stays up. Returns how many it killed.
+    @discardableResult
+    public func killSessions() -> Int {
+        var killed = 0
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in entries {
+            guard let pid = Int32(entry),
+                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 2, Int32(fields[1]) == self.process.pid else { continue }
+            let command = (try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8)) ?? ""
+            if command.hasPrefix("dovecot/pop3") && !command.hasPrefix("dovecot/pop3-login") {
+                Glibc.kill(pid, SIGKILL)
+                killed += 1
+            }
+        }
+        return killed
+    }
+
+    deinit {
+        self.process.signal(SIGTERM)
+    }
+
+    static func chown(_ path: String) throws {
+        let enumerator = FileManager.default.enumerator(atPath: path)
+        var paths = [path]
+        while let sub = enumerator?.nextObject() as? String { paths.append(path + "/" + sub) }
+        for p in paths {
+            try FileManager.default.setAttributes(
+                [.ownerAccountID: mailUID, .groupOwnerAccountID: mailUID],
+                ofItemAtPath: p
+            )
+        }
+    }
+
+    /// A port nothing listens on right now.
+    public static func freePort() throws -> Int {
+        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).wait()
+        let port = channel.localAddress?.port ?? 0
+        try channel.close().wait()
+        return port
+    }
+
+    public static func waitForPort(_ port: Int, timeout: TimeInterval = 10) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let channel = try? ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: port).wait()
+            {
+                try? channel.close().wait()
+                return
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw Failure(description: "nothing listens on 127.0.0.1:\(port) after \(timeout) s")
+    }
+}
