@@ -1,10 +1,12 @@
 import ArgumentParser
+import Logging
 @preconcurrency import Dispatch
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import POP3Core
 import POP3NIO
+import POP3Relay
 import POP3Server
 
 #if canImport(Glibc)
@@ -17,11 +19,12 @@ extension ColorChoice: ExpressibleByArgument {}
 extension Popgate {
     struct Demo: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run the embedded POP3 server and a scripted session, and show the annotated transcript.",
+            abstract: "Run the gateway in front of the embedded POP3 server, a scripted session through it, and show the annotated transcript.",
             discussion: """
                 The script uses every RFC 1939 command and CAPA, and makes one deliberate mistake (STAT before \
-                logging in) so that an anomaly shows. Without --once the server keeps running and every \
-                session you open is shown live.
+                logging in) so that an anomaly shows. It goes through the gateway (popgate serve) to the \
+                embedded POP3 server. Without --once both keep running and every session you open through \
+                the gateway is shown live.
 
                 Examples:
                   popgate demo --once
@@ -90,6 +93,8 @@ extension Popgate {
         }
 
         /// The demo itself, with its output injected so tests can read it.
+        /// The demo itself, with its output injected so tests can read it: the embedded server on a free port,
+        /// the gateway in front of it on `configuration.host:port`, and the scripted session through the gateway.
         static func run(
             _ configuration: EmbeddedPOP3Server.Configuration,
             once: Bool,
@@ -98,49 +103,75 @@ extension Popgate {
             bodies: Bool,
             output: @escaping @Sendable ([String]) -> Void
         ) async throws {
-            var configuration = configuration
             guard let (name, password) = configuration.users.first else {
                 throw ValidationError("the demo needs a user")
             }
+            let host = configuration.host
+            var upstreamConfiguration = configuration
+            upstreamConfiguration.port = 0
+            upstreamConfiguration.sink = nil
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let upstream: EmbeddedPOP3Server
+            do {
+                upstream = try await EmbeddedPOP3Server.start(upstreamConfiguration, group: group)
+            } catch {
+                try? await group.shutdownGracefully()
+                throw error
+            }
+
             let ended = NIOLockedValueBox(0)
-            configuration.sink = TranscriptPrinter(
+            let printer = TranscriptPrinter(
                 format: format,
                 color: color,
                 showBodies: bodies,
                 output: output,
                 onEnd: { _, _ in ended.withLockedValue { $0 += 1 } }
             )
-            let host = configuration.host
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let server: EmbeddedPOP3Server
+            var relay = RelayConfiguration()
+            relay.listeners = [
+                .init(
+                    listen: [Endpoint(host: host, port: configuration.port)],
+                    upstream: Endpoint(host: host, port: upstream.port)
+                )
+            ]
+            relay.live = true
+            relay.shutdownGrace = .seconds(1)
+            var logger = Logger(label: "popgate-demo")
+            logger.logLevel = .error
+            let gateway: RelayServer
             do {
-                server = try await EmbeddedPOP3Server.start(configuration, group: group)
+                gateway = try RelayServer(configuration: relay, live: printer, logger: logger, group: group)
+                try await gateway.bind()
             } catch {
+                try? await upstream.stop()
                 try? await group.shutdownGracefully()
                 throw ValidationError(
                     "cannot listen on \(host):\(configuration.port): \(error). Pick another with --port."
                 )
             }
+            let port = gateway.boundAddresses.first?.port ?? 0
             if format == .text {
                 output([
-                    "popgate demo: embedded POP3 server on \(host):\(server.port), user \(name), "
-                        + "\(configuration.messages.count) messages. Running the scripted session…",
+                    "popgate demo: the gateway on \(host):\(port) relays to the embedded POP3 server on "
+                        + "\(host):\(upstream.port) (user \(name), \(configuration.messages.count) messages).",
+                    "Running the scripted session through the gateway…",
                     "",
                 ])
             }
             do {
                 try await DemoClient.run(
                     host: host,
-                    port: server.port,
+                    port: port,
                     steps: DemoClient.script(user: name, password: password),
                     group: group
                 )
-                // The server's side of the session ends a moment after the client's.
+                // The gateway's side of the session ends a moment after the client's.
                 for _ in 0..<200 where ended.withLockedValue({ $0 }) == 0 {
                     try await Task.sleep(for: .milliseconds(10))
                 }
             } catch {
-                try? await server.stop()
+                await gateway.shutdown()
+                try? await upstream.stop()
                 try? await group.shutdownGracefully()
                 throw error
             }
@@ -149,16 +180,17 @@ extension Popgate {
                 if format == .text {
                     output([
                         "",
-                        "The embedded server keeps running on \(host):\(server.port); every session is shown here.",
-                        "Connect with:  telnet \(host) \(server.port)   (USER \(name), PASS \(password))",
-                        "          or:  curl pop3://\(name):\(password)@\(host):\(server.port)/1",
+                        "The gateway keeps running on \(host):\(port); every session through it is shown here.",
+                        "Connect with:  telnet \(host) \(port)   (USER \(name), PASS \(password))",
+                        "          or:  curl pop3://\(name):\(password)@\(host):\(port)/1",
                         "Stop with Ctrl-C.",
                     ])
                 }
                 await Self.waitForInterrupt()
                 if format == .text { output(["", "popgate demo: stopped."]) }
             }
-            try await server.stop()
+            await gateway.shutdown()
+            try await upstream.stop()
             try await group.shutdownGracefully()
         }
 
