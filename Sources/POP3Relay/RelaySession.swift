@@ -337,8 +337,8 @@ final class RelaySession {
             guard self.phase == .greeting else { return }
             self.logger.warning("no greeting from the upstream \(self.settings.upstream) in time")
             self.endReason = .greetingTimeout
-            self.upstreamContext?.close(promise: nil)
             self.replyAndClose("upstream \(self.settings.upstream) did not greet in time")
+            self.upstreamContext?.close(promise: nil)
         }
     }
 

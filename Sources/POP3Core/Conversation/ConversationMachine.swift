@@ -111,6 +111,7 @@ public struct ConversationMachine: Sendable {
     /// Whether a command has been sent and not yet answered in full.
     public var awaitingReply: Bool {
         if self.saslChallengePending { return false }
+        if case .opaque = self.serverMode { return false }
         if !self.pending.isEmpty { return true }
         if case .lines = self.serverMode { return false }
         return true

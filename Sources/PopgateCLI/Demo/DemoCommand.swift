@@ -1,6 +1,6 @@
 import ArgumentParser
-import Logging
 @preconcurrency import Dispatch
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -19,7 +19,8 @@ extension ColorChoice: ExpressibleByArgument {}
 extension Popgate {
     struct Demo: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Run the gateway in front of the embedded POP3 server, a scripted session through it, and show the annotated transcript.",
+            abstract:
+                "Run the gateway in front of the embedded POP3 server, a scripted session through it, and show the annotated transcript.",
             discussion: """
                 The script uses every RFC 1939 command and CAPA, and makes one deliberate mistake (STAT before \
                 logging in) so that an anomaly shows. It goes through the gateway (popgate serve) to the \

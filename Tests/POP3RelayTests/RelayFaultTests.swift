@@ -1,0 +1,162 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import POP3Core
+import POP3NIO
+import PopgateTestSupport
+import Testing
+
+@testable import POP3Relay
+
+/// An upstream that misbehaves on purpose: it greets or not, and answers each line as `respond` says,
+/// closing the connection when `respond` returns nil.
+final class FaultyUpstream: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let greeting: String?
+    let respond: @Sendable (String) -> String?
+
+    init(greeting: String?, respond: @escaping @Sendable (String) -> String?) {
+        self.greeting = greeting
+        self.respond = respond
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if let greeting { context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: greeting)), promise: nil) }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let text = String(buffer: Self.unwrapInboundIn(data))
+        for line in text.split(separator: "\r\n") {
+            guard let reply = self.respond(String(line)) else {
+                context.close(promise: nil)
+                return
+            }
+            // A reply ending in "<close>" is sent without that mark, and the connection closes after it.
+            if reply.hasSuffix("<close>") {
+                let channel = context.channel
+                context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: String(reply.dropLast(7)))))
+                    .whenComplete { _ in channel.close(promise: nil) }
+                return
+            }
+            context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: reply)), promise: nil)
+        }
+    }
+
+    static func start(greeting: String?, respond: @escaping @Sendable (String) -> String?) async throws -> any Channel {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(FaultyUpstream(greeting: greeting, respond: respond))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+    }
+}
+
+@Suite("Relay faults", .timeLimit(.minutes(1)))
+struct RelayFaultTests {
+    @Test("an unreachable upstream: the client gets -ERR [SYS/TEMP] and a clean close")
+    func unreachable() async throws {
+        let port = try Dovecot.freePort()
+        let gateway = try await Gateway.start(upstreamPort: port)
+        try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+            (s: inout POP3Client.Session) async throws in
+            #expect(s.greeting.firstLine == "-ERR [SYS/TEMP] upstream 127.0.0.1:\(port) is unreachable")
+            #expect(try await s.readUntilClosed().readableBytes == 0)
+        }
+        await gateway.sink.waitForEnded(1)
+        #expect(
+            gateway.sink.ended.withLockedValue { $0.values.first?.ending } == SessionEnd.upstreamUnreachable.rawValue
+        )
+        await gateway.stop()
+    }
+
+    @Test("an upstream that never greets: -ERR [SYS/TEMP] after the greeting timeout")
+    func silent() async throws {
+        let upstream = try await FaultyUpstream.start(greeting: nil) { _ in "" }
+        let gateway = try await Gateway.start(upstreamPort: upstream.localAddress!.port!) {
+            $0.greetingTimeout = .milliseconds(300)
+        }
+        try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+            (s: inout POP3Client.Session) async throws in
+            #expect(s.greeting.firstLine.hasPrefix("-ERR [SYS/TEMP] upstream 127.0.0.1:"))
+            #expect(s.greeting.firstLine.hasSuffix("did not greet in time"))
+        }
+        await gateway.sink.waitForEnded(1)
+        #expect(gateway.sink.ended.withLockedValue { $0.values.first?.ending } == SessionEnd.greetingTimeout.rawValue)
+        await gateway.stop()
+        try await upstream.close()
+    }
+
+    @Test("an upstream that dies with commands pending: each gets -ERR [SYS/TEMP], in order, then the close")
+    func diesWithPending() async throws {
+        let upstream = try await FaultyUpstream.start(greeting: "+OK hi\r\n") { line in
+            line == "STAT" ? nil : "+OK\r\n"
+        }
+        let gateway = try await Gateway.start(upstreamPort: upstream.localAddress!.port!)
+        try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+            (s: inout POP3Client.Session) async throws in
+            #expect(try await s.send("USER a").isOK)
+            #expect(try await s.send("PASS b").isOK)
+            let replies = try await s.sendRaw(ByteBuffer(string: "NOOP\r\nSTAT\r\nLIST\r\n"))
+            let lines = replies.text.split(separator: "\r\n").map(String.init)
+            #expect(lines.first == "+OK")
+            #expect(lines.dropFirst().allSatisfy { $0.hasPrefix("-ERR [SYS/TEMP] upstream 127.0.0.1:") })
+            #expect(lines.count == 3)
+            #expect(try await s.readUntilClosed().readableBytes == 0)
+        }
+        await gateway.sink.waitForEnded(1)
+        #expect(gateway.sink.anomalies.contains { $0.rule == .unexpectedServerData && $0.side == .server })
+        await gateway.stop()
+        try await upstream.close()
+    }
+
+    @Test("an upstream that dies mid-reply: the client connection is closed, the truncated reply recorded")
+    func diesMidReply() async throws {
+        let upstream = try await FaultyUpstream.start(greeting: "+OK hi\r\n") { line in
+            line == "RETR 1" ? "+OK\r\nSubject: half\r\n\r\nhal<close>" : "+OK\r\n"
+        }
+        let gateway = try await Gateway.start(upstreamPort: upstream.localAddress!.port!)
+        try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+            (s: inout POP3Client.Session) async throws in
+            #expect(try await s.send("USER a").isOK)
+            #expect(try await s.send("PASS b").isOK)
+            // Part of the reply came through; no -ERR can follow it, so the connection just closes.
+            await #expect(throws: POP3Client.Failure.self) { _ = try await s.send("RETR 1") }
+        }
+        await gateway.sink.waitForEnded(1)
+        #expect(gateway.sink.anomalies.contains { $0.reason.contains("truncated reply") })
+        #expect(!gateway.sink.allEvents.contains { if case .reply(let r) = $0 { r.side == .gateway } else { false } })
+        await gateway.stop()
+        try await upstream.close()
+    }
+
+    @Test("STLS: plaintext sent after STLS is not forwarded, and what follows is relayed unread")
+    func stlsInjection() async throws {
+        let seen = NIOLockedBox()
+        let upstream = try await FaultyUpstream.start(greeting: "+OK hi\r\n") { line in
+            seen.append(line)
+            return line == "STLS" ? "+OK begin TLS\r\n" : "+OK\r\n"
+        }
+        let gateway = try await Gateway.start(upstreamPort: upstream.localAddress!.port!)
+        try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+            (s: inout POP3Client.Session) async throws in
+            let reply = try await s.sendRaw(ByteBuffer(string: "STLS\r\nUSER injected\r\n"))
+            #expect(reply.firstLine == "+OK begin TLS")
+        }
+        await gateway.sink.waitForEnded(1)
+        #expect(seen.lines == ["STLS"])
+        #expect(gateway.sink.anomalies.contains { $0.rule == .stls && $0.side == .client })
+        await gateway.stop()
+        try await upstream.close()
+    }
+}
+
+/// Lines an upstream saw, from its event loop.
+final class NIOLockedBox: Sendable {
+    private let box = NIOLockedValueBox<[String]>([])
+    func append(_ line: String) { self.box.withLockedValue { $0.append(line) } }
+    var lines: [String] { self.box.withLockedValue { $0 } }
+}
