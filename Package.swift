@@ -132,6 +132,8 @@ let package = Package(
         .testTarget(
             name: "PopgateCLITests",
             dependencies: [
+                "POP3Relay",
+                "PopgateTestSupport",
                 "PopgateCLI", "POP3Core", "POP3Server", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

@@ -16,8 +16,8 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
         public var description: String
     }
 
-    /// Parses `text`; `defaultPort` applies to a POP URL without a port.
-    public init(parsing text: String, defaultPort: Int? = nil) throws {
+    /// Parses `text`; `defaultPort` applies to a POP URL without a port. `listening` allows port 0 (any free port).
+    public init(parsing text: String, defaultPort: Int? = nil, listening: Bool = false) throws {
         var rest = Substring(text)
         var portDefault = defaultPort
         if rest.lowercased().hasPrefix("pop://") {
@@ -49,8 +49,10 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
         guard !host.isEmpty else { throw ParseError(description: "\"\(text)\" has no host") }
         let port: Int
         if let portText {
-            guard let value = Int(portText), (1...65535).contains(value) else {
-                throw ParseError(description: "\"\(text)\": the port must be a number from 1 to 65535")
+            guard let value = Int(portText), ((listening ? 0 : 1)...65535).contains(value) else {
+                throw ParseError(
+                    description: "\"\(text)\": the port must be a number from \(listening ? 0 : 1) to 65535"
+                )
             }
             port = value
         } else if let portDefault {

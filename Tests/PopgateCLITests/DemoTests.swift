@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import NIOConcurrencyHelpers
 import POP3Core
+import PopgateTestSupport
 import Testing
 
 @testable import POP3Server
@@ -52,7 +53,7 @@ struct DemoTests {
 
     @Test("the popgate binary runs the demo with --once and exits 0")
     func binary() async throws {
-        let binary = try #require(Self.popgateBinary(), "build the popgate product first (swift build)")
+        let binary = try #require(popgateBinary(), "build the popgate product first (swift build)")
         let process = Process()
         process.executableURL = binary
         process.arguments = ["demo", "--once", "--color", "always"]
@@ -75,19 +76,5 @@ struct DemoTests {
         #expect(throws: (any Error).self) { try Popgate.parseAsRoot(["demo", "--format", "xml"]) }
         let message = Popgate.message(for: ValidationError("x"))
         #expect(message == "x")
-    }
-
-    /// The built executable next to the test bundle.
-    static func popgateBinary() -> URL? {
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = directory.appendingPathComponent("popgate")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-            directory = directory.deletingLastPathComponent()
-        }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        let fallback = root.appendingPathComponent(".build/debug/popgate")
-        return FileManager.default.isExecutableFile(atPath: fallback.path) ? fallback : nil
     }
 }

@@ -112,3 +112,27 @@ public func runTool(_ program: String, _ arguments: [String]) async throws -> St
         }
     }
 }
+
+/// The built `popgate` executable, next to the test bundle.
+public func popgateBinary() -> URL? {
+    var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = directory.appendingPathComponent("popgate")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        directory = directory.deletingLastPathComponent()
+    }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    let fallback = root.appendingPathComponent(".build/debug/popgate")
+    return FileManager.default.isExecutableFile(atPath: fallback.path) ? fallback : nil
+}
+
+/// The resident set size of a process, in bytes, from /proc.
+public func residentBytes(of pid: pid_t) -> Int? {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        let digits = line.split(separator: " ").dropFirst().first.flatMap { Int($0) }
+        return digits.map { $0 * 1024 }
+    }
+    return nil
+}

@@ -54,7 +54,7 @@ enum ConfigFile {
                 guard let text = item as? String ?? (item as? Int).map(String.init) else {
                     throw problem(itemKey, "expected HOST:PORT as text")
                 }
-                do { return try Endpoint(parsing: text) } catch { throw problem(itemKey, "\(error)") }
+                do { return try Endpoint(parsing: text, listening: true) } catch { throw problem(itemKey, "\(error)") }
             }
         }
         func listener(_ map: [String: Any], key: String) throws -> RelayConfiguration.Listener {

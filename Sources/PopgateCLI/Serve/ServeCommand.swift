@@ -139,7 +139,7 @@ extension Popgate {
                     throw ConfigFile.Problem(description: "--listen needs --upstream HOST:PORT")
                 }
                 let listen = try self.listen.map { text in
-                    do { return try Endpoint(parsing: text) } catch {
+                    do { return try Endpoint(parsing: text, listening: true) } catch {
                         throw ConfigFile.Problem(description: "--listen: \(error)")
                     }
                 }

@@ -1,0 +1,106 @@
+import ArgumentParser
+import NIOCore
+import POP3Relay
+import Testing
+
+@testable import PopgateCLI
+
+@Suite("popgate serve configuration")
+struct ServeConfigTests {
+    @Test(
+        "endpoints: IPv4, IPv6, names and POP URLs",
+        arguments: [
+            ("127.0.0.1:1110", "127.0.0.1", 1110),
+            ("[::1]:1110", "::1", 1110),
+            ("mail.example.org:110", "mail.example.org", 110),
+            ("pop://mail.example.org", "mail.example.org", 110),
+            ("pop://alice;AUTH=*@mail.example.org:2110/", "mail.example.org", 2110),
+        ]
+    )
+    func endpoints(_ text: String, _ host: String, _ port: Int) throws {
+        let endpoint = try Endpoint(parsing: text)
+        #expect(endpoint.host == host && endpoint.port == port)
+    }
+
+    @Test(
+        "bad endpoints are refused with the reason",
+        arguments: ["127.0.0.1", "[::1:110", "host:0", "host:99999", ":110"]
+    )
+    func badEndpoints(_ text: String) {
+        #expect(throws: Endpoint.ParseError.self) { try Endpoint(parsing: text) }
+    }
+
+    @Test("a YAML file sets listeners with their own upstreams, transcripts and timeouts")
+    func yaml() throws {
+        var configuration = RelayConfiguration()
+        try ConfigFile.apply(
+            """
+            listeners:
+              - listen: [127.0.0.1:1110, "[::1]:1110"]
+                upstream: 127.0.0.1:110
+              - listen: 127.0.0.1:2110
+                upstream: pop://legacy.example.org
+            transcripts: /tmp/popgate-transcripts
+            transcript-bodies: true
+            live: true
+            timeouts: { idle: 300, connect: 2.5, greeting: 5, shutdown-grace: 1 }
+            command-line-limit: 512
+            """,
+            path: "popgate.yaml",
+            to: &configuration
+        )
+        #expect(configuration.listeners.count == 2)
+        #expect(configuration.listeners[0].listen.map(\.description) == ["127.0.0.1:1110", "[::1]:1110"])
+        #expect(configuration.listeners[1].upstream == Endpoint(host: "legacy.example.org", port: 110))
+        #expect(configuration.transcripts == "/tmp/popgate-transcripts")
+        #expect(configuration.transcriptBodies && configuration.live)
+        #expect(configuration.idleTimeout == .seconds(300))
+        #expect(configuration.connectTimeout == .milliseconds(2500))
+        #expect(configuration.shutdownGrace == .seconds(1))
+        #expect(configuration.commandLineLimit == 512)
+    }
+
+    @Test(
+        "a bad YAML file is refused with a message naming the key",
+        arguments: [
+            ("listen: 127.0.0.1:1110\n", "upstream: missing"),
+            ("listeners:\n  - listen: 127.0.0.1:1\n    upstream: nowhere\n", "listeners[0].upstream:"),
+            ("listeners:\n  - listen: [127.0.0.1:1, bad]\n    upstream: h:1\n", "listeners[0].listen[1]:"),
+            ("timeouts: { idle: soon }\n", "timeouts.idle: expected a number of seconds"),
+            ("timeouts: { nap: 3 }\n", "timeouts.nap: unknown"),
+            ("live: yes please\n", "live: expected true or false"),
+            ("colour: red\n", "colour: unknown setting"),
+            ("command-line-limit: 100\n", "command-line-limit: expected a number of octets, at least 255"),
+            ("- just\n- a list\n", "expected a mapping"),
+            ("listeners: [\n", "not valid YAML"),
+        ]
+    )
+    func badYAML(_ text: String, _ message: String) {
+        var configuration = RelayConfiguration()
+        do {
+            try ConfigFile.apply(text, path: "bad.yaml", to: &configuration)
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect("\(error)".hasPrefix("bad.yaml: "))
+            #expect("\(error)".contains(message), "\(error)")
+        }
+    }
+
+    @Test("flags add a listener on top of the file; missing pieces are explained")
+    func flags() throws {
+        let serve = try #require(
+            try Popgate.parseAsRoot([
+                "serve", "--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--upstream", "h:110", "--idle-timeout",
+                "30",
+            ])
+                as? Popgate.Serve
+        )
+        let configuration = try serve.relayConfiguration()
+        #expect(configuration.listeners.first?.listen.count == 2)
+        #expect(configuration.idleTimeout == .seconds(30))
+        let noUpstream = try #require(try Popgate.parseAsRoot(["serve", "--listen", "127.0.0.1:0"]) as? Popgate.Serve)
+        #expect(throws: ConfigFile.Problem.self) { try noUpstream.relayConfiguration() }
+        let nothing = try #require(try Popgate.parseAsRoot(["serve"]) as? Popgate.Serve)
+        #expect(throws: ConfigFile.Problem.self) { try nothing.relayConfiguration() }
+    }
+}

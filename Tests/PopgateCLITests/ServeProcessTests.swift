@@ -1,0 +1,135 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import POP3Core
+import POP3NIO
+import PopgateTestSupport
+import Testing
+
+/// `popgate serve` as a process: exit codes, signals, memory.
+@Suite("popgate serve process", .timeLimit(.minutes(3)))
+struct ServeProcessTests {
+    static func serve(_ arguments: [String], log: String) throws -> ChildProcess {
+        let binary = try #require(popgateBinary(), "build the popgate product first (swift build)")
+        return try ChildProcess(binary.path, ["serve"] + arguments, output: log)
+    }
+
+    static func temporary(_ name: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("popgate-\(name)-\(UUID().uuidString.prefix(8))")
+            .path
+    }
+
+    @Test("a bad config file: a message naming the key, exit code 2")
+    func badConfig() async throws {
+        let path = Self.temporary("bad") + ".yaml"
+        let log = Self.temporary("bad-log")
+        defer {
+            try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: log)
+        }
+        try "listeners:\n  - listen: 127.0.0.1:1\n    upstream: 127.0.0.1:99999\n".write(
+            toFile: path,
+            atomically: true,
+            encoding: .utf8
+        )
+        let process = try Self.serve(["--config", path], log: log)
+        #expect(await process.wait() == 2)
+        let message = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(message.contains("listeners[0].upstream"))
+        #expect(message.contains("the port must be a number from 1 to 65535"))
+    }
+
+    @Test("SIGTERM: no new sessions, the open one finishes within the grace period, transcripts flushed, exit 0")
+    func gracefulShutdown() async throws {
+        let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
+        let port = try Dovecot.freePort()
+        let transcripts = Self.temporary("tr")
+        let log = Self.temporary("log")
+        defer {
+            try? FileManager.default.removeItem(atPath: transcripts)
+            try? FileManager.default.removeItem(atPath: log)
+        }
+        let process = try Self.serve(
+            [
+                "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(dovecot.port)", "--transcripts",
+                transcripts, "--grace", "20",
+            ],
+            log: log
+        )
+        try Dovecot.waitForPort(port)
+        try await POP3Client.withSession(host: "127.0.0.1", port: port) { (s: inout POP3Client.Session) async throws in
+            _ = try await s.send("USER alice")
+            #expect(try await s.send("PASS wonderland").isOK)
+            process.signal(SIGTERM)
+            try await Task.sleep(for: .milliseconds(300))
+            // The listener is closed…
+            await #expect(throws: (any Error).self) {
+                try await POP3Client.withSession(host: "127.0.0.1", port: port) { _ in }
+            }
+            // …and the open session still works.
+            #expect(try await s.send("STAT").firstLine.hasPrefix("+OK 1 "))
+            #expect(try await s.send("QUIT").isOK)
+        }
+        #expect(await process.wait(seconds: 10) == 0)
+        let files = try FileManager.default.contentsOfDirectory(atPath: transcripts)
+        let jsonl = try #require(files.first { $0.hasSuffix(".jsonl") })
+        let lines = try String(contentsOfFile: transcripts + "/" + jsonl, encoding: .utf8).split(separator: "\n")
+        #expect(lines.last?.contains("\"kind\":\"session-end\"") == true)
+        let output = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(output.contains("session ended: the client quit"))
+        #expect(!output.contains("wonderland"))
+        await dovecot.stop()
+    }
+
+    @Test("a 50 MB message retrieved by a slow client grows the gateway's memory by less than 16 MB")
+    func memory() async throws {
+        var big = Array("From: big@example.org\r\nSubject: 50 MB\r\n\r\n".utf8)
+        let line = Array((String(repeating: "x", count: 998) + "\r\n").utf8)
+        while big.count < 50 * 1024 * 1024 { big += line }
+        let dovecot = try Dovecot(messages: [big])
+        let port = try Dovecot.freePort()
+        let log = Self.temporary("mem-log")
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let process = try Self.serve(
+            ["--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(dovecot.port)"],
+            log: log
+        )
+        try Dovecot.waitForPort(port)
+        // Warm up: one small session, then the baseline.
+        _ = try await runTool("curl", ["-s", "--max-time", "10", "pop3://alice:wonderland@127.0.0.1:\(port)/"])
+        let before = try #require(residentBytes(of: process.pid))
+        // A client that reads 256 KiB every 10 ms: the gateway must hold the upstream back, not buffer.
+        let script = """
+            import socket, time, sys
+            s = socket.create_connection(('127.0.0.1', \(port)))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            f = s.makefile('rb')
+            f.readline(); s.sendall(b'USER alice\\r\\n'); f.readline(); s.sendall(b'PASS wonderland\\r\\n'); f.readline()
+            s.sendall(b'RETR 1\\r\\n')
+            total = 0
+            while True:
+                chunk = f.read1(262144)
+                if not chunk: break
+                total += len(chunk)
+                if chunk.endswith(b'\\r\\n.\\r\\n'): break
+                time.sleep(0.01)
+            print(total)
+            """
+        let done = NIOLockedValueBox(false)
+        let reader = Task {
+            defer { done.withLockedValue { $0 = true } }
+            return try await runTool("python3", ["-c", script])
+        }
+        var peak = before
+        while !done.withLockedValue({ $0 }) {
+            if let rss = residentBytes(of: process.pid) { peak = max(peak, rss) }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let received = Int(try await reader.value.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        #expect(received > 50 * 1024 * 1024)
+        print("popgate serve: resident memory grew by \(peak - before) bytes during a 50 MB RETR")
+        #expect(peak - before < 16 * 1024 * 1024, "grew by \(peak - before) bytes")
+        await process.stop()
+        await dovecot.stop()
+    }
+}
