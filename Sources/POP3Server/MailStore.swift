@@ -67,6 +67,11 @@ public final class MailStore: Sendable {
         }
     }
 
+    /// Whether a session holds the user's maildrop.
+    public func isLocked(_ user: String) -> Bool {
+        self.mailboxes.withLockedValue { $0[user]?.locked ?? false }
+    }
+
     /// The messages a user has now, for tests and the demo.
     public func messages(of user: String) -> [StoredMessage] {
         self.mailboxes.withLockedValue { $0[user]?.messages ?? [] }
