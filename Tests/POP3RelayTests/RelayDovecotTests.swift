@@ -171,7 +171,8 @@ struct RelayDovecotTests {
 
     @Test("an idle session is closed on both sides without QUIT, so DELE marks are not committed")
     func idleTimeout() async throws {
-        try await Self.withStack(adjust: { $0.idleTimeout = .milliseconds(400) }) { dovecot, gateway in
+        let adjust: (inout RelayConfiguration) -> Void = { $0.idleTimeout = .milliseconds(400) }
+        try await Self.withStack(adjust: adjust) { dovecot, gateway in
             try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
                 (s: inout POP3Client.Session) async throws in
                 _ = try await s.send("USER alice")
@@ -241,7 +242,8 @@ struct RelayDovecotTests {
             "popgate-tr-\(UUID().uuidString.prefix(8))"
         ).path
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try await Self.withStack(adjust: { $0.transcripts = directory }) { _, gateway in
+        let adjust: (inout RelayConfiguration) -> Void = { $0.transcripts = directory }
+        try await Self.withStack(adjust: adjust) { _, gateway in
             _ = try await runTool(
                 "curl",
                 ["-s", "--max-time", "10", "pop3://alice:wonderland@127.0.0.1:\(gateway.port)/1"]
