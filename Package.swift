@@ -83,6 +83,17 @@ let package = Package(
             dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")],
             path: "Benchmarks/popgate-bench"
         ),
+        .executableTarget(
+            name: "popgate-relay-bench",
+            dependencies: [
+                "POP3NIO",
+                "POP3Server",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Benchmarks/popgate-relay-bench"
+        ),
         .testTarget(
             name: "POP3CoreTests",
             dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")]

@@ -7,6 +7,7 @@ import POP3Core
 public enum POP3Client {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     /// One reply as it arrived: its bytes and what the machine made of them.

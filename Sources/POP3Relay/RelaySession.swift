@@ -63,7 +63,7 @@ final class RelaySession {
     static let maximumBufferedClientOctets = 64 * 1024
 
     let settings: Settings
-    private(set) var machine = ConversationMachine()
+    private(set) var machine: ConversationMachine
     private var framer: LineFramer
     private var clientInput = ByteBuffer()
     private(set) var phase: Phase = .connecting
@@ -92,6 +92,9 @@ final class RelaySession {
 
     init(_ settings: Settings) {
         self.settings = settings
+        var machine = ConversationMachine.Configuration()
+        machine.annotate = settings.sink != nil
+        self.machine = ConversationMachine(configuration: machine)
         self.framer = LineFramer(limit: settings.configuration.commandLineLimit)
         self.info = SessionInfo(id: settings.id, client: nil, server: settings.upstream.description)
     }

@@ -128,6 +128,7 @@ final class POP3ServerHandler: ChannelInboundHandler {
                 }
             } else {
                 context.write(Self.wrapOutboundOut(outcome.reply), promise: nil)
+                if let body = outcome.body { context.write(Self.wrapOutboundOut(body), promise: nil) }
             }
         }
     }

@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import NIOCore
 import POP3Core
 
 /// A message in a maildrop.
@@ -8,11 +9,17 @@ public struct StoredMessage: Sendable, Hashable {
     public var bytes: [UInt8]
     /// Octets with CRLF line endings, as LIST and STAT report them (RFC 1939 §11).
     public var size: Int
+    /// The message as RETR sends it: byte-stuffed, with its terminating line; made once, sent as often as asked.
+    public var stuffed: ByteBuffer
 
     public init(uniqueID: String, bytes: [UInt8]) {
         self.uniqueID = uniqueID
         self.bytes = bytes
         self.size = DotStuffing.octets(of: bytes)
+        var stuffed = ByteBuffer()
+        stuffed.reserveCapacity(bytes.count + bytes.count / 16 + 8)
+        DotStuffing.writeBody(bytes, into: &stuffed)
+        self.stuffed = stuffed
     }
 }
 

@@ -38,6 +38,8 @@ struct ServerSession {
     /// What a line leads to.
     struct Outcome {
         var reply: ByteBuffer
+        /// A body written after the reply line without copying it.
+        var body: ByteBuffer? = nil
         var close = false
     }
 
@@ -226,10 +228,8 @@ struct ServerSession {
         case .retr(let n):
             guard let message = t.message(n) else { return self.noSuchMessage(n, t) }
             var out = ByteBuffer()
-            out.reserveCapacity(message.bytes.count + message.bytes.count / 32 + 64)
             out.writeReply(.ok("\(message.size) octets"))
-            DotStuffing.writeBody(message.bytes, into: &out)
-            return Outcome(reply: out)
+            return Outcome(reply: out, body: message.stuffed)
         case .top(let n, let lines):
             guard let message = t.message(n) else { return self.noSuchMessage(n, t) }
             var out = ByteBuffer()

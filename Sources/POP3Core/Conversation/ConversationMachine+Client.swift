@@ -147,7 +147,7 @@ extension ConversationMachine {
                     cancel: cancel,
                     text: cancel ? "*" : Credential.mask,
                     octets: content.readableBytes,
-                    note: Annotations.saslResponse(cancel: cancel)
+                    note: self.note(Annotations.saslResponse(cancel: cancel))
                 )
             )
         )
@@ -207,7 +207,7 @@ extension ConversationMachine {
                     command: parsed.command,
                     text: parsed.text,
                     secretRange: parsed.secretRange,
-                    note: Annotations.command(parsed.command, verb: parsed.keyword)
+                    note: self.note(Annotations.command(parsed.command, verb: parsed.keyword))
                 )
             )
         )

@@ -162,7 +162,9 @@ extension ConversationMachine {
                         text: text,
                         inResponseTo: head.verb,
                         multiline: false,
-                        note: Annotations.reply(reply, to: head.command, verb: head.verb, maildrop: self.maildrop)
+                        note: self.note(
+                            Annotations.reply(reply, to: head.command, verb: head.verb, maildrop: self.maildrop)
+                        )
                     )
                 )
             )
@@ -184,7 +186,7 @@ extension ConversationMachine {
         let multiline = reply.status == .ok && command.command?.expectsMultiLineReply == true
         self.refusedMultiLine =
             reply.status == .err && command.command?.expectsMultiLineReply == true ? command.verb : nil
-        let note = Annotations.reply(reply, to: command.command, verb: command.verb, maildrop: self.maildrop)
+        let note = self.note(Annotations.reply(reply, to: command.command, verb: command.verb, maildrop: self.maildrop))
         events.append(
             .reply(
                 ReplyEvent(
@@ -255,7 +257,7 @@ extension ConversationMachine {
                     text: text,
                     inResponseTo: nil,
                     multiline: false,
-                    note: Annotations.greeting(reply, timestamp: self.greetingTimestamp)
+                    note: self.note(Annotations.greeting(reply, timestamp: self.greetingTimestamp))
                 )
             )
         )
@@ -425,7 +427,7 @@ extension ConversationMachine {
         case .capa?:
             guard let capability = Capability(line: text) else { return }
             self.capabilities?.append(capability)
-            if let note = Annotations.capability(capability) {
+            if self.configuration.annotate, let note = Annotations.capability(capability) {
                 events.append(.annotation(.server, note))
             }
             if !Capability.registered.contains(capability.name), !capability.name.hasPrefix("X") {
@@ -498,7 +500,7 @@ extension ConversationMachine {
             complete: true,
             note: ""
         )
-        summary.note = Annotations.body(summary, messageOctets: scanner.messageOctets)
+        summary.note = self.note(Annotations.body(summary, messageOctets: scanner.messageOctets))
         events.append(.bodyEnd(summary))
         self.completedReplies += 1
         if scanner.bareTerminator {

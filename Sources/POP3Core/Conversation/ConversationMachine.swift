@@ -35,6 +35,8 @@ public struct ConversationMachine: Sendable {
         public var implicitTLS = false
         /// The bytes fed are the plaintext inside TLS that a gateway terminated: logins are not cleartext (R35).
         public var transportIsTLS = false
+        /// Write the plain-language notes. A gateway that keeps no transcript turns them off to save the work.
+        public var annotate = true
 
         public init() {}
     }
@@ -213,10 +215,12 @@ public struct ConversationMachine: Sendable {
             events.append(
                 .annotation(
                     .client,
-                    Annotations.clientLeft(
-                        inTransaction: inTransaction,
-                        marked: self.maildrop.deleted.count,
-                        sentQuit: self.quitSent
+                    self.note(
+                        Annotations.clientLeft(
+                            inTransaction: inTransaction,
+                            marked: self.maildrop.deleted.count,
+                            sentQuit: self.quitSent
+                        )
                     )
                 )
             )
@@ -306,6 +310,12 @@ public struct ConversationMachine: Sendable {
     }
 
     // MARK: - Helpers shared by both sides
+
+    /// A note, or nothing when the configuration asks for no notes.
+    @inline(__always)
+    func note(_ text: @autoclosure () -> String) -> String {
+        self.configuration.annotate ? text() : ""
+    }
 
     mutating func report(_ anomaly: Anomaly, into events: inout [ConversationEvent]) {
         events.append(.anomaly(anomaly))

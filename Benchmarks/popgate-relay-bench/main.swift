@@ -1,0 +1,269 @@
+// Sessions per second and RETR throughput through popgate serve, directly, and through the anchors that are
+// installed (haproxy's TCP relay, nginx's mail proxy), side by side in one run, as ratios.
+// Run: scripts/bench.sh   (or: swift run -c release popgate-relay-bench [--seconds N] [--clients N])
+
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import POP3NIO
+import POP3Server
+
+let arguments = CommandLine.arguments
+func option(_ name: String, _ fallback: Int) -> Int {
+    arguments.firstIndex(of: name).flatMap { Int(arguments[$0 + 1]) } ?? fallback
+}
+let seconds = option("--seconds", 5)
+let sessionClients = option("--clients", 32)
+let retrClients = option("--retr-clients", 4)
+let messageMiB = option("--message-mib", 10)
+let user = "bench"
+let password = "bench-password"
+
+// MARK: - Processes
+
+/// A program the benchmark starts and stops by its pid.
+final class Child {
+    let process = Process()
+    let name: String
+
+    init(_ name: String, _ path: String, _ arguments: [String], log: String) throws {
+        self.name = name
+        self.process.executableURL = URL(fileURLWithPath: path)
+        self.process.arguments = arguments
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let output = FileHandle(forWritingAtPath: log)
+        self.process.standardOutput = output
+        self.process.standardError = output
+        try self.process.run()
+    }
+
+    func stop() {
+        guard self.process.isRunning else { return }
+        kill(self.process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(5)
+        while self.process.isRunning && Date() < deadline { usleep(20_000) }
+        if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+    }
+}
+
+func which(_ program: String) -> String? {
+    for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") + ["/usr/sbin"] {
+        let path = "\(directory)/\(program)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
+
+func freePort() throws -> Int {
+    let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0)
+        .wait()
+    defer { try? channel.close().wait() }
+    return channel.localAddress?.port ?? 0
+}
+
+func waitForPort(_ port: Int) -> Bool {
+    for _ in 0..<250 {
+        if let channel = try? ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: port).wait()
+        {
+            try? channel.close().wait()
+            return true
+        }
+        usleep(20_000)
+    }
+    return false
+}
+
+// MARK: - Workloads
+
+/// Concurrent clients each run short sessions (greeting, USER, PASS, STAT, QUIT) until time is up.
+func sessionsPerSecond(port: Int) async -> (rate: Double, failures: Int) {
+    let done = NIOLockedValueBox((ok: 0, failed: 0))
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    let start = ContinuousClock.now
+    await withTaskGroup(of: Void.self) { group in
+        for client in 0..<sessionClients {
+            group.addTask {
+                while ContinuousClock.now < deadline {
+                    do {
+                        try await POP3Client.withSession(host: "127.0.0.1", port: port) { s in
+                            _ = try await s.send("USER \(user)\(client)")
+                            guard try await s.send("PASS \(password)").isOK else {
+                                throw POP3Client.Failure(description: "login")
+                            }
+                            _ = try await s.send("STAT")
+                            _ = try await s.send("QUIT")
+                        }
+                        done.withLockedValue { $0.ok += 1 }
+                    } catch {
+                        done.withLockedValue { $0.failed += 1 }
+                    }
+                }
+            }
+        }
+    }
+    let elapsed = ContinuousClock.now - start
+    let result = done.withLockedValue { $0 }
+    return (
+        Double(result.ok) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18),
+        result.failed
+    )
+}
+
+/// A few clients each retrieve the large message over and over on one session until time is up.
+func retrThroughput(port: Int) async -> (rate: Double, failures: Int) {
+    let done = NIOLockedValueBox((octets: 0, failed: 0))
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    let start = ContinuousClock.now
+    await withTaskGroup(of: Void.self) { group in
+        for client in 0..<retrClients {
+            group.addTask {
+                do {
+                    try await POP3Client.withSession(host: "127.0.0.1", port: port) { s in
+                        _ = try await s.send("USER \(user)\(client)")
+                        _ = try await s.send("PASS \(password)")
+                        while ContinuousClock.now < deadline {
+                            let reply = try await s.send("RETR 1")
+                            done.withLockedValue { $0.octets += reply.bytes.readableBytes }
+                        }
+                        _ = try await s.send("QUIT")
+                    }
+                } catch {
+                    done.withLockedValue { $0.failed += 1 }
+                }
+            }
+        }
+    }
+    let elapsed = ContinuousClock.now - start
+    let result = done.withLockedValue { $0 }
+    return (
+        Double(result.octets) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18),
+        result.failed
+    )
+}
+
+// MARK: - Run
+
+var big = Array("From: bench@example.org\r\nSubject: large\r\n\r\n".utf8)
+let line = Array((String(repeating: "y", count: 76) + "\r\n").utf8)
+while big.count < messageMiB * 1024 * 1024 { big += line }
+
+var serverConfiguration = EmbeddedPOP3Server.Configuration()
+// One maildrop per client: a maildrop is locked by the session that opened it (RFC 1939 §4).
+serverConfiguration.users = Dictionary(
+    uniqueKeysWithValues: (0..<max(sessionClients, retrClients)).map { ("\(user)\($0)", password) }
+)
+serverConfiguration.messages = [StoredMessage(uniqueID: "big", bytes: big)]
+let upstreamGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+let upstream = try await EmbeddedPOP3Server.start(serverConfiguration, group: upstreamGroup)
+let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("popgate-bench-\(getpid())")
+try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: true)
+
+struct Target {
+    var name: String
+    var port: Int
+    var child: Child?
+}
+var targets = [Target(name: "direct", port: upstream.port, child: nil)]
+
+let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+    "popgate"
+).path
+if FileManager.default.isExecutableFile(atPath: popgate) {
+    let port = try freePort()
+    let child = try Child(
+        "popgate",
+        popgate,
+        ["serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstream.port)", "--log-level", "error"],
+        log: temporary.appendingPathComponent("popgate.log").path
+    )
+    targets.append(Target(name: "popgate serve", port: port, child: child))
+} else {
+    print("popgate not found next to the benchmark; build it with: swift build -c release")
+}
+
+if let haproxy = which("haproxy") {
+    let port = try freePort()
+    let config = """
+        global
+          maxconn 4096
+        defaults
+          mode tcp
+          timeout connect 5s
+          timeout client 60s
+          timeout server 60s
+        listen pop3
+          bind 127.0.0.1:\(port)
+          server upstream 127.0.0.1:\(upstream.port)
+        """
+    let path = temporary.appendingPathComponent("haproxy.cfg").path
+    try (config + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    let log = temporary.appendingPathComponent("haproxy.log").path
+    targets.append(
+        Target(name: "haproxy (tcp)", port: port, child: try Child("haproxy", haproxy, ["-f", path, "-db"], log: log))
+    )
+} else {
+    print("haproxy not installed: its column is left out (scripts/bench.sh installs it)")
+}
+
+print(
+    "popgate-relay-bench: \(seconds) s per figure; \(sessionClients) clients for sessions, \(retrClients) for RETR of a \(messageMiB) MiB message"
+)
+print(
+    "upstream: the embedded POP3 server; every target relays to it; all on this machine's \(ProcessInfo.processInfo.activeProcessorCount) cores"
+)
+print("")
+
+// Two rounds, targets interleaved, the better figure kept: the machine is shared and noisy.
+var results: [(String, Double, Int, Double, Int)] = []
+let ready = targets.filter { target in
+    if waitForPort(target.port) { return true }
+    let log = try? String(
+        contentsOfFile: temporary.appendingPathComponent("\(target.child?.name ?? "x").log").path,
+        encoding: .utf8
+    )
+    print("\(target.name): nothing listens on \(target.port); skipped. \(log ?? "")")
+    return false
+}
+for round in 0..<2 {
+    for (index, target) in ready.enumerated() {
+        let sessions = await sessionsPerSecond(port: target.port)
+        let retr = retrClients > 0 ? await retrThroughput(port: target.port) : (rate: 0, failures: 0)
+        if round == 0 {
+            results.append((target.name, sessions.rate, sessions.failures, retr.rate, retr.failures))
+        } else {
+            results[index].1 = max(results[index].1, sessions.rate)
+            results[index].2 += sessions.failures
+            results[index].3 = max(results[index].3, retr.rate)
+            results[index].4 += retr.failures
+        }
+    }
+}
+for target in targets { target.child?.stop() }
+try? await upstream.stop()
+try? await upstreamGroup.shutdownGracefully()
+if results.contains(where: { $0.2 + $0.4 > 0 }) {
+    print("some sessions failed; logs kept in \(temporary.path)")
+} else {
+    try? FileManager.default.removeItem(at: temporary)
+}
+
+let direct = results.first { $0.0 == "direct" }
+let haproxyResult = results.first { $0.0.hasPrefix("haproxy") }
+func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
+print(
+    pad("target", 16) + pad("sessions/s", 12) + pad("× direct", 10) + pad("× haproxy", 11) + pad("RETR MB/s", 11)
+        + pad("× direct", 10) + pad("× haproxy", 11) + "failures"
+)
+for (name, sessions, sessionFailures, retr, retrFailures) in results {
+    let sd = direct.map { String(format: "%.2f", sessions / $0.1) } ?? "-"
+    let sh = haproxyResult.map { String(format: "%.2f", sessions / $0.1) } ?? "-"
+    let rd = direct.map { String(format: "%.2f", retr / $0.3) } ?? "-"
+    let rh = haproxyResult.map { String(format: "%.2f", retr / $0.3) } ?? "-"
+    print(
+        pad(name, 16) + pad(String(format: "%.0f", sessions), 12) + pad(sd, 10) + pad(sh, 11)
+            + pad(String(format: "%.0f", retr / 1e6), 11) + pad(rd, 10) + pad(rh, 11)
+            + "\(sessionFailures + retrFailures)"
+    )
+}
