@@ -85,7 +85,8 @@ final class RelaySession {
     private var info: SessionInfo
     private var clientOctets = 0
     private var upstreamOctets = 0
-    private var lastClientActivity = NIODeadline.now()
+    /// The last byte from either side; the idle timeout counts from here.
+    private var lastActivity = NIODeadline.now()
     private var idleTimer: Scheduled<Void>?
     private var greetingTimer: Scheduled<Void>?
     private var quitTimer: Scheduled<Void>?
@@ -121,7 +122,7 @@ final class RelaySession {
 
     func clientRead(_ bytes: ByteBuffer) {
         self.clientOctets += bytes.readableBytes
-        self.lastClientActivity = .now()
+        self.lastActivity = .now()
         var events: [ConversationEvent] = []
         self.machine.clientSent(bytes, at: Self.now(), into: &events)
         self.deliver(events)
@@ -365,6 +366,8 @@ final class RelaySession {
 
     func upstreamRead(_ bytes: ByteBuffer) {
         self.upstreamOctets += bytes.readableBytes
+        // A session waiting on a slow upstream (or receiving a long RETR) is not idle.
+        self.lastActivity = .now()
         self.clientContext?.write(NIOAny(bytes), promise: nil)
         var events: [ConversationEvent] = []
         self.machine.serverSent(bytes, at: Self.now(), into: &events)
@@ -434,7 +437,7 @@ final class RelaySession {
     private func scheduleIdleCheck(in delay: TimeAmount) {
         guard let loop = self.clientContext?.eventLoop else { return }
         self.idleTimer = loop.assumeIsolated().scheduleTask(in: delay) {
-            let idle = NIODeadline.now() - self.lastClientActivity
+            let idle = NIODeadline.now() - self.lastActivity
             let limit = self.settings.configuration.idleTimeout
             if idle >= limit {
                 // RFC 1939 §3: an autologout closes without UPDATE, so nothing is committed.

@@ -171,7 +171,7 @@ struct RelayDovecotTests {
 
     @Test("an idle session is closed on both sides without QUIT, so DELE marks are not committed")
     func idleTimeout() async throws {
-        let adjust: (inout RelayConfiguration) -> Void = { $0.idleTimeout = .milliseconds(400) }
+        let adjust: (inout RelayConfiguration) -> Void = { $0.idleTimeout = .seconds(1) }
         try await Self.withStack(adjust: adjust) { dovecot, gateway in
             try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
                 (s: inout POP3Client.Session) async throws in

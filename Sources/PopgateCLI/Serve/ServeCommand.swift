@@ -57,7 +57,7 @@ extension Popgate {
         var color: ColorChoice = .auto
 
         @Option(
-            help: "Seconds of client silence before both connections close without QUIT (default 600, RFC 1939 §3)."
+            help: "Seconds without traffic before both connections close without QUIT (default 600, RFC 1939 §3)."
         )
         var idleTimeout: Double?
 
