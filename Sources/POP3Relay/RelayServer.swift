@@ -96,7 +96,9 @@ public final class RelayServer: Service, Sendable {
                     registry: registry
                 )
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ClientRelayHandler(session: RelaySession(settings)))
+                    try channel.pipeline.syncOperations.addHandler(
+                        RelayHandler(.client, session: RelaySession(settings))
+                    )
                 }
             }
             .bind(host: endpoint.host, port: endpoint.port)

@@ -310,7 +310,7 @@ final class RelaySession {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamRelayHandler(session: bound.value))
+                    try channel.pipeline.syncOperations.addHandler(RelayHandler(.upstream, session: bound.value))
                 }
             }
             .connect(host: endpoint.host, port: endpoint.port)
@@ -503,44 +503,70 @@ final class RelaySession {
 
 // MARK: - Handlers
 
-/// The client connection's end of the relay.
-final class ClientRelayHandler: ChannelDuplexHandler {
+/// One end of the relay: the client connection's, or the upstream connection's. It hands everything to the
+/// session and holds reads back while the other end cannot take more.
+final class RelayHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    enum End {
+        case client
+        case upstream
+    }
+
+    let end: End
     let session: RelaySession
 
-    init(session: RelaySession) { self.session = session }
+    init(_ end: End, session: RelaySession) {
+        self.end = end
+        self.session = session
+    }
 
     func channelActive(context: ChannelHandlerContext) {
-        self.session.clientActive(context)
+        switch self.end {
+        case .client: self.session.clientActive(context)
+        case .upstream: self.session.upstreamActive(context)
+        }
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.session.clientRead(Self.unwrapInboundIn(data))
+        switch self.end {
+        case .client: self.session.clientRead(Self.unwrapInboundIn(data))
+        case .upstream: self.session.upstreamRead(Self.unwrapInboundIn(data))
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.session.clientReadComplete()
+        switch self.end {
+        case .client: self.session.clientReadComplete()
+        case .upstream: self.session.upstreamReadComplete()
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.session.clientInactive()
+        switch self.end {
+        case .client: self.session.clientInactive()
+        case .upstream: self.session.upstreamInactive()
+        }
         context.fireChannelInactive()
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        self.session.clientWritabilityChanged()
+        switch self.end {
+        case .client: self.session.clientWritabilityChanged()
+        case .upstream: self.session.upstreamWritabilityChanged()
+        }
         context.fireChannelWritabilityChanged()
     }
 
     func read(context: ChannelHandlerContext) {
-        if self.session.clientReadable {
-            context.read()
-        } else {
-            self.session.pendingClientRead = true
+        switch self.end {
+        case .client:
+            if self.session.clientReadable { context.read() } else { self.session.pendingClientRead = true }
+        case .upstream:
+            if self.session.upstreamReadable { context.read() } else { self.session.pendingUpstreamRead = true }
         }
     }
 
@@ -552,58 +578,12 @@ final class ClientRelayHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.session.closeBoth(reason: .error)
-    }
-}
-
-/// The upstream connection's end of the relay.
-final class UpstreamRelayHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    let session: RelaySession
-
-    init(session: RelaySession) { self.session = session }
-
-    func channelActive(context: ChannelHandlerContext) {
-        self.session.upstreamActive(context)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.session.upstreamRead(Self.unwrapInboundIn(data))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        self.session.upstreamReadComplete()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        self.session.upstreamInactive()
-        context.fireChannelInactive()
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        self.session.upstreamWritabilityChanged()
-        context.fireChannelWritabilityChanged()
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if self.session.upstreamReadable {
-            context.read()
-        } else {
-            self.session.pendingUpstreamRead = true
+        switch self.end {
+        case .client: self.session.closeBoth(reason: .error)
+        case .upstream: context.close(promise: nil)
         }
     }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
-    }
 }
 
 @available(*, unavailable)
-extension ClientRelayHandler: Sendable {}
-
-@available(*, unavailable)
-extension UpstreamRelayHandler: Sendable {}
+extension RelayHandler: Sendable {}
