@@ -325,6 +325,12 @@ extension ConversationMachine {
 
     // MARK: Multi-line bodies
 
+    static let bareTerminator = Anomaly(
+        .multiLineTermination,
+        .server,
+        "a multi-line reply ends with \".\" CRLF; this one ends with a bare LF"
+    )
+
     private mutating func listingFrame(
         _ frame: LineFramer.Frame,
         command: PendingCommand,
@@ -356,14 +362,7 @@ extension ConversationMachine {
         if line.getInteger(at: line.readerIndex, as: UInt8.self) == 0x2E {
             if line.readableBytes == 1 {
                 if case .line(_, .lf) = frame {
-                    self.report(
-                        Anomaly(
-                            .multiLineTermination,
-                            .server,
-                            "a multi-line reply ends with \".\" CRLF; this one ends with a bare LF"
-                        ),
-                        into: &events
-                    )
+                    self.report(Self.bareTerminator, into: &events)
                 }
                 self.serverMode = .lines
                 let summary = BodySummary(
@@ -504,14 +503,7 @@ extension ConversationMachine {
         events.append(.bodyEnd(summary))
         self.completedReplies += 1
         if scanner.bareTerminator {
-            self.report(
-                Anomaly(
-                    .multiLineTermination,
-                    .server,
-                    "a multi-line reply ends with \".\" CRLF; this one ends with a bare LF"
-                ),
-                into: &events
-            )
+            self.report(Self.bareTerminator, into: &events)
         }
         if scanner.unstuffedLines > 0 {
             self.report(
