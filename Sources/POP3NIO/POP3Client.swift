@@ -23,8 +23,9 @@ public enum POP3Client {
     public struct Session {
         public internal(set) var machine = ConversationMachine()
         public internal(set) var greeting = Exchange(bytes: ByteBuffer(), events: [])
-        var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
-        let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+        /// The raw connection, for tests that misbehave on purpose.
+        public var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+        public let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
         /// With `record`, every chunk each side sent, in order, so a test can replay the session.
         public internal(set) var log: [(side: Side, bytes: ByteBuffer)] = []
         let record: Bool

@@ -139,6 +139,37 @@ struct RelayDovecotTests {
         }
     }
 
+    @Test("a client that drops during login or in the middle of a RETR: no QUIT upstream, other sessions unharmed")
+    func dropsAnywhere() async throws {
+        try await Self.withStack { dovecot, gateway in
+            // During login.
+            try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+                (s: inout POP3Client.Session) async throws in
+                #expect(try await s.send("USER alice").isOK)
+            }
+            // In the middle of a 360 kB RETR, after marking message 2.
+            try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+                (s: inout POP3Client.Session) async throws in
+                _ = try await s.send("USER alice")
+                #expect(try await s.send("PASS wonderland").isOK)
+                #expect(try await s.send("DELE 2").isOK)
+                try await s.outbound.write(ByteBuffer(string: "RETR 3\r\n"))
+                _ = try await s.iterator.next()
+            }
+            await gateway.sink.waitForEnded(2)
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(dovecot.messageCount() == 3)
+            let endings = gateway.sink.ended.withLockedValue { $0.values.compactMap(\.ending) }
+            #expect(endings == [SessionEnd.clientVanished.rawValue, SessionEnd.clientVanished.rawValue])
+            // The next session is served as usual.
+            let list = try await runTool(
+                "curl",
+                ["-s", "--max-time", "10", "pop3://alice:wonderland@127.0.0.1:\(gateway.port)/"]
+            )
+            #expect(list.split(separator: "\r\n").count == 3)
+        }
+    }
+
     @Test("an over-long line and a malformed line get the gateway's -ERR and the session goes on")
     func badLines() async throws {
         try await Self.withStack { _, gateway in
@@ -269,5 +300,32 @@ struct RelayDovecotTests {
             #expect(!text.contains(secret))
         }
         #expect(!text.contains("A line that begins with a dot"))
+    }
+
+    @Test("--transcript-bodies puts message content in the transcripts")
+    func transcriptBodies() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "popgate-trb-\(UUID().uuidString.prefix(8))"
+        ).path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let adjust: (inout RelayConfiguration) -> Void = {
+            $0.transcripts = directory
+            $0.transcriptBodies = true
+        }
+        try await Self.withStack(adjust: adjust) { _, gateway in
+            _ = try await runTool(
+                "curl",
+                ["-s", "--max-time", "10", "pop3://alice:wonderland@127.0.0.1:\(gateway.port)/1"]
+            )
+            await gateway.sink.waitForEnded(1)
+        }
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory)
+        let text = try String(contentsOfFile: directory + "/" + files.first { $0.hasSuffix(".txt") }!, encoding: .utf8)
+        let jsonl = try String(
+            contentsOfFile: directory + "/" + files.first { $0.hasSuffix(".jsonl") }!,
+            encoding: .utf8
+        )
+        #expect(text.contains("S|  ..A line that begins with a dot"))
+        #expect(jsonl.contains("\"kind\":\"body-chunk\""))
     }
 }
