@@ -57,6 +57,13 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // libpcap, through pkg-config; Debian's libpcap-dev provides it.
+        .systemLibrary(name: "CLibpcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"]), .brew(["libpcap"])]),
+        // The capture reader: pcap/pcapng files and interfaces, link layers, IPv4/IPv6, TCP reassembly.
+        .target(
+            name: "POP3Capture",
+            dependencies: ["CLibpcap", "POP3Core", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         // ArgumentParser commands, in a library so tests can call them without a process.
         .target(
             name: "PopgateCLI",
@@ -65,6 +72,7 @@ let package = Package(
                 "POP3NIO",
                 "POP3Server",
                 "POP3Relay",
+                "POP3Capture",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -126,6 +134,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/Support"
+        ),
+        .testTarget(
+            name: "POP3CaptureTests",
+            dependencies: ["POP3Capture", "POP3Core", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "POP3RelayTests",

@@ -187,6 +187,25 @@ public struct ConversationMachine: Sendable {
         self.readServer(&input, into: &events)
     }
 
+    /// `octets` from `side` are missing (a capture lost them). A body goes on being counted; a line being read is
+    /// dropped, and reading starts again at the next line ending.
+    public mutating func gap(_ side: Side, octets: Int) -> [ConversationEvent] {
+        let events: [ConversationEvent] = [
+            .annotation(
+                side,
+                "\(octets) octets from the \(side.rawValue) are missing from the capture; what follows is read with care."
+            )
+        ]
+        if side == .client {
+            if case .lines = self.clientMode { self.clientFramer.reset() }
+        } else if case .lines = self.serverMode {
+            self.serverFramer.reset()
+        } else if case .listing = self.serverMode {
+            self.serverFramer.reset()
+        }
+        return events
+    }
+
     /// The client closed its side of the connection.
     public mutating func clientClosed(at time: Double? = nil) -> [ConversationEvent] {
         var events: [ConversationEvent] = []
@@ -260,7 +279,8 @@ public struct ConversationMachine: Sendable {
                 "The server closed the connection without a QUIT from the client; there is no UPDATE, so nothing marked is removed (RFC 1939 §3, §6)."
             if let time, let last = self.lastClientActivity ?? self.lastServerActivity {
                 let idle = time - last
-                if idle < POP3Defaults.minimumAutologoutSeconds && self.pending.isEmpty {
+                // A close seconds after the last line is the server's choice (R16), not an autologout.
+                if idle >= 30, idle < POP3Defaults.minimumAutologoutSeconds, self.pending.isEmpty {
                     events.append(
                         .anomaly(
                             Anomaly(

@@ -1,0 +1,180 @@
+import NIOCore
+import POP3Core
+
+/// Reads the POP3 sessions out of packets: one session per TCP connection to a POP3 port (or one that
+/// starts like POP3), reassembled and read by the same conversation machine as the relay.
+public final class CaptureInspector {
+    public struct Options: Sendable {
+        /// Ports whose connections are POP3; 995 is read as implicit TLS.
+        public var ports: Set<Int> = [110, 995]
+        public var implicitTLSPorts: Set<Int> = [995]
+        /// Octets one direction may hold waiting for a missing segment.
+        public var reassemblyLimit = 4 << 20
+
+        public init() {}
+    }
+
+    /// One TCP connection read as a POP3 session.
+    public final class Session {
+        public let number: Int
+        public let client: TCPEndpoint
+        public let server: TCPEndpoint
+        public let started: Double
+        public internal(set) var machine: ConversationMachine
+        /// Events with their capture times.
+        public internal(set) var events: [(time: Double, event: ConversationEvent)] = []
+        var clientStream: TCPReassembler
+        var serverStream: TCPReassembler
+        var clientFinished = false
+        var serverFinished = false
+        var closed = false
+        var carriedData = false
+
+        init(number: Int, client: TCPEndpoint, server: TCPEndpoint, started: Double, options: Options) {
+            self.number = number
+            self.client = client
+            self.server = server
+            self.started = started
+            var configuration = ConversationMachine.Configuration()
+            configuration.implicitTLS = options.implicitTLSPorts.contains(server.port)
+            self.machine = ConversationMachine(configuration: configuration)
+            self.clientStream = TCPReassembler(limit: options.reassemblyLimit)
+            self.serverStream = TCPReassembler(limit: options.reassemblyLimit)
+        }
+
+        /// Counts of what the reassembly saw in both directions.
+        public var retransmissions: Int { self.clientStream.retransmissions + self.serverStream.retransmissions }
+        public var gaps: Int { self.clientStream.gaps + self.serverStream.gaps }
+        public var conflicts: Int { self.clientStream.conflicts + self.serverStream.conflicts }
+        public var limitHits: Int { self.clientStream.limitHits + self.serverStream.limitHits }
+
+        func feed(_ outputs: [TCPReassembler.Output], from side: Side, at time: Double) {
+            if !outputs.isEmpty { self.carriedData = true }
+            for output in outputs {
+                var produced: [ConversationEvent] = []
+                switch output {
+                case .data(let bytes):
+                    let buffer = ByteBuffer(bytes: bytes)
+                    if side == .client {
+                        self.machine.clientSent(buffer, at: time, into: &produced)
+                    } else {
+                        self.machine.serverSent(buffer, at: time, into: &produced)
+                    }
+                case .gap(let octets):
+                    produced = self.machine.gap(side, octets: octets)
+                }
+                for event in produced { self.events.append((time, event)) }
+            }
+        }
+
+        func close(at time: Double) {
+            guard !self.closed else { return }
+            self.closed = true
+            self.feed(self.clientStream.finish(), from: .client, at: time)
+            self.feed(self.serverStream.finish(), from: .server, at: time)
+            for event in self.machine.clientClosed(at: time) + self.machine.serverClosed(at: time) {
+                self.events.append((time, event))
+            }
+        }
+    }
+
+    struct FlowKey: Hashable {
+        var a: TCPEndpoint
+        var b: TCPEndpoint
+
+        init(_ x: TCPEndpoint, _ y: TCPEndpoint) {
+            let first =
+                x.address.bytes == y.address.bytes
+                ? x.port < y.port : x.address.bytes.lexicographicallyPrecedes(y.address.bytes)
+            if first {
+                (self.a, self.b) = (x, y)
+            } else {
+                (self.a, self.b) = (y, x)
+            }
+        }
+    }
+
+    public let options: Options
+    private var allSessions: [Session] = []
+    /// The sessions that carried data, in the order they started (refused or empty connections are left out).
+    public var sessions: [Session] { self.allSessions.filter(\.carriedData) }
+    private var open: [FlowKey: Session] = [:]
+    /// Connections that are not POP3: remembered so they are not looked at again.
+    private var ignored: Set<FlowKey> = []
+    /// Connections that ended: late packets (ACKs, retransmitted FINs) are not a new session.
+    private var ended: Set<FlowKey> = []
+    private var lastTime = 0.0
+
+    public init(options: Options = Options()) {
+        self.options = options
+    }
+
+    public func packet(_ segment: TCPSegment, at time: Double) {
+        self.lastTime = max(self.lastTime, time)
+        let key = FlowKey(segment.source, segment.destination)
+        if self.ignored.contains(key) { return }
+        let session: Session
+        if let existing = self.open[key] {
+            session = existing
+        } else {
+            // Only a new SYN reopens a connection that ended (the same ports, used again).
+            if self.ended.contains(key) {
+                guard segment.syn, !segment.ack else { return }
+                self.ended.remove(key)
+            }
+            guard let server = self.serverEnd(of: segment) else {
+                if !segment.payload.isEmpty { self.ignored.insert(key) }
+                return
+            }
+            let client = server == segment.source ? segment.destination : segment.source
+            session = Session(
+                number: self.allSessions.count + 1,
+                client: client,
+                server: server,
+                started: time,
+                options: self.options
+            )
+            self.allSessions.append(session)
+            self.open[key] = session
+        }
+        let fromClient = segment.source == session.client
+        if segment.syn {
+            if fromClient {
+                session.clientStream.syn(segment.sequence)
+            } else {
+                session.serverStream.syn(segment.sequence)
+            }
+        }
+        if fromClient {
+            session.feed(session.clientStream.segment(segment.sequence, segment.payload), from: .client, at: time)
+        } else {
+            session.feed(session.serverStream.segment(segment.sequence, segment.payload), from: .server, at: time)
+        }
+        if segment.rst {
+            session.close(at: time)
+            self.open[key] = nil
+            self.ended.insert(key)
+        } else if segment.fin {
+            if fromClient { session.clientFinished = true } else { session.serverFinished = true }
+            if session.clientFinished && session.serverFinished {
+                session.close(at: time)
+                self.open[key] = nil
+                self.ended.insert(key)
+            }
+        }
+    }
+
+    /// Which end is the POP3 server: a POP3 port, or the side that greets with "+OK".
+    private func serverEnd(of segment: TCPSegment) -> TCPEndpoint? {
+        if self.options.ports.contains(segment.destination.port) { return segment.destination }
+        if self.options.ports.contains(segment.source.port) { return segment.source }
+        if segment.payload.starts(with: Array("+OK ".utf8)) { return segment.source }
+        return nil
+    }
+
+    /// The end of the capture: every session still open is closed as it stands.
+    public func finish() {
+        for session in self.allSessions where !session.closed { session.close(at: self.lastTime) }
+        self.open.removeAll()
+    }
+}

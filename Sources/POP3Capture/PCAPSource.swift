@@ -1,0 +1,93 @@
+import CLibpcap
+
+/// A packet as libpcap hands it over: capture time, link type and the captured bytes.
+public struct CapturedPacket: Sendable {
+    /// Seconds since 1970.
+    public var time: Double
+    public var bytes: [UInt8]
+    /// Octets on the wire; more than `bytes.count` when the snapshot length cut the packet.
+    public var wireLength: Int
+}
+
+/// A capture file (pcap or pcapng, whatever its name says) or a live interface, read through libpcap.
+public final class PCAPSource {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    private let handle: OpaquePointer
+    public let name: String
+    /// The data link type (`DLT_*`).
+    public let linkType: Int32
+
+    /// Opens a capture file.
+    public init(file path: String) throws {
+        var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
+        guard let handle = pcap_open_offline(path, &errorBuffer) else {
+            throw Failure(description: "\(path): " + String(cString: errorBuffer))
+        }
+        self.handle = handle
+        self.name = path
+        self.linkType = pcap_datalink(handle)
+    }
+
+    /// Opens a live interface; `timeout` is the read timeout in milliseconds.
+    public init(interface: String, snapshotLength: Int32 = 262_144, timeout: Int32 = 100) throws {
+        var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
+        guard let handle = pcap_open_live(interface, snapshotLength, 0, timeout, &errorBuffer) else {
+            throw Failure(description: "\(interface): " + String(cString: errorBuffer))
+        }
+        self.handle = handle
+        self.name = interface
+        self.linkType = pcap_datalink(handle)
+    }
+
+    deinit { pcap_close(self.handle) }
+
+    /// Keeps only the packets that match a BPF expression, such as `tcp port 110`.
+    public func setFilter(_ expression: String) throws {
+        var program = bpf_program()
+        guard pcap_compile(self.handle, &program, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
+            throw Failure(description: "filter \"\(expression)\": " + String(cString: pcap_geterr(self.handle)))
+        }
+        defer { pcap_freecode(&program) }
+        guard pcap_setfilter(self.handle, &program) == 0 else {
+            throw Failure(description: "filter \"\(expression)\": " + String(cString: pcap_geterr(self.handle)))
+        }
+    }
+
+    public enum Next {
+        case packet(CapturedPacket)
+        /// A live read timed out with nothing new.
+        case nothing
+        case end
+    }
+
+    /// The next packet; throws when the file is damaged (what came before stays valid).
+    public func next() throws -> Next {
+        var header: UnsafeMutablePointer<pcap_pkthdr>?
+        var data: UnsafePointer<UInt8>?
+        switch pcap_next_ex(self.handle, &header, &data) {
+        case 1:
+            guard let header, let data else { return .nothing }
+            let length = Int(header.pointee.caplen)
+            let time = Double(header.pointee.ts.tv_sec) + Double(header.pointee.ts.tv_usec) / 1e6
+            return .packet(
+                CapturedPacket(
+                    time: time,
+                    bytes: Array(UnsafeBufferPointer(start: data, count: length)),
+                    wireLength: Int(header.pointee.len)
+                )
+            )
+        case 0:
+            return .nothing
+        case -2:
+            return .end
+        default:
+            throw Failure(description: "\(self.name): " + String(cString: pcap_geterr(self.handle)))
+        }
+    }
+
+    /// Asks a live capture's loop to stop.
+    public func breakLoop() { pcap_breakloop(self.handle) }
+}

@@ -1,0 +1,131 @@
+/// Puts one direction of a TCP connection back in order (RFC 9293 sequence numbers).
+///
+/// Out-of-order segments wait until the hole before them fills; retransmissions and overlaps are
+/// dropped (the first copy wins, and a different second copy counts as a conflict); a hole that never
+/// fills is reported as a gap of so many octets, so the reader after it knows something is missing.
+/// Waiting data is bounded: past `limit` octets the oldest hole is given up as a gap.
+public struct TCPReassembler: Sendable {
+    public enum Output: Sendable, Equatable {
+        case data([UInt8])
+        case gap(Int)
+    }
+
+    public let limit: Int
+    /// Sequence number of the next octet expected; nil until the first segment or SYN.
+    private var next: UInt32?
+    /// Segments beyond a hole, by their distance from `next`'s origin.
+    private var waiting: [(start: Int64, bytes: [UInt8])] = []
+    private var waitingOctets = 0
+    /// Octets delivered so far (the stream offset of `next`).
+    private var delivered: Int64 = 0
+
+    public private(set) var retransmissions = 0
+    public private(set) var conflicts = 0
+    public private(set) var gaps = 0
+    public private(set) var limitHits = 0
+
+    public init(limit: Int = 4 << 20) {
+        self.limit = limit
+    }
+
+    /// A SYN: the stream starts at `sequence` + 1.
+    public mutating func syn(_ sequence: UInt32) {
+        guard self.next == nil else { return }
+        self.next = sequence &+ 1
+    }
+
+    /// Where `sequence` falls in the stream, allowing for wrap-around.
+    private func offset(_ sequence: UInt32) -> Int64 {
+        self.delivered + Int64(Int32(bitPattern: sequence &- self.next!))
+    }
+
+    public mutating func segment(_ sequence: UInt32, _ payload: ArraySlice<UInt8>) -> [Output] {
+        guard !payload.isEmpty else { return [] }
+        if self.next == nil {
+            // Seen from the middle, or no handshake: start here.
+            self.next = sequence
+        }
+        let start = self.offset(sequence)
+        let end = start + Int64(payload.count)
+        var out: [Output] = []
+        if end <= self.delivered {
+            self.retransmissions += 1
+            return out
+        }
+        if start <= self.delivered {
+            let skip = Int(self.delivered - start)
+            if skip > 0 { self.retransmissions += 1 }
+            self.emit(Array(payload.dropFirst(skip)), into: &out)
+            self.drain(into: &out)
+            return out
+        }
+        self.store(start, Array(payload))
+        while self.waitingOctets > self.limit, let first = self.waiting.first {
+            self.limitHits += 1
+            self.skip(to: first.start, into: &out)
+            self.drain(into: &out)
+        }
+        return out
+    }
+
+    /// The end of the capture or the connection: what still waits is delivered after gaps.
+    public mutating func finish() -> [Output] {
+        var out: [Output] = []
+        while let first = self.waiting.first {
+            self.skip(to: first.start, into: &out)
+            self.drain(into: &out)
+        }
+        return out
+    }
+
+    private mutating func store(_ start: Int64, _ bytes: [UInt8]) {
+        if let same = self.waiting.firstIndex(where: { $0.start == start }) {
+            let existing = self.waiting[same].bytes
+            let common = min(existing.count, bytes.count)
+            if existing.prefix(common) != bytes.prefix(common) {
+                self.conflicts += 1
+            } else {
+                self.retransmissions += 1
+            }
+            if bytes.count <= existing.count { return }
+            self.waiting[same].bytes = existing + bytes.dropFirst(existing.count)
+            self.waitingOctets += bytes.count - existing.count
+            return
+        }
+        let index = self.waiting.firstIndex { $0.start > start } ?? self.waiting.endIndex
+        self.waiting.insert((start, bytes), at: index)
+        self.waitingOctets += bytes.count
+    }
+
+    private mutating func skip(to start: Int64, into out: inout [Output]) {
+        guard start > self.delivered else { return }
+        let missing = Int(start - self.delivered)
+        self.gaps += 1
+        out.append(.gap(missing))
+        self.advance(by: missing)
+    }
+
+    private mutating func drain(into out: inout [Output]) {
+        while let first = self.waiting.first, first.start <= self.delivered {
+            self.waiting.removeFirst()
+            self.waitingOctets -= first.bytes.count
+            let end = first.start + Int64(first.bytes.count)
+            guard end > self.delivered else {
+                self.retransmissions += 1
+                continue
+            }
+            self.emit(Array(first.bytes.dropFirst(Int(self.delivered - first.start))), into: &out)
+        }
+    }
+
+    private mutating func emit(_ bytes: [UInt8], into out: inout [Output]) {
+        guard !bytes.isEmpty else { return }
+        out.append(.data(bytes))
+        self.advance(by: bytes.count)
+    }
+
+    private mutating func advance(by count: Int) {
+        self.delivered += Int64(count)
+        self.next = self.next! &+ UInt32(truncatingIfNeeded: count)
+    }
+}

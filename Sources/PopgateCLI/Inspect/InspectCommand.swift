@@ -1,0 +1,146 @@
+import ArgumentParser
+import POP3Capture
+import POP3Core
+
+extension Popgate {
+    struct Inspect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Read the POP3 sessions in capture files and print their annotated transcripts.",
+            discussion: """
+                Reads pcap and pcapng files (whatever their names say) through libpcap: Ethernet (with VLAN tags), \
+                Linux cooked SLL and SLL2, BSD loopback and raw IP; IPv4 and IPv6. Each TCP connection to a POP3 \
+                port (or one that starts like POP3) is reassembled and read by the same conversation machine as \
+                the relay, so a capture reads like a live session.
+
+                Examples:
+                  popgate inspect session.pcap
+                  popgate inspect --summary ../shared/captures/zeek/pop3.pcap
+                  popgate inspect --port 1110 --format json capture.pcapng | jq 'select(.kind=="anomaly")'
+                  popgate inspect --anomalies-only --filter "host 192.0.2.7" big.pcap
+
+                Exit codes: 0 when every file was read, 2 when one is missing, not a capture, truncated or of an \
+                unsupported link type (the sessions read before the damage are still printed).
+                """
+        )
+
+        @Argument(help: "Capture files (pcap or pcapng).", completion: .file())
+        var files: [String]
+
+        @Option(name: .customLong("port"), help: "A POP3 port (repeatable; default 110 and 995; 995 is read as TLS).")
+        var ports: [Int] = []
+
+        @Option(help: "A BPF filter applied while reading, such as \"host 10.0.0.7\".")
+        var filter: String?
+
+        @Option(help: "Output: text or json (JSON lines, the relay's transcript schema).")
+        var format: TranscriptRenderer.Format = .text
+
+        @Option(help: "Only the session with this number.")
+        var session: Int?
+
+        @Flag(help: "Only the anomalies of each session.")
+        var anomaliesOnly = false
+
+        @Flag(help: "One line per session, then totals.")
+        var summary = false
+
+        @Option(help: "Colour: auto, always or never.")
+        var color: ColorChoice = .auto
+
+        func run() async throws {
+            var options = CaptureInspector.Options()
+            if !self.ports.isEmpty { options.ports = Set(self.ports) }
+            let terminal = Terminal.shared
+            var failed = false
+            var number = 0
+            for file in self.files {
+                let inspector = CaptureInspector(options: options)
+                do {
+                    try Self.read(file, filter: self.filter, into: inspector)
+                } catch {
+                    terminal.error("popgate inspect: \(error)")
+                    failed = true
+                }
+                inspector.finish()
+                for session in inspector.sessions {
+                    number += 1
+                    if let wanted = self.session, wanted != number { continue }
+                    terminal.write(self.render(session, number: number, color: self.color.enabled(for: terminal)))
+                }
+            }
+            if failed { throw ExitCode(2) }
+        }
+
+        /// Feeds every TCP segment of `file` to `inspector`; throws on damage after feeding what came before.
+        static func read(_ file: String, filter: String?, into inspector: CaptureInspector) throws {
+            let source = try PCAPSource(file: file)
+            try PacketDecoder.checkLinkType(source.linkType)
+            if let filter { try source.setFilter(filter) }
+            while true {
+                switch try source.next() {
+                case .packet(let packet):
+                    if let segment = PacketDecoder.tcp(packet.bytes, linkType: source.linkType) {
+                        inspector.packet(segment, at: packet.time)
+                    }
+                case .nothing:
+                    continue
+                case .end:
+                    return
+                }
+            }
+        }
+
+        func render(_ session: CaptureInspector.Session, number: Int, color: Bool) -> [String] {
+            if self.summary { return [Self.summaryLine(session, number: number, format: self.format)] }
+            var renderer = TranscriptRenderer(session: String(number), format: self.format, color: color)
+            var lines = renderer.start(
+                time: session.started,
+                client: session.client.description,
+                server: session.server.description
+            )
+            for (time, event) in session.events {
+                if self.anomaliesOnly, case .anomaly = event {} else if self.anomaliesOnly { continue }
+                lines += renderer.render(event, time: time)
+            }
+            lines += renderer.end(time: session.events.last?.time ?? session.started, summary: Self.describe(session))
+            return lines
+        }
+
+        static func describe(_ session: CaptureInspector.Session) -> String {
+            let events = session.events.map(\.event)
+            let replies = events.filter { if case .reply = $0 { true } else { false } }.count
+            let multi = events.filter { if case .reply(let r) = $0 { r.multiline } else { false } }.count
+            let anomalies = events.filter { if case .anomaly = $0 { true } else { false } }.count
+            var text =
+                "\(session.machine.commandCount) commands, \(replies) replies (\(multi) multi-line), "
+                + "\(anomalies) anomal\(anomalies == 1 ? "y" : "ies"), ended in \(session.machine.state.displayName)"
+            if session.retransmissions + session.gaps + session.conflicts > 0 {
+                text +=
+                    "; TCP: \(session.retransmissions) retransmitted, \(session.gaps) gaps, \(session.conflicts) conflicts"
+            }
+            return text
+        }
+
+        static func summaryLine(
+            _ session: CaptureInspector.Session,
+            number: Int,
+            format: TranscriptRenderer.Format
+        ) -> String {
+            switch format {
+            case .text:
+                return "session \(number)  \(session.client) → \(session.server)  \(Self.describe(session))"
+            case .json:
+                var record = TranscriptRecord(
+                    session: String(number),
+                    time: TranscriptRecord.timestamp(session.started),
+                    kind: "summary"
+                )
+                record.client = session.client.description
+                record.server = session.server.description
+                record.state = session.machine.state.rawValue
+                record.note = Self.describe(session)
+                return record.jsonLine()
+            }
+        }
+    }
+}
