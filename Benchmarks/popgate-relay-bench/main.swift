@@ -31,7 +31,7 @@ final class Child {
         self.name = name
         self.process.executableURL = URL(fileURLWithPath: path)
         self.process.arguments = arguments
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         let output = FileHandle(forWritingAtPath: log)
         self.process.standardOutput = output
         self.process.standardError = output

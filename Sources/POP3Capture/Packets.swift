@@ -100,7 +100,8 @@ public enum PacketDecoder {
                 return etherType(type, at: offset + 2)
             }
             return nil
-        case 0, 108:  // BSD loopback: a 4-byte address family, in the capturing host's order (NULL) or network order (LOOP)
+        case 0, 108:
+            // BSD loopback: a 4-byte address family, in the capturing host's order (NULL) or network order (LOOP).
             guard b.count >= 4 else { return nil }
             let little = Int(b[0]) | Int(b[1]) << 8 | Int(b[2]) << 16 | Int(b[3]) << 24
             let big = Int(b[3]) | Int(b[2]) << 8 | Int(b[1]) << 16 | Int(b[0]) << 24
