@@ -132,4 +132,59 @@ struct SharedCaptureTests {
         let anomalies = events.filter { if case .anomaly = $0 { true } else { false } }
         #expect(anomalies.count <= 6)
     }
+
+    @Test("TLS in clear: the server name and version of pops.pcapng; TLS 1.0 with RC4-SHA flagged in pop3_stls.pcap")
+    func tlsHellos() throws {
+        let pops = Self.events(try Self.inspect("ndpi/pops.pcapng"))
+        let hellos = pops.compactMap { if case .tls(_, let h) = $0 { h } else { nil } }
+        #expect(hellos.first { $0.kind == .clientHello }?.serverName == "pop.secureserver.net")
+        #expect(hellos.first { $0.kind == .serverHello }?.versionName == "TLS 1.2")
+        let lavabit = Self.events(try Self.inspect("ndpi/pop3_stls.pcap"))
+        let server = lavabit.compactMap { if case .tls(.server, let h) = $0 { h } else { nil } }.first
+        #expect(server?.versionName == "TLS 1.0")
+        #expect(server?.cipherName == "TLS_RSA_WITH_RC4_128_SHA")
+        let weak = lavabit.compactMap {
+            if case .anomaly(let a) = $0, a.rule == .cleartextLogin, a.side == .server { a } else { nil }
+        }
+        #expect(weak.count == 2)
+    }
+
+    @Test("every shared capture reads the same when its segments are fed one byte at a time")
+    func byteByByte() throws {
+        for name in [
+            "zeek/pop3.pcap", "ndpi/pop3_stls.pcap", "ndpi/pops.pcapng", "zeek/pop3-unknown-commands.pcap",
+            "zeek/bad-list-retr-crafted.pcap",
+        ] {
+            let source = try PCAPSource(file: Self.directory + "/" + name)
+            var segments: [(TCPSegment, Double)] = []
+            while case .packet(let packet) = try source.next() {
+                if let segment = PacketDecoder.tcp(packet.bytes, linkType: source.linkType) {
+                    segments.append((segment, packet.time))
+                }
+            }
+            let whole = CaptureInspector()
+            for (segment, time) in segments { whole.packet(segment, at: time) }
+            whole.finish()
+            let bytes = CaptureInspector()
+            for (segment, time) in segments {
+                if segment.payload.isEmpty {
+                    bytes.packet(segment, at: time)
+                    continue
+                }
+                for (index, byte) in segment.payload.enumerated() {
+                    var piece = segment
+                    piece.sequence = segment.sequence &+ UInt32(index)
+                    piece.payload = [byte][...]
+                    if index < segment.payload.count - 1 { piece.flags &= ~0x05 }  // FIN/RST on the last byte only
+                    bytes.packet(piece, at: time)
+                }
+            }
+            bytes.finish()
+            #expect(
+                whole.sessions.map { $0.events.map(\.event).mergingChunks() }
+                    == bytes.sessions.map { $0.events.map(\.event).mergingChunks() },
+                "\(name)"
+            )
+        }
+    }
 }

@@ -105,6 +105,8 @@ public enum ConversationEvent: Sendable, Hashable {
     case anomaly(Anomaly)
     /// Octets that are encrypted (after STLS, on an implicit-TLS port) or not POP3.
     case opaque(Side, octets: Int)
+    /// What a side's first TLS handshake message shows in clear: version, server name, cipher suite.
+    case tls(Side, TLSHello)
     case closed(Side)
 }
 

@@ -20,7 +20,9 @@ extension ConversationMachine {
             switch self.clientMode {
             case .opaque:
                 if self.state == .tlsNegotiation { self.clientSpokeSinceSTLS = true }
-                events.append(.opaque(.client, octets: input.readableBytes))
+                if !self.probeTLS(.client, input, into: &events) {
+                    events.append(.opaque(.client, octets: input.readableBytes))
+                }
                 input.moveReaderIndex(forwardBy: input.readableBytes)
                 return
             case .heldAfterSTLS(var held):

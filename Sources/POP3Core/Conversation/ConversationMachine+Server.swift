@@ -28,7 +28,9 @@ extension ConversationMachine {
                         into: &events
                     )
                 }
-                events.append(.opaque(.server, octets: input.readableBytes))
+                if !self.probeTLS(.server, input, into: &events) {
+                    events.append(.opaque(.server, octets: input.readableBytes))
+                }
                 input.moveReaderIndex(forwardBy: input.readableBytes)
                 return
             case .body(let command, var scanner):

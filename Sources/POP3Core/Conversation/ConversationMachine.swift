@@ -87,6 +87,9 @@ public struct ConversationMachine: Sendable {
     var serverBytesSeen = false
     var quitSent = false
     var clientSpokeSinceSTLS = false
+    /// The first octets of each side's TLS stream, until its hello is read.
+    var tlsProbe: [Side: ByteBuffer] = [:]
+    var tlsRead: Set<Side> = []
     /// The server sent a SASL challenge and waits for the client's response (RFC 5034 §4).
     public internal(set) var saslChallengePending = false
     /// The verb of a multi-line command that got -ERR, until the next command: lines after it are R8.
@@ -251,6 +254,7 @@ public struct ConversationMachine: Sendable {
     /// The server closed its side of the connection.
     public mutating func serverClosed(at time: Double? = nil) -> [ConversationEvent] {
         var events: [ConversationEvent] = []
+        self.flushTLSProbes(into: &events)
         switch self.serverMode {
         case .listing(let command, let lines, let stuffed, let octets):
             self.truncated(command, octets: octets, lines: lines, stuffed: stuffed, into: &events)
@@ -327,6 +331,62 @@ public struct ConversationMachine: Sendable {
             note: "The connection closed after \(lines) lines, before the reply's terminating dot (RFC 1939 §3)."
         )
         events.append(.bodyEnd(summary))
+    }
+
+    // MARK: - TLS in clear
+
+    /// Reads the version, server name and cipher suite from the first handshake message of `side`'s TLS stream.
+    /// Octets are held until the hello is whole, then counted with it, so the events do not depend on chunking.
+    /// Returns false when `bytes` were not taken (no TLS to read, or already read).
+    mutating func probeTLS(_ side: Side, _ bytes: ByteBuffer, into events: inout [ConversationEvent]) -> Bool {
+        guard self.state == .tlsNegotiation || self.state == .encrypted, !self.tlsRead.contains(side) else {
+            return false
+        }
+        var probe = self.tlsProbe[side] ?? ByteBuffer()
+        var bytes = bytes
+        probe.writeBuffer(&bytes)
+        switch TLSHello.parse(probe.readableBytesView) {
+        case .incomplete where probe.readableBytes < 16_384:
+            self.tlsProbe[side] = probe
+            return true
+        case .hello(let hello):
+            events.append(.tls(side, hello))
+            if hello.kind == .serverHello, hello.version < 0x0303 {
+                self.report(
+                    Anomaly(
+                        .cleartextLogin,
+                        .server,
+                        "the server chose \(hello.versionName); TLS below 1.2 is deprecated (RFC 8996)"
+                    ),
+                    into: &events
+                )
+            }
+            if hello.weakCipher {
+                self.report(
+                    Anomaly(
+                        .cleartextLogin,
+                        .server,
+                        "the server chose the weak cipher suite \(hello.cipherName ?? "?") (RFC 7465)"
+                    ),
+                    into: &events
+                )
+            }
+        case .incomplete, .notTLS:
+            break
+        }
+        self.tlsRead.insert(side)
+        self.tlsProbe[side] = nil
+        events.append(.opaque(side, octets: probe.readableBytes))
+        return true
+    }
+
+    /// Octets held for a TLS hello that never completed are counted at the close.
+    mutating func flushTLSProbes(into events: inout [ConversationEvent]) {
+        for side in [Side.client, .server] {
+            if let probe = self.tlsProbe.removeValue(forKey: side), probe.readableBytes > 0 {
+                events.append(.opaque(side, octets: probe.readableBytes))
+            }
+        }
     }
 
     // MARK: - Helpers shared by both sides

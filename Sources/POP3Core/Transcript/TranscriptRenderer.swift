@@ -20,7 +20,8 @@ public struct TranscriptRenderer: Sendable {
     public let session: String
 
     private var bodyPartial = ByteBuffer()
-    private var opaque: (side: Side, octets: Int)?
+    /// Octets not read, per side, since the last event that was read.
+    private var opaque: [Side: Int] = [:]
 
     public init(
         session: String,
@@ -76,12 +77,7 @@ public struct TranscriptRenderer: Sendable {
 
     public mutating func render(_ event: ConversationEvent, time: Double) -> [String] {
         if case .opaque(let side, let octets) = event {
-            if let pending = self.opaque, pending.side != side {
-                let flushed = self.flushOpaque(time: time)
-                self.opaque = (side, octets)
-                return flushed
-            }
-            self.opaque = (side, (self.opaque?.octets ?? 0) + octets)
+            self.opaque[side, default: 0] += octets
             return []
         }
         var lines = self.flushOpaque(time: time)
@@ -93,16 +89,24 @@ public struct TranscriptRenderer: Sendable {
     }
 
     private mutating func flushOpaque(time: Double) -> [String] {
-        guard let (side, octets) = self.opaque else { return [] }
-        self.opaque = nil
+        guard !self.opaque.isEmpty else { return [] }
+        defer { self.opaque.removeAll() }
+        let sides = [Side.client, .server, .gateway].filter { self.opaque[$0] != nil }
         switch self.format {
         case .json:
-            var record = TranscriptRecord(session: self.session, time: TranscriptRecord.timestamp(time), kind: "opaque")
-            record.side = side.rawValue
-            record.octets = octets
-            return [record.jsonLine()]
+            return sides.map { side in
+                var record = TranscriptRecord(
+                    session: self.session,
+                    time: TranscriptRecord.timestamp(time),
+                    kind: "opaque"
+                )
+                record.side = side.rawValue
+                record.octets = self.opaque[side]
+                return record.jsonLine()
+            }
         case .text:
-            return [self.paint("\(Self.prefix(side)) [\(octets) octets not read: encrypted or not POP3]", .dim)]
+            let parts = sides.map { "\(self.opaque[$0] ?? 0) octets from the \($0.rawValue)" }
+            return [self.paint("   [not read, encrypted or not POP3: \(parts.joined(separator: ", "))]", .dim)]
         }
     }
 
@@ -165,6 +169,11 @@ public struct TranscriptRenderer: Sendable {
         case .closed(let side):
             r.kind = "closed"
             r.side = side.rawValue
+        case .tls(let side, let hello):
+            r.kind = "tls"
+            r.side = side.rawValue
+            r.text = Self.describe(hello)
+            r.note = Self.tlsNote(hello)
         case .opaque:
             return []
         }
@@ -221,9 +230,27 @@ public struct TranscriptRenderer: Sendable {
             return [self.paint("   ! \(anomaly.rule.id) \(anomaly.side.rawValue): \(anomaly.reason)", .anomaly)]
         case .closed(let side):
             return [self.paint("   ▸ the \(side.rawValue) closed the connection", .state)]
+        case .tls(let side, let hello):
+            return [
+                self.paint("\(Self.prefix(side)) [TLS \(Self.describe(hello))]", side == .client ? .client : .server)
+            ]
+                + self.note(Self.tlsNote(hello))
         case .opaque:
             return []
         }
+    }
+
+    static func describe(_ hello: TLSHello) -> String {
+        var parts = ["\(hello.kind.rawValue): \(hello.versionName)"]
+        if let name = hello.serverName { parts.append("server name \(name)") }
+        if let cipher = hello.cipherName { parts.append("cipher \(cipher)") }
+        return parts.joined(separator: ", ")
+    }
+
+    static func tlsNote(_ hello: TLSHello) -> String {
+        hello.kind == .clientHello
+            ? "The client's first TLS message: the highest version it offers and the server it asks for (RFC 8446 §4.1.2)."
+            : "The server's answer: the version and cipher suite of this connection (RFC 8446 §4.1.3)."
     }
 
     private func note(_ text: String) -> [String] {
