@@ -30,6 +30,9 @@ public final class CaptureInspector {
         var closed = false
         var carriedData = false
 
+        /// Whether the connection has ended (FIN both ways, or RST).
+        public var isClosed: Bool { self.closed }
+
         init(number: Int, client: TCPEndpoint, server: TCPEndpoint, started: Double, options: Options) {
             self.number = number
             self.client = client

@@ -10,12 +10,14 @@ public struct CapturedPacket: Sendable {
 }
 
 /// A capture file (pcap or pcapng, whatever its name says) or a live interface, read through libpcap.
-public final class PCAPSource {
+/// One thread reads it at a time; handing it to that thread is what Sendable allows.
+public final class PCAPSource: @unchecked Sendable {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
     }
 
     private let handle: OpaquePointer
+    private var dumper: OpaquePointer?
     public let name: String
     /// The data link type (`DLT_*`).
     public let linkType: Int32
@@ -24,7 +26,7 @@ public final class PCAPSource {
     public init(file path: String) throws {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         guard let handle = pcap_open_offline(path, &errorBuffer) else {
-            throw Failure(description: "\(path): " + String(cString: errorBuffer))
+            throw Failure(description: "\(path): " + Self.text(errorBuffer))
         }
         self.handle = handle
         self.name = path
@@ -35,14 +37,35 @@ public final class PCAPSource {
     public init(interface: String, snapshotLength: Int32 = 262_144, timeout: Int32 = 100) throws {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         guard let handle = pcap_open_live(interface, snapshotLength, 0, timeout, &errorBuffer) else {
-            throw Failure(description: "\(interface): " + String(cString: errorBuffer))
+            throw Failure(description: "\(interface): " + Self.text(errorBuffer))
         }
         self.handle = handle
         self.name = interface
         self.linkType = pcap_datalink(handle)
     }
 
-    deinit { pcap_close(self.handle) }
+    /// A NUL-terminated C buffer as text.
+    static func text(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    deinit {
+        if let dumper = self.dumper { pcap_dump_close(dumper) }
+        pcap_close(self.handle)
+    }
+
+    /// Also saves every packet read, as it is, to a pcap file.
+    public func write(to path: String) throws {
+        guard let dumper = pcap_dump_open(self.handle, path) else {
+            throw Failure(description: "\(path): " + String(cString: pcap_geterr(self.handle)))
+        }
+        self.dumper = dumper
+    }
+
+    /// Writes what the saved file has so far to disk.
+    public func flushWritten() {
+        if let dumper = self.dumper { pcap_dump_flush(dumper) }
+    }
 
     /// Keeps only the packets that match a BPF expression, such as `tcp port 110`.
     public func setFilter(_ expression: String) throws {
@@ -70,6 +93,9 @@ public final class PCAPSource {
         switch pcap_next_ex(self.handle, &header, &data) {
         case 1:
             guard let header, let data else { return .nothing }
+            if let dumper = self.dumper {
+                pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), header, data)
+            }
             let length = Int(header.pointee.caplen)
             let time = Double(header.pointee.ts.tv_sec) + Double(header.pointee.ts.tv_usec) / 1e6
             return .packet(

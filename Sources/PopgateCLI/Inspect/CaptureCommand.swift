@@ -1,0 +1,149 @@
+import ArgumentParser
+import Dispatch
+import NIOConcurrencyHelpers
+import POP3Capture
+import POP3Core
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Popgate {
+    struct Capture: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Read POP3 sessions live from a network interface and print their transcripts as they happen.",
+            discussion: """
+                Needs the right to capture (root, or CAP_NET_RAW). Stops on Ctrl-C or SIGTERM, or after --seconds.
+
+                Examples:
+                  popgate capture --interface eth0
+                  popgate capture --interface lo --port 1110 --write session.pcap
+                  popgate capture --interface any --filter "tcp port 110 and host 192.0.2.7" --format json
+                """
+        )
+
+        @Option(help: "The interface to capture on (lo, eth0, any).")
+        var interface: String
+
+        @Option(name: .customLong("port"), help: "A POP3 port (repeatable; default 110 and 995).")
+        var ports: [Int] = []
+
+        @Option(help: "A BPF filter; default: the POP3 ports.")
+        var filter: String?
+
+        @Option(help: "Also save the raw packets to this pcap file.", completion: .file())
+        var write: String?
+
+        @Option(help: "Output: text or json.")
+        var format: TranscriptRenderer.Format = .text
+
+        @Option(help: "Colour: auto, always or never.")
+        var color: ColorChoice = .auto
+
+        @Option(help: "Stop after this many seconds.")
+        var seconds: Double?
+
+        func run() async throws {
+            var options = CaptureInspector.Options()
+            if !self.ports.isEmpty { options.ports = Set(self.ports) }
+            let filter = self.filter ?? options.ports.sorted().map { "tcp port \($0)" }.joined(separator: " or ")
+            let source: PCAPSource
+            do {
+                source = try PCAPSource(interface: self.interface)
+                try PacketDecoder.checkLinkType(source.linkType)
+                try source.setFilter(filter)
+                if let write { try source.write(to: write) }
+            } catch {
+                Terminal.shared.error("popgate capture: \(error)")
+                throw ExitCode(2)
+            }
+            let stop = NIOLockedValueBox(false)
+            let (signals, continuation) = AsyncStream<Int32>.makeStream()
+            let sources = [SIGINT, SIGTERM].map { number in
+                signal(number, SIG_IGN)
+                let s = DispatchSource.makeSignalSource(signal: number, queue: .global())
+                s.setEventHandler { continuation.yield(number) }
+                s.resume()
+                return s
+            }
+            let watcher = Task {
+                for await _ in signals { break }
+                stop.withLockedValue { $0 = true }
+            }
+            defer { watcher.cancel() }
+            let chosen = options
+            let format = self.format
+            let color = self.color.enabled(for: Terminal.shared)
+            let deadline = self.seconds.map { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 + $0 }
+            let failure: (any Error)? = await withCheckedContinuation { done in
+                DispatchQueue.global().async {
+                    let printer = LivePrinter(format: format, color: color)
+                    let inspector = CaptureInspector(options: chosen)
+                    do {
+                        while !stop.withLockedValue({ $0 }) {
+                            if let deadline, Double(DispatchTime.now().uptimeNanoseconds) / 1e9 > deadline { break }
+                            if case .packet(let packet) = try source.next(),
+                                let segment = PacketDecoder.tcp(packet.bytes, linkType: source.linkType)
+                            {
+                                inspector.packet(segment, at: packet.time)
+                                printer.print(inspector)
+                            }
+                        }
+                        inspector.finish()
+                        printer.print(inspector, final: true)
+                        source.flushWritten()
+                        done.resume(returning: nil)
+                    } catch {
+                        inspector.finish()
+                        printer.print(inspector, final: true)
+                        done.resume(returning: error)
+                    }
+                }
+            }
+            withExtendedLifetime(sources) {}
+            if let failure {
+                Terminal.shared.error("popgate capture: \(failure)")
+                throw ExitCode(2)
+            }
+        }
+    }
+}
+
+/// Prints each session's events as they come, with its header first and its end line last.
+final class LivePrinter {
+    private var renderers: [Int: TranscriptRenderer] = [:]
+    private var printed: [Int: Int] = [:]
+    private var ended: Set<Int> = []
+    private let format: TranscriptRenderer.Format
+    private let color: Bool
+
+    init(format: TranscriptRenderer.Format, color: Bool) {
+        self.format = format
+        self.color = color
+    }
+
+    func print(_ inspector: CaptureInspector, final: Bool = false) {
+        var lines: [String] = []
+        for session in inspector.sessions where !self.ended.contains(session.number) {
+            var renderer =
+                self.renderers[session.number]
+                ?? {
+                    var r = TranscriptRenderer(session: String(session.number), format: self.format, color: self.color)
+                    lines += r.start(time: session.started, client: session.client.description, server: session.server.description)
+                    return r
+                }()
+            let done = self.printed[session.number] ?? 0
+            for (time, event) in session.events.dropFirst(done) { lines += renderer.render(event, time: time) }
+            self.printed[session.number] = session.events.count
+            if session.isClosed || final {
+                lines += renderer.end(
+                    time: session.events.last?.time ?? session.started,
+                    summary: Popgate.Inspect.describe(session)
+                )
+                self.ended.insert(session.number)
+            }
+            self.renderers[session.number] = renderer
+        }
+        Terminal.shared.write(lines)
+    }
+}
