@@ -1,5 +1,9 @@
 import CLibpcap
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A packet as libpcap hands it over: capture time, link type and the captured bytes.
 public struct CapturedPacket: Sendable {
     /// Seconds since 1970.
@@ -33,16 +37,28 @@ public final class PCAPSource: @unchecked Sendable {
         self.linkType = pcap_datalink(handle)
     }
 
-    /// Opens a live interface; `timeout` is the read timeout in milliseconds.
-    public init(interface: String, snapshotLength: Int32 = 262_144, timeout: Int32 = 100) throws {
+    /// Opens a live interface in immediate mode: each packet is handed over as it arrives.
+    public init(interface: String, snapshotLength: Int32 = 262_144) throws {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
-        guard let handle = pcap_open_live(interface, snapshotLength, 0, timeout, &errorBuffer) else {
+        guard let handle = pcap_create(interface, &errorBuffer) else {
             throw Failure(description: "\(interface): " + Self.text(errorBuffer))
+        }
+        pcap_set_snaplen(handle, snapshotLength)
+        pcap_set_immediate_mode(handle, 1)
+        pcap_set_timeout(handle, 100)
+        let status = pcap_activate(handle)
+        if status < 0 {
+            let message = String(cString: pcap_geterr(handle))
+            pcap_close(handle)
+            throw Failure(description: "\(interface): " + message)
         }
         self.handle = handle
         self.name = interface
         self.linkType = pcap_datalink(handle)
+        self.live = true
     }
+
+    private var live = false
 
     /// A NUL-terminated C buffer as text.
     static func text(_ buffer: [CChar]) -> String {
@@ -88,6 +104,14 @@ public final class PCAPSource: @unchecked Sendable {
 
     /// The next packet; throws when the file is damaged (what came before stays valid).
     public func next() throws -> Next {
+        if self.live {
+            // Wait at most 100 ms, so a caller can check whether to stop.
+            let fd = pcap_get_selectable_fd(self.handle)
+            if fd >= 0 {
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&poller, 1, 100) == 0 { return .nothing }
+            }
+        }
         var header: UnsafeMutablePointer<pcap_pkthdr>?
         var data: UnsafePointer<UInt8>?
         switch pcap_next_ex(self.handle, &header, &data) {

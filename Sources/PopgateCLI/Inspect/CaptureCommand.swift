@@ -129,7 +129,11 @@ final class LivePrinter {
                 self.renderers[session.number]
                 ?? {
                     var r = TranscriptRenderer(session: String(session.number), format: self.format, color: self.color)
-                    lines += r.start(time: session.started, client: session.client.description, server: session.server.description)
+                    lines += r.start(
+                        time: session.started,
+                        client: session.client.description,
+                        server: session.server.description
+                    )
                     return r
                 }()
             let done = self.printed[session.number] ?? 0
