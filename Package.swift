@@ -102,6 +102,11 @@ let package = Package(
             ],
             path: "Benchmarks/popgate-relay-bench"
         ),
+        .executableTarget(
+            name: "popgate-inspect-bench",
+            dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Benchmarks/popgate-inspect-bench"
+        ),
         .testTarget(
             name: "POP3CoreTests",
             dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")]

@@ -161,6 +161,12 @@ final class RelaySession {
         self.finishIfDone()
     }
 
+    /// An I/O error on the client's connection (a reset, a broken pipe): the client is gone.
+    func clientFailed(_ error: any Error) {
+        self.logger.debug("client connection error: \(error)")
+        self.closeBoth(reason: self.quitForwarded ? .clientQuit : .clientVanished)
+    }
+
     /// Whether the client may be read from now.
     var clientReadable: Bool {
         guard self.clientInput.readableBytes < Self.maximumBufferedClientOctets else { return false }
@@ -579,7 +585,7 @@ final class RelayHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch self.end {
-        case .client: self.session.closeBoth(reason: .error)
+        case .client: self.session.clientFailed(error)
         case .upstream: context.close(promise: nil)
         }
     }
