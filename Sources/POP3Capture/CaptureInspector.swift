@@ -10,6 +10,10 @@ public final class CaptureInspector {
         public var implicitTLSPorts: Set<Int> = [995]
         /// Octets one direction may hold waiting for a missing segment.
         public var reassemblyLimit = 4 << 20
+        /// Keep the RETR/TOP content events (for printing bodies); otherwise only their summaries are kept.
+        public var keepBodies = false
+        /// Write the plain-language notes (a summary does not need them).
+        public var annotate = true
 
         public init() {}
     }
@@ -29,6 +33,7 @@ public final class CaptureInspector {
         var serverFinished = false
         var closed = false
         var carriedData = false
+        let keepBodies: Bool
 
         /// Whether the connection has ended (FIN both ways, or RST).
         public var isClosed: Bool { self.closed }
@@ -40,6 +45,8 @@ public final class CaptureInspector {
             self.started = started
             var configuration = ConversationMachine.Configuration()
             configuration.implicitTLS = options.implicitTLSPorts.contains(server.port)
+            configuration.annotate = options.annotate
+            self.keepBodies = options.keepBodies
             self.machine = ConversationMachine(configuration: configuration)
             self.clientStream = TCPReassembler(limit: options.reassemblyLimit)
             self.serverStream = TCPReassembler(limit: options.reassemblyLimit)
@@ -57,7 +64,7 @@ public final class CaptureInspector {
                 var produced: [ConversationEvent] = []
                 switch output {
                 case .data(let bytes):
-                    let buffer = ByteBuffer(bytes: bytes)
+                    let buffer = ByteBuffer(bytes: bytes)  // the one copy out of the capture
                     if side == .client {
                         self.machine.clientSent(buffer, at: time, into: &produced)
                     } else {
@@ -66,7 +73,10 @@ public final class CaptureInspector {
                 case .gap(let octets):
                     produced = self.machine.gap(side, octets: octets)
                 }
-                for event in produced { self.events.append((time, event)) }
+                for event in produced {
+                    if !self.keepBodies, case .bodyChunk = event { continue }
+                    self.events.append((time, event))
+                }
             }
         }
 
@@ -86,9 +96,7 @@ public final class CaptureInspector {
         var b: TCPEndpoint
 
         init(_ x: TCPEndpoint, _ y: TCPEndpoint) {
-            let first =
-                x.address.bytes == y.address.bytes
-                ? x.port < y.port : x.address.bytes.lexicographicallyPrecedes(y.address.bytes)
+            let first = x.address == y.address ? x.port < y.port : x.address < y.address
             if first {
                 (self.a, self.b) = (x, y)
             } else {

@@ -1,12 +1,46 @@
-/// An IP address as it came off the wire, printable.
-public struct IPAddress: Hashable, Sendable, CustomStringConvertible {
-    public var bytes: [UInt8]
+/// An IP address as it came off the wire, printable; kept in two integers so packets need no allocation.
+public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var high: UInt64
+    public var low: UInt64
+    public var isIPv6: Bool
+
+    /// From 4 or 16 octets at `offset` of `b`.
+    init(_ b: UnsafeBufferPointer<UInt8>, at offset: Int, length: Int) {
+        func word(_ from: Int, _ count: Int) -> UInt64 {
+            var value: UInt64 = 0
+            for i in 0..<count { value = value << 8 | UInt64(b[from + i]) }
+            return value
+        }
+        if length == 4 {
+            self.high = 0
+            self.low = word(offset, 4)
+            self.isIPv6 = false
+        } else {
+            self.high = word(offset, 8)
+            self.low = word(offset + 8, 8)
+            self.isIPv6 = true
+        }
+    }
+
+    public var bytes: [UInt8] {
+        let count = self.isIPv6 ? 16 : 4
+        var all: [UInt8] = []
+        for word in [self.high, self.low] {
+            for shift in stride(from: 56, through: 0, by: -8) { all.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
+        }
+        return Array(all.suffix(count))
+    }
+
+    public static func < (a: IPAddress, b: IPAddress) -> Bool {
+        (a.isIPv6 ? 1 : 0, a.high, a.low) < (b.isIPv6 ? 1 : 0, b.high, b.low)
+    }
 
     public var description: String {
-        if self.bytes.count == 4 { return self.bytes.map(String.init).joined(separator: ".") }
+        let bytes = self.bytes
+        if bytes.count == 4 { return bytes.map(String.init).joined(separator: ".") }
         var groups: [String] = []
-        for i in stride(from: 0, to: self.bytes.count, by: 2) {
-            groups.append(String(UInt16(self.bytes[i]) << 8 | UInt16(self.bytes[i + 1]), radix: 16))
+        for i in stride(from: 0, to: bytes.count, by: 2) {
+            groups.append(String(UInt16(bytes[i]) << 8 | UInt16(bytes[i + 1]), radix: 16))
         }
         // The longest run of zero groups becomes "::" (RFC 5952).
         var best = (start: -1, length: 0)
@@ -34,7 +68,7 @@ public struct TCPEndpoint: Hashable, Sendable, CustomStringConvertible {
     public var port: Int
 
     public var description: String {
-        self.address.bytes.count == 16 ? "[\(self.address)]:\(self.port)" : "\(self.address):\(self.port)"
+        self.address.isIPv6 ? "[\(self.address)]:\(self.port)" : "\(self.address):\(self.port)"
     }
 }
 
@@ -134,8 +168,9 @@ public enum PacketDecoder {
             let total = Int(b[o + 2]) << 8 | Int(b[o + 3])
             let fragment = (Int(b[o + 6]) << 8 | Int(b[o + 7])) & 0x3FFF
             guard headerLength >= 20, b[o + 9] == 6, fragment == 0 else { return nil }
-            source = IPAddress(bytes: Array(b[(o + 12)..<(o + 16)]))
-            destination = IPAddress(bytes: Array(b[(o + 16)..<(o + 20)]))
+            (source, destination) = b.withUnsafeBufferPointer {
+                (IPAddress($0, at: o + 12, length: 4), IPAddress($0, at: o + 16, length: 4))
+            }
             // Ethernet padding follows short packets; TSO captures may say 0.
             end = total >= headerLength ? min(b.count, o + total) : b.count
             o += headerLength
@@ -143,8 +178,9 @@ public enum PacketDecoder {
             guard o + 40 <= b.count else { return nil }
             let payloadLength = Int(b[o + 4]) << 8 | Int(b[o + 5])
             var next = b[o + 6]
-            source = IPAddress(bytes: Array(b[(o + 8)..<(o + 24)]))
-            destination = IPAddress(bytes: Array(b[(o + 24)..<(o + 40)]))
+            (source, destination) = b.withUnsafeBufferPointer {
+                (IPAddress($0, at: o + 8, length: 16), IPAddress($0, at: o + 24, length: 16))
+            }
             end = payloadLength > 0 ? min(b.count, o + 40 + payloadLength) : b.count
             o += 40
             // Hop-by-hop, routing and destination options; a fragment header ends the reading.

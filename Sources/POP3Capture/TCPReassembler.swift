@@ -6,7 +6,7 @@
 /// Waiting data is bounded: past `limit` octets the oldest hole is given up as a gap.
 public struct TCPReassembler: Sendable {
     public enum Output: Sendable, Equatable {
-        case data([UInt8])
+        case data(ArraySlice<UInt8>)
         case gap(Int)
     }
 
@@ -55,7 +55,7 @@ public struct TCPReassembler: Sendable {
         if start <= self.delivered {
             let skip = Int(self.delivered - start)
             if skip > 0 { self.retransmissions += 1 }
-            self.emit(Array(payload.dropFirst(skip)), into: &out)
+            self.emit(payload.dropFirst(skip), into: &out)
             self.drain(into: &out)
             return out
         }
@@ -114,11 +114,11 @@ public struct TCPReassembler: Sendable {
                 self.retransmissions += 1
                 continue
             }
-            self.emit(Array(first.bytes.dropFirst(Int(self.delivered - first.start))), into: &out)
+            self.emit(first.bytes.dropFirst(Int(self.delivered - first.start)), into: &out)
         }
     }
 
-    private mutating func emit(_ bytes: [UInt8], into out: inout [Output]) {
+    private mutating func emit(_ bytes: ArraySlice<UInt8>, into out: inout [Output]) {
         guard !bytes.isEmpty else { return }
         out.append(.data(bytes))
         self.advance(by: bytes.count)

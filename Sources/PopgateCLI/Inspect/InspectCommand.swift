@@ -50,6 +50,7 @@ extension Popgate {
         func run() async throws {
             var options = CaptureInspector.Options()
             if !self.ports.isEmpty { options.ports = Set(self.ports) }
+            options.annotate = !self.summary && !self.anomaliesOnly
             let terminal = Terminal.shared
             var failed = false
             var number = 0
