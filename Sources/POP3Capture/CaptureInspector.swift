@@ -34,6 +34,9 @@ public final class CaptureInspector {
         var closed = false
         var carriedData = false
         let keepBodies: Bool
+        /// Buffers reused from packet to packet.
+        var outputs: [TCPReassembler.Output] = []
+        var produced: [ConversationEvent] = []
 
         /// Whether the connection has ended (FIN both ways, or RST).
         public var isClosed: Bool { self.closed }
@@ -61,19 +64,18 @@ public final class CaptureInspector {
         func feed(_ outputs: [TCPReassembler.Output], from side: Side, at time: Double) {
             if !outputs.isEmpty { self.carriedData = true }
             for output in outputs {
-                var produced: [ConversationEvent] = []
+                self.produced.removeAll(keepingCapacity: true)
                 switch output {
-                case .data(let bytes):
-                    let buffer = ByteBuffer(bytes: bytes)  // the one copy out of the capture
+                case .data(let buffer):
                     if side == .client {
-                        self.machine.clientSent(buffer, at: time, into: &produced)
+                        self.machine.clientSent(buffer, at: time, into: &self.produced)
                     } else {
-                        self.machine.serverSent(buffer, at: time, into: &produced)
+                        self.machine.serverSent(buffer, at: time, into: &self.produced)
                     }
                 case .gap(let octets):
-                    produced = self.machine.gap(side, octets: octets)
+                    self.produced = self.machine.gap(side, octets: octets)
                 }
-                for event in produced {
+                for event in self.produced {
                     if !self.keepBodies, case .bodyChunk = event { continue }
                     self.events.append((time, event))
                 }
@@ -134,7 +136,7 @@ public final class CaptureInspector {
                 self.ended.remove(key)
             }
             guard let server = self.serverEnd(of: segment) else {
-                if !segment.payload.isEmpty { self.ignored.insert(key) }
+                if segment.payload.readableBytes > 0 { self.ignored.insert(key) }
                 return
             }
             let client = server == segment.source ? segment.destination : segment.source
@@ -156,10 +158,13 @@ public final class CaptureInspector {
                 session.serverStream.syn(segment.sequence)
             }
         }
+        session.outputs.removeAll(keepingCapacity: true)
         if fromClient {
-            session.feed(session.clientStream.segment(segment.sequence, segment.payload), from: .client, at: time)
+            session.clientStream.segment(segment.sequence, segment.payload, into: &session.outputs)
+            session.feed(session.outputs, from: .client, at: time)
         } else {
-            session.feed(session.serverStream.segment(segment.sequence, segment.payload), from: .server, at: time)
+            session.serverStream.segment(segment.sequence, segment.payload, into: &session.outputs)
+            session.feed(session.outputs, from: .server, at: time)
         }
         if segment.rst {
             session.close(at: time)
@@ -179,7 +184,7 @@ public final class CaptureInspector {
     private func serverEnd(of segment: TCPSegment) -> TCPEndpoint? {
         if self.options.ports.contains(segment.destination.port) { return segment.destination }
         if self.options.ports.contains(segment.source.port) { return segment.source }
-        if segment.payload.starts(with: Array("+OK ".utf8)) { return segment.source }
+        if segment.payload.readableBytesView.starts(with: Array("+OK ".utf8)) { return segment.source }
         return nil
     }
 

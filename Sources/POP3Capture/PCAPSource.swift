@@ -138,6 +138,42 @@ public final class PCAPSource: @unchecked Sendable {
         }
     }
 
+    public enum NextSegment {
+        /// A packet; its TCP segment when it carries one.
+        case packet(TCPSegment?, time: Double)
+        case nothing
+        case end
+    }
+
+    /// The next packet decoded straight from libpcap's buffer, without copying the whole packet.
+    public func nextSegment() throws -> NextSegment {
+        if self.live {
+            let fd = pcap_get_selectable_fd(self.handle)
+            if fd >= 0 {
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&poller, 1, 100) == 0 { return .nothing }
+            }
+        }
+        var header: UnsafeMutablePointer<pcap_pkthdr>?
+        var data: UnsafePointer<UInt8>?
+        switch pcap_next_ex(self.handle, &header, &data) {
+        case 1:
+            guard let header, let data else { return .nothing }
+            if let dumper = self.dumper {
+                pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), header, data)
+            }
+            let time = Double(header.pointee.ts.tv_sec) + Double(header.pointee.ts.tv_usec) / 1e6
+            let bytes = UnsafeBufferPointer(start: data, count: Int(header.pointee.caplen))
+            return .packet(PacketDecoder.tcp(bytes, linkType: self.linkType), time: time)
+        case 0:
+            return .nothing
+        case -2:
+            return .end
+        default:
+            throw Failure(description: "\(self.name): " + String(cString: pcap_geterr(self.handle)))
+        }
+    }
+
     /// Asks a live capture's loop to stop.
     public func breakLoop() { pcap_breakloop(self.handle) }
 }

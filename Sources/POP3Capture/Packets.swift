@@ -1,3 +1,5 @@
+import NIOCore
+
 /// An IP address as it came off the wire, printable; kept in two integers so packets need no allocation.
 public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var high: UInt64
@@ -26,7 +28,9 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         let count = self.isIPv6 ? 16 : 4
         var all: [UInt8] = []
         for word in [self.high, self.low] {
-            for shift in stride(from: 56, through: 0, by: -8) { all.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
+            for shift in stride(from: 56, through: 0, by: -8) {
+                all.append(UInt8(truncatingIfNeeded: word >> UInt64(shift)))
+            }
         }
         return Array(all.suffix(count))
     }
@@ -78,7 +82,7 @@ public struct TCPSegment: Sendable {
     public var destination: TCPEndpoint
     public var sequence: UInt32
     public var flags: UInt8
-    public var payload: ArraySlice<UInt8>
+    public var payload: ByteBuffer
 
     public var syn: Bool { self.flags & 0x02 != 0 }
     public var fin: Bool { self.flags & 0x01 != 0 }
@@ -104,12 +108,17 @@ public enum PacketDecoder {
 
     /// The TCP segment in `bytes`, if it holds one.
     public static func tcp(_ bytes: [UInt8], linkType: Int32) -> TCPSegment? {
+        bytes.withUnsafeBufferPointer { self.tcp($0, linkType: linkType) }
+    }
+
+    /// The TCP segment in `bytes` (libpcap's buffer, say); the payload is the one copy made.
+    public static func tcp(_ bytes: UnsafeBufferPointer<UInt8>, linkType: Int32) -> TCPSegment? {
         guard let (offset, version) = self.network(bytes, linkType: linkType) else { return nil }
         return self.ip(bytes, at: offset, version: version)
     }
 
     /// Where the network layer starts and which IP version it is, per link type.
-    static func network(_ b: [UInt8], linkType: Int32) -> (Int, Int)? {
+    static func network(_ b: UnsafeBufferPointer<UInt8>, linkType: Int32) -> (Int, Int)? {
         func version(at offset: Int) -> (Int, Int)? {
             guard offset < b.count else { return nil }
             let v = Int(b[offset] >> 4)
@@ -157,7 +166,7 @@ public enum PacketDecoder {
         }
     }
 
-    static func ip(_ b: [UInt8], at offset: Int, version: Int) -> TCPSegment? {
+    static func ip(_ b: UnsafeBufferPointer<UInt8>, at offset: Int, version: Int) -> TCPSegment? {
         var o = offset
         let source: IPAddress
         let destination: IPAddress
@@ -168,9 +177,8 @@ public enum PacketDecoder {
             let total = Int(b[o + 2]) << 8 | Int(b[o + 3])
             let fragment = (Int(b[o + 6]) << 8 | Int(b[o + 7])) & 0x3FFF
             guard headerLength >= 20, b[o + 9] == 6, fragment == 0 else { return nil }
-            (source, destination) = b.withUnsafeBufferPointer {
-                (IPAddress($0, at: o + 12, length: 4), IPAddress($0, at: o + 16, length: 4))
-            }
+            source = IPAddress(b, at: o + 12, length: 4)
+            destination = IPAddress(b, at: o + 16, length: 4)
             // Ethernet padding follows short packets; TSO captures may say 0.
             end = total >= headerLength ? min(b.count, o + total) : b.count
             o += headerLength
@@ -178,9 +186,8 @@ public enum PacketDecoder {
             guard o + 40 <= b.count else { return nil }
             let payloadLength = Int(b[o + 4]) << 8 | Int(b[o + 5])
             var next = b[o + 6]
-            (source, destination) = b.withUnsafeBufferPointer {
-                (IPAddress($0, at: o + 8, length: 16), IPAddress($0, at: o + 24, length: 16))
-            }
+            source = IPAddress(b, at: o + 8, length: 16)
+            destination = IPAddress(b, at: o + 24, length: 16)
             end = payloadLength > 0 ? min(b.count, o + 40 + payloadLength) : b.count
             o += 40
             // Hop-by-hop, routing and destination options; a fragment header ends the reading.
@@ -202,7 +209,7 @@ public enum PacketDecoder {
             destination: TCPEndpoint(address: destination, port: destinationPort),
             sequence: sequence,
             flags: b[o + 13],
-            payload: b[(o + dataOffset)..<end]
+            payload: ByteBuffer(bytes: UnsafeBufferPointer(rebasing: b[(o + dataOffset)..<end]))
         )
     }
 }

@@ -1,3 +1,5 @@
+import NIOCore
+
 /// Puts one direction of a TCP connection back in order (RFC 9293 sequence numbers).
 ///
 /// Out-of-order segments wait until the hole before them fills; retransmissions and overlaps are
@@ -6,7 +8,7 @@
 /// Waiting data is bounded: past `limit` octets the oldest hole is given up as a gap.
 public struct TCPReassembler: Sendable {
     public enum Output: Sendable, Equatable {
-        case data(ArraySlice<UInt8>)
+        case data(ByteBuffer)
         case gap(Int)
     }
 
@@ -14,7 +16,7 @@ public struct TCPReassembler: Sendable {
     /// Sequence number of the next octet expected; nil until the first segment or SYN.
     private var next: UInt32?
     /// Segments beyond a hole, by their distance from `next`'s origin.
-    private var waiting: [(start: Int64, bytes: [UInt8])] = []
+    private var waiting: [(start: Int64, bytes: ByteBuffer)] = []
     private var waitingOctets = 0
     /// Octets delivered so far (the stream offset of `next`).
     private var delivered: Int64 = 0
@@ -39,33 +41,41 @@ public struct TCPReassembler: Sendable {
         self.delivered + Int64(Int32(bitPattern: sequence &- self.next!))
     }
 
-    public mutating func segment(_ sequence: UInt32, _ payload: ArraySlice<UInt8>) -> [Output] {
-        guard !payload.isEmpty else { return [] }
+    public mutating func segment(_ sequence: UInt32, _ payload: ByteBuffer) -> [Output] {
+        var out: [Output] = []
+        self.segment(sequence, payload, into: &out)
+        return out
+    }
+
+    /// Appends what `payload` makes ready to `out` (a buffer the caller reuses).
+    public mutating func segment(_ sequence: UInt32, _ payload: ByteBuffer, into out: inout [Output]) {
+        guard payload.readableBytes > 0 else { return }
         if self.next == nil {
             // Seen from the middle, or no handshake: start here.
             self.next = sequence
         }
         let start = self.offset(sequence)
-        let end = start + Int64(payload.count)
-        var out: [Output] = []
+        let end = start + Int64(payload.readableBytes)
         if end <= self.delivered {
             self.retransmissions += 1
-            return out
+            return
         }
         if start <= self.delivered {
             let skip = Int(self.delivered - start)
             if skip > 0 { self.retransmissions += 1 }
-            self.emit(payload.dropFirst(skip), into: &out)
+            self.emit(
+                payload.getSlice(at: payload.readerIndex + skip, length: payload.readableBytes - skip)!,
+                into: &out
+            )
             self.drain(into: &out)
-            return out
+            return
         }
-        self.store(start, Array(payload))
+        self.store(start, payload)
         while self.waitingOctets > self.limit, let first = self.waiting.first {
             self.limitHits += 1
             self.skip(to: first.start, into: &out)
             self.drain(into: &out)
         }
-        return out
     }
 
     /// The end of the capture or the connection: what still waits is delivered after gaps.
@@ -78,23 +88,26 @@ public struct TCPReassembler: Sendable {
         return out
     }
 
-    private mutating func store(_ start: Int64, _ bytes: [UInt8]) {
+    private mutating func store(_ start: Int64, _ bytes: ByteBuffer) {
         if let same = self.waiting.firstIndex(where: { $0.start == start }) {
             let existing = self.waiting[same].bytes
-            let common = min(existing.count, bytes.count)
-            if existing.prefix(common) != bytes.prefix(common) {
-                self.conflicts += 1
-            } else {
+            let common = min(existing.readableBytes, bytes.readableBytes)
+            if existing.readableBytesView.prefix(common).elementsEqual(bytes.readableBytesView.prefix(common)) {
                 self.retransmissions += 1
+            } else {
+                self.conflicts += 1
             }
-            if bytes.count <= existing.count { return }
-            self.waiting[same].bytes = existing + bytes.dropFirst(existing.count)
-            self.waitingOctets += bytes.count - existing.count
+            guard bytes.readableBytes > existing.readableBytes else { return }
+            var longer = existing
+            var tail = bytes.getSlice(at: bytes.readerIndex + common, length: bytes.readableBytes - common)!
+            longer.writeBuffer(&tail)
+            self.waiting[same].bytes = longer
+            self.waitingOctets += bytes.readableBytes - existing.readableBytes
             return
         }
         let index = self.waiting.firstIndex { $0.start > start } ?? self.waiting.endIndex
         self.waiting.insert((start, bytes), at: index)
-        self.waitingOctets += bytes.count
+        self.waitingOctets += bytes.readableBytes
     }
 
     private mutating func skip(to start: Int64, into out: inout [Output]) {
@@ -108,20 +121,24 @@ public struct TCPReassembler: Sendable {
     private mutating func drain(into out: inout [Output]) {
         while let first = self.waiting.first, first.start <= self.delivered {
             self.waiting.removeFirst()
-            self.waitingOctets -= first.bytes.count
-            let end = first.start + Int64(first.bytes.count)
+            self.waitingOctets -= first.bytes.readableBytes
+            let end = first.start + Int64(first.bytes.readableBytes)
             guard end > self.delivered else {
                 self.retransmissions += 1
                 continue
             }
-            self.emit(first.bytes.dropFirst(Int(self.delivered - first.start)), into: &out)
+            let skip = Int(self.delivered - first.start)
+            self.emit(
+                first.bytes.getSlice(at: first.bytes.readerIndex + skip, length: first.bytes.readableBytes - skip)!,
+                into: &out
+            )
         }
     }
 
-    private mutating func emit(_ bytes: ArraySlice<UInt8>, into out: inout [Output]) {
-        guard !bytes.isEmpty else { return }
+    private mutating func emit(_ bytes: ByteBuffer, into out: inout [Output]) {
+        guard bytes.readableBytes > 0 else { return }
         out.append(.data(bytes))
-        self.advance(by: bytes.count)
+        self.advance(by: bytes.readableBytes)
     }
 
     private mutating func advance(by count: Int) {

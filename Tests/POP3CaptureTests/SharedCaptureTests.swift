@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import POP3Capture
 import POP3Core
 import Testing
@@ -19,10 +20,17 @@ struct SharedCaptureTests {
         let inspector = CaptureInspector(options: options)
         let source = try PCAPSource(file: directory + "/" + name)
         try PacketDecoder.checkLinkType(source.linkType)
-        while case .packet(let packet) = try source.next() {
-            if let segment = PacketDecoder.tcp(packet.bytes, linkType: source.linkType) {
-                inspector.packet(segment, at: packet.time)
+        while true {
+            switch try source.nextSegment() {
+            case .packet(let segment, let time):
+                if let segment { inspector.packet(segment, at: time) }
+                continue
+            case .nothing:
+                continue
+            case .end:
+                break
             }
+            break
         }
         inspector.finish()
         return inspector.sessions
@@ -167,15 +175,16 @@ struct SharedCaptureTests {
             whole.finish()
             let bytes = CaptureInspector()
             for (segment, time) in segments {
-                if segment.payload.isEmpty {
+                if segment.payload.readableBytes == 0 {
                     bytes.packet(segment, at: time)
                     continue
                 }
-                for (index, byte) in segment.payload.enumerated() {
+                for (index, byte) in segment.payload.readableBytesView.enumerated() {
                     var piece = segment
                     piece.sequence = segment.sequence &+ UInt32(index)
-                    piece.payload = [byte][...]
-                    if index < segment.payload.count - 1 { piece.flags &= ~0x05 }  // FIN/RST on the last byte only
+                    piece.payload = ByteBuffer(bytes: [byte])
+                    // FIN and RST go with the last byte only.
+                    if index < segment.payload.readableBytes - 1 { piece.flags &= ~0x05 }
                     bytes.packet(piece, at: time)
                 }
             }

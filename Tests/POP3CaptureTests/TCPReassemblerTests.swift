@@ -1,3 +1,4 @@
+import NIOCore
 import Testing
 
 @testable import POP3Capture
@@ -9,7 +10,7 @@ struct TCPReassemblerTests {
         var stream = TCPReassembler(limit: limit)
         stream.syn(999)
         var out: [TCPReassembler.Output] = []
-        for (sequence, text) in segments { out += stream.segment(sequence, Array(text.utf8)[...]) }
+        for (sequence, text) in segments { out += stream.segment(sequence, ByteBuffer(string: text)) }
         out += stream.finish()
         return (out, stream)
     }
@@ -17,7 +18,7 @@ struct TCPReassemblerTests {
     func text(_ outputs: [TCPReassembler.Output]) -> String {
         outputs.map { output in
             switch output {
-            case .data(let bytes): String(decoding: bytes, as: UTF8.self)
+            case .data(let bytes): String(buffer: bytes)
             case .gap(let n): "<gap \(n)>"
             }
         }.joined()
@@ -74,8 +75,8 @@ struct TCPReassemblerTests {
     @Test("a connection seen from the middle starts at its first segment, across sequence wrap-around")
     func middle() {
         var stream = TCPReassembler()
-        var out = stream.segment(UInt32.max - 3, Array("abcd".utf8)[...])
-        out += stream.segment(0, Array("efgh".utf8)[...])
+        var out = stream.segment(UInt32.max - 3, ByteBuffer(string: "abcd"))
+        out += stream.segment(0, ByteBuffer(string: "efgh"))
         #expect(self.text(out) == "abcdefgh")
     }
 }

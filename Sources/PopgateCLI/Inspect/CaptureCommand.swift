@@ -82,10 +82,8 @@ extension Popgate {
                     do {
                         while !stop.withLockedValue({ $0 }) {
                             if let deadline, Double(DispatchTime.now().uptimeNanoseconds) / 1e9 > deadline { break }
-                            if case .packet(let packet) = try source.next(),
-                                let segment = PacketDecoder.tcp(packet.bytes, linkType: source.linkType)
-                            {
-                                inspector.packet(segment, at: packet.time)
+                            if case .packet(let segment?, let time) = try source.nextSegment() {
+                                inspector.packet(segment, at: time)
                                 printer.print(inspector)
                             }
                         }

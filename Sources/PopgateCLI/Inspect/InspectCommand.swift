@@ -78,11 +78,9 @@ extension Popgate {
             try PacketDecoder.checkLinkType(source.linkType)
             if let filter { try source.setFilter(filter) }
             while true {
-                switch try source.next() {
-                case .packet(let packet):
-                    if let segment = PacketDecoder.tcp(packet.bytes, linkType: source.linkType) {
-                        inspector.packet(segment, at: packet.time)
-                    }
+                switch try source.nextSegment() {
+                case .packet(let segment, let time):
+                    if let segment { inspector.packet(segment, at: time) }
                 case .nothing:
                     continue
                 case .end:
