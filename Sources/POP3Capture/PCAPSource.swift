@@ -104,6 +104,39 @@ public final class PCAPSource: @unchecked Sendable {
 
     /// The next packet; throws when the file is damaged (what came before stays valid).
     public func next() throws -> Next {
+        switch try self.read({ time, bytes, wire in CapturedPacket(time: time, bytes: Array(bytes), wireLength: wire) })
+        {
+        case .value(let packet): .packet(packet)
+        case .nothing: .nothing
+        case .end: .end
+        }
+    }
+
+    public enum NextSegment {
+        /// A packet; its TCP segment when it carries one.
+        case packet(TCPSegment?, time: Double)
+        case nothing
+        case end
+    }
+
+    /// The next packet decoded straight from libpcap's buffer, without copying the whole packet.
+    public func nextSegment() throws -> NextSegment {
+        let linkType = self.linkType
+        switch try self.read({ time, bytes, _ in (PacketDecoder.tcp(bytes, linkType: linkType), time) }) {
+        case .value(let (segment, time)): return .packet(segment, time: time)
+        case .nothing: return .nothing
+        case .end: return .end
+        }
+    }
+
+    private enum Read<T> {
+        case value(T)
+        case nothing
+        case end
+    }
+
+    /// Reads one packet and hands libpcap's buffer to `make` while it is valid; saves it with `--write`.
+    private func read<T>(_ make: (Double, UnsafeBufferPointer<UInt8>, Int) -> T) throws -> Read<T> {
         if self.live {
             // Wait at most 100 ms, so a caller can check whether to stop.
             let fd = pcap_get_selectable_fd(self.handle)
@@ -120,51 +153,9 @@ public final class PCAPSource: @unchecked Sendable {
             if let dumper = self.dumper {
                 pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), header, data)
             }
-            let length = Int(header.pointee.caplen)
-            let time = Double(header.pointee.ts.tv_sec) + Double(header.pointee.ts.tv_usec) / 1e6
-            return .packet(
-                CapturedPacket(
-                    time: time,
-                    bytes: Array(UnsafeBufferPointer(start: data, count: length)),
-                    wireLength: Int(header.pointee.len)
-                )
-            )
-        case 0:
-            return .nothing
-        case -2:
-            return .end
-        default:
-            throw Failure(description: "\(self.name): " + String(cString: pcap_geterr(self.handle)))
-        }
-    }
-
-    public enum NextSegment {
-        /// A packet; its TCP segment when it carries one.
-        case packet(TCPSegment?, time: Double)
-        case nothing
-        case end
-    }
-
-    /// The next packet decoded straight from libpcap's buffer, without copying the whole packet.
-    public func nextSegment() throws -> NextSegment {
-        if self.live {
-            let fd = pcap_get_selectable_fd(self.handle)
-            if fd >= 0 {
-                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                if poll(&poller, 1, 100) == 0 { return .nothing }
-            }
-        }
-        var header: UnsafeMutablePointer<pcap_pkthdr>?
-        var data: UnsafePointer<UInt8>?
-        switch pcap_next_ex(self.handle, &header, &data) {
-        case 1:
-            guard let header, let data else { return .nothing }
-            if let dumper = self.dumper {
-                pcap_dump(UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self), header, data)
-            }
             let time = Double(header.pointee.ts.tv_sec) + Double(header.pointee.ts.tv_usec) / 1e6
             let bytes = UnsafeBufferPointer(start: data, count: Int(header.pointee.caplen))
-            return .packet(PacketDecoder.tcp(bytes, linkType: self.linkType), time: time)
+            return .value(make(time, bytes, Int(header.pointee.len)))
         case 0:
             return .nothing
         case -2:

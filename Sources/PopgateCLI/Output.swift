@@ -1,3 +1,4 @@
+@preconcurrency import Dispatch
 import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
@@ -54,4 +55,18 @@ enum ColorChoice: String, CaseIterable, Sendable {
         case .never: false
         }
     }
+}
+
+/// Waits for SIGINT or SIGTERM (both are taken over from their default, which ends the process).
+func waitForInterrupt() async {
+    let (signals, continuation) = AsyncStream<Int32>.makeStream()
+    let sources = [SIGINT, SIGTERM].map { number in
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+        source.setEventHandler { continuation.yield(number) }
+        source.resume()
+        return source
+    }
+    for await _ in signals { break }
+    withExtendedLifetime(sources) {}
 }

@@ -187,26 +187,12 @@ extension Popgate {
                         "Stop with Ctrl-C.",
                     ])
                 }
-                await Self.waitForInterrupt()
+                await waitForInterrupt()
                 if format == .text { output(["", "popgate demo: stopped."]) }
             }
             await gateway.shutdown()
             try await upstream.stop()
             try await group.shutdownGracefully()
-        }
-
-        /// Waits for SIGINT or SIGTERM.
-        static func waitForInterrupt() async {
-            let (signals, continuation) = AsyncStream<Int32>.makeStream()
-            let sources = [SIGINT, SIGTERM].map { number in
-                signal(number, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-                source.setEventHandler { continuation.yield(number) }
-                source.resume()
-                return source
-            }
-            for await _ in signals { break }
-            withExtendedLifetime(sources) {}
         }
     }
 }

@@ -58,16 +58,8 @@ extension Popgate {
                 throw ExitCode(2)
             }
             let stop = NIOLockedValueBox(false)
-            let (signals, continuation) = AsyncStream<Int32>.makeStream()
-            let sources = [SIGINT, SIGTERM].map { number in
-                signal(number, SIG_IGN)
-                let s = DispatchSource.makeSignalSource(signal: number, queue: .global())
-                s.setEventHandler { continuation.yield(number) }
-                s.resume()
-                return s
-            }
             let watcher = Task {
-                for await _ in signals { break }
+                await waitForInterrupt()
                 stop.withLockedValue { $0 = true }
             }
             defer { watcher.cancel() }
@@ -98,7 +90,6 @@ extension Popgate {
                     }
                 }
             }
-            withExtendedLifetime(sources) {}
             if let failure {
                 Terminal.shared.error("popgate capture: \(failure)")
                 throw ExitCode(2)
