@@ -105,7 +105,7 @@ struct ServerSession {
             return self.capa()
         case .user(let name):
             self.state = .authorization(user: name)
-            return self.reply(.ok("send PASS for \(name)"))
+            return self.reply(.ok("\(name) may now send the password with PASS"))
         case .pass(let password):
             guard let user else {
                 return self.reply(.err("USER first"))

@@ -11,9 +11,10 @@ public enum Annotations {
         }
         switch command {
         case .user(let name):
-            return "USER names the mailbox \"\(name)\"; PASS with its password must come next (RFC 1939 §7)."
+            return "USER names the mailbox \"\(name)\"; the next command, PASS, gives its password (RFC 1939 §7)."
         case .pass:
-            return "PASS gives the password for the user named by USER; it is masked here (RFC 1939 §7)."
+            return
+                "With PASS, the client gives the password for the user named by USER; it is masked here (RFC 1939 §7)."
         case .apop(let name, _):
             return
                 "APOP logs in as \"\(name)\" with an MD5 digest of the greeting's timestamp and a shared secret, "
@@ -99,7 +100,7 @@ public enum Annotations {
         case .user?:
             note =
                 ok
-                ? "The server knows the name (or will not say); PASS comes next (RFC 1939 §7)."
+                ? "The server knows the name (or will not say); the password (PASS) comes next (RFC 1939 §7)."
                 : "The name was refused; the client may try USER or APOP again (RFC 1939 §7)."
         case .pass?, .apop?, .auth(_?, _)?:
             note =
@@ -215,7 +216,7 @@ public enum Annotations {
     public static func capability(_ capability: Capability) -> String? {
         switch capability.name {
         case "TOP": "TOP: the server supports TOP (RFC 2449 §6.1)."
-        case "USER": "USER: USER/PASS logins are allowed (RFC 2449 §6.2)."
+        case "USER": "USER: logins with USER and the password (PASS) are allowed (RFC 2449 §6.2)."
         case "SASL":
             "SASL: AUTH works with these mechanisms: \(capability.parameters.joined(separator: " ")) (RFC 2449 §6.3)."
         case "RESP-CODES": "RESP-CODES: bracketed response codes in replies mean something (RFC 2449 §6.4)."

@@ -249,7 +249,7 @@ extension ConversationMachine {
                 Anomaly(
                     .pipelining,
                     .client,
-                    "the client sent \(parsed.keyword) before the previous reply ended, and the server did not advertise PIPELINING"
+                    "the client sent \"\(parsed.keyword)\" before the previous reply ended, and the server did not advertise PIPELINING"
                 ),
                 into: &events
             )

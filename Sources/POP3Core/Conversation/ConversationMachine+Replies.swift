@@ -15,10 +15,14 @@ extension ConversationMachine {
             }
         case .pass:
             if !inAuthorization {
-                return Anomaly(.authorizationOnly, .client, "PASS is valid only in AUTHORIZATION, not in \(name)")
+                return Anomaly(
+                    .authorizationOnly,
+                    .client,
+                    "the password (PASS) is valid only in AUTHORIZATION, not in \(name)"
+                )
             }
             if state != .userAccepted {
-                return Anomaly(.loginSequence, .client, "PASS must come right after a successful USER")
+                return Anomaly(.loginSequence, .client, "the password (PASS) must come right after a successful USER")
             }
         case .apop:
             if !inAuthorization {
@@ -195,7 +199,11 @@ extension ConversationMachine {
         case .user?:
             guard state.isAuthorization else { return }
             if ok {
-                self.enter(.userAccepted, "the name is accepted; PASS must come next (RFC 1939 §7).", into: &events)
+                self.enter(
+                    .userAccepted,
+                    "the name is accepted; the password (PASS) must come next (RFC 1939 §7).",
+                    into: &events
+                )
             } else {
                 self.enter(
                     .authorization,

@@ -44,7 +44,7 @@ public enum CommandParser {
         if keyword == "PASS" {
             let start = keywordEnd + 1
             guard start <= bytes.count, !rest.isEmpty else {
-                issues.append(Anomaly(.arguments, .client, "PASS needs a password"))
+                issues.append(Anomaly(.arguments, .client, "a password must follow PASS"))
                 return ParsedCommand(command: nil, keyword: keyword, text: rawKeyword, issues: issues)
             }
             let range = start..<bytes.count
