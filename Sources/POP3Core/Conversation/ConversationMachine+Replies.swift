@@ -106,9 +106,7 @@ extension ConversationMachine {
         if pending.cancelled, ok {
             findings.append(Anomaly(.saslChallenge, .server, "after \"*\" the server must answer -ERR"))
         }
-        if case .auth(nil, _) = command, !ok {
-            // The legacy probe: both -ERR forms are seen in the wild (R42); nothing to report.
-        }
+        // A bare AUTH (the legacy probe, R42) may get -ERR or a listing: neither is reported.
 
         if let code = reply.code {
             let level = code.levels.first?.uppercased() ?? ""
