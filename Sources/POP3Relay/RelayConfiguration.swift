@@ -85,6 +85,8 @@ public struct RelayConfiguration: Sendable, Hashable {
     public var listeners: [Listener] = []
     /// Where each session's transcript (text and JSON lines) is written; nil for none.
     public var transcripts: String?
+    /// Where each session's plaintext is written as a pcap file (secrets masked); nil for none.
+    public var pcap: String?
     /// Print every session's annotated transcript on standard output.
     public var live = false
     /// Put message bodies in transcripts instead of a summary.

@@ -22,6 +22,7 @@ public final class RelayServer: Service, Sendable {
     private let logger: Logger
     private let sink: (any ConversationSink)?
     private let files: TranscriptFiles?
+    private let pcap: PCAPExport?
     private let group: any EventLoopGroup
     private let channels = NIOLockedValueBox<[any Channel]>([])
     private let counter = NIOLockedValueBox(0)
@@ -40,6 +41,7 @@ public final class RelayServer: Service, Sendable {
             try TranscriptFiles(directory: $0, bodies: configuration.transcriptBodies)
         }
         self.files = files
+        self.pcap = try configuration.pcap.map { try PCAPExport(directory: $0) }
         let sinks: [any ConversationSink] = [live, files].compactMap { $0 }
         self.sink = sinks.isEmpty ? nil : (sinks.count == 1 ? sinks[0] : SinkFanOut(sinks))
         // Session ids stay unique across restarts: the start time, then a counter.
@@ -74,6 +76,7 @@ public final class RelayServer: Service, Sendable {
     private func bind(_ endpoint: Endpoint, upstream: Endpoint) async throws -> any Channel {
         let configuration = self.configuration
         let sink = self.sink
+        let pcap = self.pcap
         let logger = self.logger
         let registry = self.registry
         let counter = self.counter
@@ -92,6 +95,7 @@ public final class RelayServer: Service, Sendable {
                     upstream: upstream,
                     configuration: configuration,
                     sink: sink,
+                    pcap: pcap,
                     logger: logger,
                     registry: registry
                 )
@@ -129,6 +133,7 @@ public final class RelayServer: Service, Sendable {
             _ = await self.registry.waitUntilEmpty(timeout: .seconds(5))
         }
         self.files?.flush()
+        self.pcap?.flush()
         self.logger.info("stopped")
     }
 }

@@ -56,6 +56,7 @@ final class RelaySession {
         var upstream: Endpoint
         var configuration: RelayConfiguration
         var sink: (any ConversationSink)?
+        var pcap: PCAPExport?
         var logger: Logger
         var registry: SessionRegistry
     }
@@ -76,6 +77,7 @@ final class RelaySession {
 
     private var clientContext: ChannelHandlerContext?
     private var upstreamContext: ChannelHandlerContext?
+    private var pcap: SessionPCAP?
     private var clientOpen = false
     private var upstreamOpen = false
     private var finished = false
@@ -116,6 +118,11 @@ final class RelaySession {
         self.info.client = context.channel.remoteAddress.map(ConversationTapHandler.describe)
         self.settings.registry.add(self.settings.id, context.channel)
         self.settings.sink?.sessionStarted(self.info, time: Self.now())
+        self.pcap = self.settings.pcap?.start(
+            id: self.settings.id,
+            client: context.channel.remoteAddress,
+            gateway: context.channel.localAddress
+        )
         self.scheduleIdleCheck(in: self.settings.configuration.idleTimeout)
         self.connectUpstream(context.eventLoop)
     }
@@ -128,6 +135,7 @@ final class RelaySession {
         self.deliver(events)
         switch self.phase {
         case .opaque:
+            self.pcap?.fromClient(bytes)
             self.upstreamContext?.write(NIOAny(bytes), promise: nil)
         case .closed:
             break
@@ -203,12 +211,14 @@ final class RelaySession {
                 saslOpen ? POP3Defaults.saslLineLimit : self.settings.configuration.commandLineLimit
             guard let frame = self.framer.next(from: &self.clientInput) else { break }
             switch frame {
-            case .tooLong(_, let octets):
+            case .tooLong(let prefix, let octets):
+                self.pcap?.clientOverlongLine(prefix: prefix, octets: octets)
                 self.processedCommands += 1
                 self.refuse(
                     "line of \(octets) octets is too long; the limit is \(self.framer.limit) (RFC 2449 section 4)"
                 )
             case .line(let content, let ending):
+                self.pcap?.clientLine(content, ending, saslResponse: saslOpen)
                 if saslOpen {
                     self.forward(content, ending)
                     forwarded = true
@@ -303,6 +313,7 @@ final class RelaySession {
         var events: [ConversationEvent] = []
         self.machine.gatewaySent(reply, at: Self.now(), into: &events)
         self.deliver(events)
+        self.pcap?.toClient(reply)
         self.clientContext?.write(NIOAny(reply), promise: nil)
     }
 
@@ -374,6 +385,10 @@ final class RelaySession {
         self.upstreamOctets += bytes.readableBytes
         // A session waiting on a slow upstream (or receiving a long RETR) is not idle.
         self.lastActivity = .now()
+        if let pcap = self.pcap {
+            let saslOpen = self.lastForwardedOpensSASL && self.machine.completedReplies < self.processedCommands
+            pcap.toClient(bytes, saslOpen: saslOpen && self.phase == .relaying)
+        }
         self.clientContext?.write(NIOAny(bytes), promise: nil)
         var events: [ConversationEvent] = []
         self.machine.serverSent(bytes, at: Self.now(), into: &events)
@@ -472,6 +487,7 @@ final class RelaySession {
         self.idleTimer?.cancel()
         self.greetingTimer?.cancel()
         self.quitTimer?.cancel()
+        self.pcap?.finish()
         let time = Self.now()
         self.deliver(self.machine.clientClosed(at: time) + self.machine.serverClosed(at: time))
         let how = self.endReason ?? .error

@@ -12,6 +12,7 @@ import Yams
 ///   - listen: 127.0.0.1:2110
 ///     upstream: pop://legacy.example.org
 /// transcripts: /var/log/popgate
+/// pcap: /var/log/popgate/pcap
 /// transcript-bodies: false
 /// live: false
 /// timeouts: { idle: 600, connect: 10, greeting: 30, shutdown-grace: 10 }
@@ -23,7 +24,7 @@ enum ConfigFile {
     }
 
     static let topLevelKeys: Set<String> = [
-        "listeners", "listen", "upstream", "transcripts", "transcript-bodies", "live", "timeouts",
+        "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
         "command-line-limit",
     ]
     static let timeoutKeys: Set<String> = ["idle", "connect", "greeting", "shutdown-grace"]
@@ -92,6 +93,12 @@ enum ConfigFile {
                 throw problem("transcripts", "expected a directory")
             }
             configuration.transcripts = directory
+        }
+        if let value = map["pcap"] {
+            guard let directory = value as? String, !directory.isEmpty else {
+                throw problem("pcap", "expected a directory")
+            }
+            configuration.pcap = directory
         }
         if let value = map["transcript-bodies"] {
             guard let flag = value as? Bool else { throw problem("transcript-bodies", "expected true or false") }

@@ -26,6 +26,7 @@ extension Popgate {
                   popgate serve --listen 127.0.0.1:1110 --upstream mail.example.org:110
                   popgate serve --listen 127.0.0.1:1110 --listen [::1]:1110 --upstream 127.0.0.1:110 --live
                   popgate serve --listen 0.0.0.0:110 --upstream pop://legacy.internal --transcripts /var/log/popgate
+                  popgate serve --listen 127.0.0.1:1110 --upstream 127.0.0.1:110 --pcap /tmp/pop-pcap
                   popgate serve --config popgate.yaml
 
                 Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT), 2 for a configuration problem.
@@ -43,6 +44,15 @@ extension Popgate {
 
         @Option(help: "Write each session's transcript to DIR/ID.txt and DIR/ID.jsonl.", completion: .directory)
         var transcripts: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "Write each session's plaintext to DIR/ID.pcap, secrets masked keeping their length.",
+                discussion: "Read them with `popgate inspect` or tshark (-d tcp.port==PORT,pop for other ports)."
+            ),
+            completion: .directory
+        )
+        var pcap: String?
 
         @Flag(help: "Print every session's annotated transcript on standard output.")
         var live = false
@@ -155,6 +165,7 @@ extension Popgate {
                 )
             }
             if let transcripts { configuration.transcripts = transcripts }
+            if let pcap { configuration.pcap = pcap }
             if self.live { configuration.live = true }
             if self.transcriptBodies { configuration.transcriptBodies = true }
             func seconds(_ value: Double?, _ name: String) throws -> TimeAmount? {
