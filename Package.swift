@@ -145,7 +145,9 @@ let package = Package(
         ),
         .testTarget(
             name: "POP3CaptureTests",
-            dependencies: ["POP3Capture", "POP3Core", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "PopgateTestSupport", "POP3Capture", "POP3Core", .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "POP3RelayTests",

@@ -10,6 +10,8 @@ public final class CaptureInspector {
         public var implicitTLSPorts: Set<Int> = [995]
         /// Octets one direction may hold waiting for a missing segment.
         public var reassemblyLimit = 4 << 20
+        /// Octets all connections together may hold waiting; past it the largest holder gives up a hole.
+        public var totalReassemblyLimit = 256 << 20
         /// Keep the RETR/TOP content events (for printing bodies); otherwise only their summaries are kept.
         public var keepBodies = false
         /// Write the plain-language notes (a summary does not need them).
@@ -60,6 +62,7 @@ public final class CaptureInspector {
         public var gaps: Int { self.clientStream.gaps + self.serverStream.gaps }
         public var conflicts: Int { self.clientStream.conflicts + self.serverStream.conflicts }
         public var limitHits: Int { self.clientStream.limitHits + self.serverStream.limitHits }
+        var waitingOctets: Int { self.clientStream.waitingOctets + self.serverStream.waitingOctets }
 
         func feed(_ outputs: [TCPReassembler.Output], from side: Side, at time: Double) {
             if !outputs.isEmpty { self.carriedData = true }
@@ -117,6 +120,13 @@ public final class CaptureInspector {
     /// Connections that ended: late packets (ACKs, retransmitted FINs) are not a new session.
     private var ended: Set<FlowKey> = []
     private var lastTime = 0.0
+    /// Octets waiting behind holes in every open connection, kept within `totalReassemblyLimit`.
+    public private(set) var waitingOctets = 0
+    /// How often the overall limit made a connection give up a hole.
+    public private(set) var totalLimitHits = 0
+    /// How often one direction's own limit made it give up a hole.
+    public private(set) var flowLimitHits = 0
+    private var started = 0
 
     public init(options: Options = Options()) {
         self.options = options
@@ -136,12 +146,13 @@ public final class CaptureInspector {
                 self.ended.remove(key)
             }
             guard let server = self.serverEnd(of: segment) else {
-                if segment.payload.readableBytes > 0 { self.ignored.insert(key) }
+                if segment.payload.readableBytes > 0 { Self.remember(key, in: &self.ignored) }
                 return
             }
             let client = server == segment.source ? segment.destination : segment.source
+            self.started += 1
             session = Session(
-                number: self.allSessions.count + 1,
+                number: self.started,
                 client: client,
                 server: server,
                 started: time,
@@ -149,6 +160,13 @@ public final class CaptureInspector {
             )
             self.allSessions.append(session)
             self.open[key] = session
+        }
+        let waitingBefore = session.waitingOctets
+        let limitHitsBefore = session.limitHits
+        defer {
+            self.flowLimitHits += session.limitHits - limitHitsBefore
+            self.waitingOctets += session.waitingOctets - waitingBefore
+            if self.waitingOctets > self.options.totalReassemblyLimit { self.relieve(at: time) }
         }
         let fromClient = segment.source == session.client
         if segment.syn {
@@ -169,14 +187,35 @@ public final class CaptureInspector {
         if segment.rst {
             session.close(at: time)
             self.open[key] = nil
-            self.ended.insert(key)
+            Self.remember(key, in: &self.ended)
         } else if segment.fin {
             if fromClient { session.clientFinished = true } else { session.serverFinished = true }
             if session.clientFinished && session.serverFinished {
                 session.close(at: time)
                 self.open[key] = nil
-                self.ended.insert(key)
+                Self.remember(key, in: &self.ended)
             }
+        }
+    }
+
+    /// Over the overall limit: the directions holding the most give up their oldest holes until it holds.
+    private func relieve(at time: Double) {
+        while self.waitingOctets > self.options.totalReassemblyLimit {
+            guard let session = self.open.values.max(by: { $0.waitingOctets < $1.waitingOctets }),
+                session.waitingOctets > 0
+            else { return }
+            let before = session.waitingOctets
+            let client = session.clientStream.waitingOctets >= session.serverStream.waitingOctets
+            session.outputs.removeAll(keepingCapacity: true)
+            if client {
+                session.clientStream.giveUpOldestHole(into: &session.outputs)
+                session.feed(session.outputs, from: .client, at: time)
+            } else {
+                session.serverStream.giveUpOldestHole(into: &session.outputs)
+                session.feed(session.outputs, from: .server, at: time)
+            }
+            self.totalLimitHits += 1
+            self.waitingOctets -= before - session.waitingOctets
         }
     }
 
@@ -188,9 +227,21 @@ public final class CaptureInspector {
         return nil
     }
 
+    /// Remembers a connection, forgetting all once there are many: a capture that runs for days stays bounded.
+    private static func remember(_ key: FlowKey, in set: inout Set<FlowKey>) {
+        if set.count >= 100_000 { set.removeAll(keepingCapacity: true) }
+        set.insert(key)
+    }
+
+    /// Lets go of the sessions that have ended (a live capture, once they are printed).
+    public func forgetEnded() {
+        self.allSessions.removeAll { $0.closed }
+    }
+
     /// The end of the capture: every session still open is closed as it stands.
     public func finish() {
         for session in self.allSessions where !session.closed { session.close(at: self.lastTime) }
         self.open.removeAll()
+        self.waitingOctets = 0
     }
 }

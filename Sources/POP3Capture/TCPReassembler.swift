@@ -17,7 +17,8 @@ public struct TCPReassembler: Sendable {
     private var next: UInt32?
     /// Segments beyond a hole, by their distance from `next`'s origin.
     private var waiting: [(start: Int64, bytes: ByteBuffer)] = []
-    private var waitingOctets = 0
+    /// Octets held beyond holes, waiting.
+    public private(set) var waitingOctets = 0
     /// Octets delivered so far (the stream offset of `next`).
     private var delivered: Int64 = 0
 
@@ -76,6 +77,17 @@ public struct TCPReassembler: Sendable {
             self.skip(to: first.start, into: &out)
             self.drain(into: &out)
         }
+    }
+
+    /// Gives up the oldest hole (reported as a gap) and delivers what waited behind it: the capture as a whole
+    /// holds too much. Returns false when nothing waits.
+    @discardableResult
+    public mutating func giveUpOldestHole(into out: inout [Output]) -> Bool {
+        guard let first = self.waiting.first else { return false }
+        self.limitHits += 1
+        self.skip(to: first.start, into: &out)
+        self.drain(into: &out)
+        return true
     }
 
     /// The end of the capture or the connection: what still waits is delivered after gaps.

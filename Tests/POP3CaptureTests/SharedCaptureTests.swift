@@ -15,10 +15,14 @@ struct SharedCaptureTests {
     }
 
     static func inspect(_ name: String, ports: Set<Int>? = nil) throws -> [CaptureInspector.Session] {
+        try self.inspect(file: directory + "/" + name, ports: ports)
+    }
+
+    static func inspect(file path: String, ports: Set<Int>? = nil) throws -> [CaptureInspector.Session] {
         var options = CaptureInspector.Options()
         if let ports { options.ports = ports }
         let inspector = CaptureInspector(options: options)
-        let source = try PCAPSource(file: directory + "/" + name)
+        let source = try PCAPSource(file: path)
         try PacketDecoder.checkLinkType(source.linkType)
         while true {
             switch try source.nextSegment() {

@@ -2,6 +2,8 @@ import Foundation
 import PopgateTestSupport
 import Testing
 
+@testable import PopgateCLI
+
 /// `popgate inspect` as a process: output and exit codes on good and damaged files.
 @Suite("popgate inspect process", .timeLimit(.minutes(1)))
 struct InspectProcessTests {
@@ -67,5 +69,41 @@ struct InspectProcessTests {
         let (status, output) = try await Self.inspect([path])
         #expect(status == 2)
         #expect(output.contains("link type 147 is not supported"))
+    }
+}
+
+extension InspectProcessTests {
+    @Test("--flow-buffer: a hole with more waiting behind it is given up, reported on stderr and in the summary")
+    func flowBuffer() async throws {
+        // PASS arrives before USER: USER is a hole with 17 octets waiting behind it.
+        var capture = SyntheticCapture()
+        capture.swap = (1, 3)
+        let path = try Self.temporaryFile(capture.bytes)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+
+        let (status, output) = try await Self.inspect(["--summary", path])
+        #expect(status == 0)
+        #expect(output.contains("5 commands"))
+        #expect(!output.contains("reassembly limits"))
+
+        let (limited, report) = try await Self.inspect(["--summary", "--flow-buffer", "16", path])
+        #expect(limited == 0)
+        #expect(report.contains("--flow-buffer 1 time"))
+        #expect(report.contains("1 holes given up at a memory limit"))
+        #expect(report.contains("4 commands"))
+    }
+
+    @Test(
+        "--flow-buffer and --total-buffer take K, M and G; nonsense is refused",
+        arguments: [
+            ("4K", 4096), ("2M", 2 << 20), ("1GiB", 1 << 30), ("1234", 1234),
+        ]
+    )
+    func sizes(text: String, octets: Int) throws {
+        let command = try Popgate.Inspect.parse(["--flow-buffer", text, "--total-buffer", text, "x.pcap"])
+        #expect(command.reassembly.flowBuffer?.octets == octets)
+        #expect(command.reassembly.totalBuffer?.octets == octets)
+        #expect(throws: (any Error).self) { try Popgate.Inspect.parse(["--flow-buffer", "4X", "x.pcap"]) }
+        #expect(throws: (any Error).self) { try Popgate.Inspect.parse(["--total-buffer", "0", "x.pcap"]) }
     }
 }

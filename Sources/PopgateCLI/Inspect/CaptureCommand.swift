@@ -43,9 +43,13 @@ extension Popgate {
         @Option(help: "Stop after this many seconds.")
         var seconds: Double?
 
+        @OptionGroup(title: "Reassembly memory")
+        var reassembly: ReassemblyOptions
+
         func run() async throws {
             var options = CaptureInspector.Options()
             if !self.ports.isEmpty { options.ports = Set(self.ports) }
+            self.reassembly.apply(to: &options)
             let filter = self.filter ?? options.ports.sorted().map { "tcp port \($0)" }.joined(separator: " or ")
             let source: PCAPSource
             do {
@@ -82,6 +86,9 @@ extension Popgate {
                         inspector.finish()
                         printer.print(inspector, final: true)
                         source.flushWritten()
+                        if let report = ReassemblyOptions.report(inspector) {
+                            Terminal.shared.error("popgate capture: \(report)")
+                        }
                         done.resume(returning: nil)
                     } catch {
                         inspector.finish()
@@ -98,11 +105,11 @@ extension Popgate {
     }
 }
 
-/// Prints each session's events as they come, with its header first and its end line last.
+/// Prints each session's events as they come, with its header first and its end line last; ended sessions
+/// are let go, so a capture that runs for days holds only the open ones.
 final class LivePrinter {
     private var renderers: [Int: TranscriptRenderer] = [:]
     private var printed: [Int: Int] = [:]
-    private var ended: Set<Int> = []
     private let format: TranscriptRenderer.Format
     private let color: Bool
 
@@ -113,7 +120,7 @@ final class LivePrinter {
 
     func print(_ inspector: CaptureInspector, final: Bool = false) {
         var lines: [String] = []
-        for session in inspector.sessions where !self.ended.contains(session.number) {
+        for session in inspector.sessions {
             var renderer =
                 self.renderers[session.number]
                 ?? {
@@ -127,16 +134,19 @@ final class LivePrinter {
                 }()
             let done = self.printed[session.number] ?? 0
             for (time, event) in session.events.dropFirst(done) { lines += renderer.render(event, time: time) }
-            self.printed[session.number] = session.events.count
             if session.isClosed || final {
                 lines += renderer.end(
                     time: session.events.last?.time ?? session.started,
                     summary: Popgate.Inspect.describe(session)
                 )
-                self.ended.insert(session.number)
+                self.renderers[session.number] = nil
+                self.printed[session.number] = nil
+            } else {
+                self.printed[session.number] = session.events.count
+                self.renderers[session.number] = renderer
             }
-            self.renderers[session.number] = renderer
         }
+        inspector.forgetEnded()
         Terminal.shared.write(lines)
     }
 }

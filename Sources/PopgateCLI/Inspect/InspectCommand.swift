@@ -47,9 +47,13 @@ extension Popgate {
         @Option(help: "Colour: auto, always or never.")
         var color: ColorChoice = .auto
 
+        @OptionGroup(title: "Reassembly memory")
+        var reassembly: ReassemblyOptions
+
         func run() async throws {
             var options = CaptureInspector.Options()
             if !self.ports.isEmpty { options.ports = Set(self.ports) }
+            self.reassembly.apply(to: &options)
             options.annotate = !self.summary && !self.anomaliesOnly
             let terminal = Terminal.shared
             var failed = false
@@ -63,6 +67,9 @@ extension Popgate {
                     failed = true
                 }
                 inspector.finish()
+                if let report = ReassemblyOptions.report(inspector) {
+                    terminal.error("popgate inspect: \(file): \(report)")
+                }
                 for session in inspector.sessions {
                     number += 1
                     if let wanted = self.session, wanted != number { continue }
@@ -116,6 +123,7 @@ extension Popgate {
             if session.retransmissions + session.gaps + session.conflicts > 0 {
                 text +=
                     "; TCP: \(session.retransmissions) retransmitted, \(session.gaps) gaps, \(session.conflicts) conflicts"
+                if session.limitHits > 0 { text += ", \(session.limitHits) holes given up at a memory limit" }
             }
             return text
         }
