@@ -93,7 +93,7 @@ final class SessionPCAP {
     /// Bytes from the client (already masked where they hold a secret).
     func fromClient(_ bytes: ByteBuffer) {
         guard !self.closed, bytes.readableBytes > 0 else { return }
-        self.channel.pipeline.fireChannelRead(NIOAny(bytes))
+        _ = try? self.channel.writeInbound(bytes)
     }
 
     /// A client line: its secret masked with the same number of octets.
@@ -122,7 +122,7 @@ final class SessionPCAP {
             self.challenges.reset()
             shown = bytes
         }
-        self.channel.pipeline.write(NIOAny(IOData.byteBuffer(shown)), promise: nil)
+        _ = try? self.channel.writeOutbound(IOData.byteBuffer(shown))
     }
 
     /// Writes the closing packets and closes the file once the queue has written everything before it.
