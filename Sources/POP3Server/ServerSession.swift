@@ -8,14 +8,22 @@ import Foundation
 #endif
 
 /// One session of the embedded server: the server's side of RFC 1939, with CAPA, TOP, UIDL,
-/// RESP-CODES, PIPELINING and SASL PLAIN. Pure: lines in, reply bytes out; the handler does the I/O.
+/// RESP-CODES, PIPELINING and SASL PLAIN and LOGIN. Pure: lines in, reply bytes out; the handler does the I/O.
 struct ServerSession {
     enum State {
         case authorization(user: String?)
-        /// `AUTH PLAIN` waits for its response line.
-        case sasl
+        /// An AUTH exchange waits for the client's next response line.
+        case sasl(SASLStep)
         case transaction(Transaction)
         case closed
+    }
+
+    enum SASLStep {
+        /// PLAIN without an initial response: the whole response comes next.
+        case plain
+        /// LOGIN (draft-murchison-sasl-login): the user name, then the password, each after a challenge.
+        case loginUser
+        case loginPassword(user: String)
     }
 
     struct Transaction {
@@ -44,7 +52,7 @@ struct ServerSession {
     }
 
     static let capabilities = [
-        "TOP", "USER", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "SASL PLAIN",
+        "TOP", "USER", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE", "SASL PLAIN LOGIN",
         "IMPLEMENTATION popgate-embedded",
     ]
 
@@ -67,7 +75,7 @@ struct ServerSession {
     // MARK: - Lines
 
     mutating func received(line: ByteBuffer) -> Outcome {
-        if case .sasl = self.state { return self.saslResponse(line) }
+        if case .sasl(let step) = self.state { return self.saslResponse(line, step: step) }
         let parsed = CommandParser.parse(line.readableBytesView)
         guard let command = parsed.command else {
             return self.reply(.err("\(parsed.keyword) with those arguments is not a valid command"))
@@ -120,20 +128,21 @@ struct ServerSession {
         case .auth(nil, _):
             var out = ByteBuffer()
             out.writeReply(.ok("SASL mechanisms follow"))
-            out.writeString("PLAIN\r\n.\r\n")
+            out.writeString("PLAIN\r\nLOGIN\r\n.\r\n")
             return Outcome(reply: out)
-        case .auth(let mechanism?, let initial):
-            guard mechanism == "PLAIN" else {
-                self.state = .authorization(user: nil)
-                return self.reply(.err("\(mechanism) is not supported; use PLAIN"))
-            }
+        case .auth("PLAIN", let initial):
             if let initial {
                 return self.plain(initial.revealed)
             }
-            self.state = .sasl
-            var out = ByteBuffer()
-            out.writeReply(Reply(.continuation))
-            return Outcome(reply: out)
+            return self.challenge(.plain, "")
+        case .auth("LOGIN", let initial):
+            if let initial {
+                return self.saslResponse(ByteBuffer(bytes: initial.revealed), step: .loginUser)
+            }
+            return self.challenge(.loginUser, "VXNlcm5hbWU6")  // "Username:"
+        case .auth(let mechanism?, _):
+            self.state = .authorization(user: nil)
+            return self.reply(.err("\(mechanism) is not supported; use PLAIN or LOGIN"))
         case .quit:
             self.state = .closed
             return self.reply(.ok("popgate embedded server signing off"), close: true)
@@ -148,7 +157,14 @@ struct ServerSession {
         }
     }
 
-    private mutating func saslResponse(_ line: ByteBuffer) -> Outcome {
+    private mutating func challenge(_ step: SASLStep, _ text: String) -> Outcome {
+        self.state = .sasl(step)
+        var out = ByteBuffer()
+        out.writeReply(Reply(.continuation, text))
+        return Outcome(reply: out)
+    }
+
+    private mutating func saslResponse(_ line: ByteBuffer, step: SASLStep) -> Outcome {
         let text = String(buffer: line)
         if text == "*" {
             self.state = .authorization(user: nil)
@@ -158,7 +174,15 @@ struct ServerSession {
             self.state = .authorization(user: nil)
             return self.reply(.err("invalid base64 in the SASL response"))
         }
-        return self.plain(Array(decoded), decoded: true)
+        switch step {
+        case .plain:
+            return self.plain(Array(decoded), decoded: true)
+        case .loginUser:
+            return self.challenge(.loginPassword(user: String(decoding: decoded, as: UTF8.self)), "UGFzc3dvcmQ6")
+        case .loginPassword(let user):
+            let password = String(decoding: decoded, as: UTF8.self)
+            return self.login(user: user, result: self.store.login(user: user, password: password))
+        }
     }
 
     /// RFC 4616: `authzid NUL authcid NUL passwd`.

@@ -167,6 +167,32 @@ struct EmbeddedServerTests {
         }
     }
 
+    @Test("AUTH LOGIN: user name and password each after their challenge; a wrong password is refused")
+    func authLogin() async throws {
+        try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
+            try await POP3Client.withSession(host: "127.0.0.1", port: server.port) {
+                (s: inout POP3Client.Session) async throws in
+                #expect(try await s.send("AUTH LOGIN").firstLine == "+ VXNlcm5hbWU6")
+                #expect(try await s.send("YWxpY2U=").firstLine == "+ UGFzc3dvcmQ6")
+                #expect(try await s.send("bm90LWl0").firstLine.hasPrefix("-ERR [AUTH]"))
+                // An initial response carries the user name.
+                #expect(try await s.send("AUTH LOGIN YWxpY2U=").firstLine == "+ UGFzc3dvcmQ6")
+                #expect(try await s.send("d29uZGVybGFuZA==").isOK)
+                #expect(try await s.send("STAT").firstLine.hasPrefix("+OK 3 "))
+                _ = try await s.send("QUIT")
+            }
+            // poplib has no AUTH; curl picks LOGIN when the server offers only LOGIN-compatible choices.
+            let list = try await runTool(
+                "curl",
+                [
+                    "-s", "--max-time", "10", "--login-options", "AUTH=LOGIN",
+                    "pop3://alice:wonderland@127.0.0.1:\(server.port)/",
+                ]
+            )
+            #expect(list.split(separator: "\r\n").count == 3)
+        }
+    }
+
     @Test("pipelined commands are answered in order")
     func pipelining() async throws {
         try await Self.withServer { (server: EmbeddedPOP3Server) async throws in
@@ -221,7 +247,9 @@ struct EmbeddedServerTests {
             let expected = SampleMessages.generated()
             let sizes = expected.reduce(0) { $0 + $1.size }
             #expect(
-                output.split(separator: "\n").allSatisfy { $0.hasPrefix("3 \(sizes) [") && $0.hasSuffix("['PLAIN']") }
+                output.split(separator: "\n").allSatisfy {
+                    $0.hasPrefix("3 \(sizes) [") && $0.hasSuffix("['PLAIN', 'LOGIN']")
+                }
             )
             #expect(output.split(separator: "\n").count == 2)
         }

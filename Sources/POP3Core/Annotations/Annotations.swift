@@ -236,6 +236,9 @@ public enum Annotations {
         }
     }
 
+    public static let clientLeftEncrypted =
+        "The client closed the connection; whether it sent QUIT inside TLS cannot be seen from here."
+
     public static func clientLeft(inTransaction: Bool, marked: Int, sentQuit: Bool) -> String {
         if sentQuit { return "The client closed the connection after QUIT." }
         guard inTransaction else {

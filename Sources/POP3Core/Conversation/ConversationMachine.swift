@@ -232,7 +232,9 @@ public struct ConversationMachine: Sendable {
                 )
             )
         }
-        if self.state != .closed {
+        if self.state == .encrypted || self.state == .tlsNegotiation {
+            events.append(.annotation(.client, self.note(Annotations.clientLeftEncrypted)))
+        } else if self.state != .closed {
             let inTransaction = self.state == .transaction
             events.append(
                 .annotation(
