@@ -126,8 +126,11 @@ while writer.data.count < megabytes * 1_000_000 {
 }
 let path = FileManager.default.temporaryDirectory.appendingPathComponent("popgate-inspect-bench-\(getpid()).pcap").path
 try writer.data.write(to: URL(fileURLWithPath: path))
-defer { try? FileManager.default.removeItem(atPath: path) }
-print("popgate-inspect-bench: \(writer.data.count / 1_000_000) MB capture, \(sessions) sessions with a 2 MiB RETR each")
+// --keep leaves the capture in place (for profiling popgate inspect on it).
+defer { if !arguments.contains("--keep") { try? FileManager.default.removeItem(atPath: path) } }
+print(
+    "popgate-inspect-bench: \(writer.data.count / 1_000_000) MB capture \(arguments.contains("--keep") ? path : ""), \(sessions) sessions with a 2 MiB RETR each"
+)
 
 let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
     "popgate"

@@ -78,7 +78,7 @@ func waitForPort(_ port: Int) -> Bool {
 // MARK: - Workloads
 
 /// Concurrent clients each run short sessions (greeting, USER, PASS, STAT, QUIT) until time is up.
-func sessionsPerSecond(port: Int) async -> (rate: Double, failures: Int) {
+func sessionsPerSecond(port: Int) async -> (rate: Double, failures: Int, count: Int) {
     let done = NIOLockedValueBox((ok: 0, failed: 0))
     let deadline = ContinuousClock.now + .seconds(seconds)
     let start = ContinuousClock.now
@@ -107,12 +107,24 @@ func sessionsPerSecond(port: Int) async -> (rate: Double, failures: Int) {
     let result = done.withLockedValue { $0 }
     return (
         Double(result.ok) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18),
-        result.failed
+        result.failed,
+        result.ok
     )
 }
 
+/// CPU seconds a process has used (user and system), from /proc: a figure the other processes on this shared
+/// machine do not change, unlike rates.
+func cpuSeconds(_ pid: Int32) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
 /// A few clients each retrieve the large message over and over on one session until time is up.
-func retrThroughput(port: Int) async -> (rate: Double, failures: Int) {
+func retrThroughput(port: Int) async -> (rate: Double, failures: Int, octets: Int) {
     let done = NIOLockedValueBox((octets: 0, failed: 0))
     let deadline = ContinuousClock.now + .seconds(seconds)
     let start = ContinuousClock.now
@@ -139,7 +151,8 @@ func retrThroughput(port: Int) async -> (rate: Double, failures: Int) {
     let result = done.withLockedValue { $0 }
     return (
         Double(result.octets) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18),
-        result.failed
+        result.failed,
+        result.octets
     )
 }
 
@@ -217,6 +230,10 @@ print("")
 
 // Two rounds, targets interleaved, the better figure kept: the machine is shared and noisy.
 var results: [(String, Double, Int, Double, Int)] = []
+/// CPU seconds each relaying process spent in the session workloads, and the sessions it served.
+var sessionCPU: [String: (seconds: Double, sessions: Int)] = [:]
+/// The same for RETR: CPU seconds and octets relayed.
+var retrCPU: [String: (seconds: Double, octets: Int)] = [:]
 let ready = targets.filter { target in
     if waitForPort(target.port) { return true }
     let log = try? String(
@@ -228,8 +245,19 @@ let ready = targets.filter { target in
 }
 for round in 0..<2 {
     for (index, target) in ready.enumerated() {
+        let pid = target.child?.process.processIdentifier
+        let cpuBefore = pid.flatMap(cpuSeconds)
         let sessions = await sessionsPerSecond(port: target.port)
-        let retr = retrClients > 0 ? await retrThroughput(port: target.port) : (rate: 0, failures: 0)
+        if let pid, let before = cpuBefore, let after = cpuSeconds(pid) {
+            let sofar = sessionCPU[target.name] ?? (0, 0)
+            sessionCPU[target.name] = (sofar.seconds + after - before, sofar.sessions + sessions.count)
+        }
+        let retrBefore = pid.flatMap(cpuSeconds)
+        let retr = retrClients > 0 ? await retrThroughput(port: target.port) : (rate: 0, failures: 0, octets: 0)
+        if let pid, let before = retrBefore, let after = cpuSeconds(pid) {
+            let sofar = retrCPU[target.name] ?? (0, 0)
+            retrCPU[target.name] = (sofar.seconds + after - before, sofar.octets + retr.octets)
+        }
         if round == 0 {
             results.append((target.name, sessions.rate, sessions.failures, retr.rate, retr.failures))
         } else {
@@ -267,3 +295,17 @@ for (name, sessions, sessionFailures, retr, retrFailures) in results {
             + "\(sessionFailures + retrFailures)"
     )
 }
+
+print("")
+print("CPU in the relaying process (user + system, both rounds; lower is better, and the machine's noise does")
+print("not change it the way it changes rates):")
+func cpuTable(_ title: String, _ figures: [String: (Double, Int)], unit: Double, _ format: String) {
+    let per = figures.mapValues { $0.0 / Double(max(1, $0.1)) * unit }
+    let anchor = per.first { $0.key.hasPrefix("haproxy") }?.value
+    for (name, value) in per.sorted(by: { $0.key > $1.key }) where figures[name]!.1 > 0 {
+        let ratio = anchor.map { String(format: "  %.2f × haproxy's", value / $0) } ?? ""
+        print("  " + pad(title, 14) + pad(name, 16) + String(format: format, value) + ratio)
+    }
+}
+cpuTable("per session", sessionCPU.mapValues { ($0.seconds, $0.sessions) }, unit: 1e6, "%.0f µs")
+cpuTable("per GB RETR", retrCPU.mapValues { ($0.seconds, $0.octets) }, unit: 1e9, "%.2f s")

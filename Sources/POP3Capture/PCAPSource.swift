@@ -29,7 +29,14 @@ public final class PCAPSource: @unchecked Sendable {
     /// Opens a capture file.
     public init(file path: String) throws {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
-        guard let handle = pcap_open_offline(path, &errorBuffer) else {
+        guard let file = fopen(path, "rb") else {
+            throw Failure(description: "\(path): " + String(cString: strerror(errno)))
+        }
+        // A 1 MiB stdio buffer: libpcap reads a file a record at a time, and the default buffer makes that
+        // a read(2) every few kilobytes.
+        setvbuf(file, nil, _IOFBF, 1 << 20)
+        guard let handle = pcap_fopen_offline(file, &errorBuffer) else {
+            fclose(file)
             throw Failure(description: "\(path): " + Self.text(errorBuffer))
         }
         self.handle = handle

@@ -81,6 +81,7 @@ public final class RelayServer: Service, Sendable {
         let registry = self.registry
         let counter = self.counter
         let prefix = self.idPrefix
+        let upstreamAddress = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
         return try await ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -93,6 +94,7 @@ public final class RelayServer: Service, Sendable {
                 let settings = RelaySession.Settings(
                     id: "\(prefix)-\(number)",
                     upstream: upstream,
+                    upstreamAddress: upstreamAddress,
                     configuration: configuration,
                     sink: sink,
                     pcap: pcap,

@@ -54,6 +54,9 @@ final class RelaySession {
     struct Settings {
         var id: String
         var upstream: Endpoint
+        /// The upstream's address when its host is an IP literal: connecting to it needs no resolver and no
+        /// Happy Eyeballs, which cost more than the rest of a short session's setup.
+        var upstreamAddress: SocketAddress?
         var configuration: RelayConfiguration
         var sink: (any ConversationSink)?
         var pcap: PCAPExport?
@@ -322,7 +325,7 @@ final class RelaySession {
     private func connectUpstream(_ loop: any EventLoop) {
         let endpoint = self.settings.upstream
         let bound = NIOLoopBound(self, eventLoop: loop)
-        ClientBootstrap(group: loop)
+        let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(self.settings.configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
@@ -330,8 +333,13 @@ final class RelaySession {
                     try channel.pipeline.syncOperations.addHandler(RelayHandler(.upstream, session: bound.value))
                 }
             }
-            .connect(host: endpoint.host, port: endpoint.port)
-            .assumeIsolated()
+        let connected =
+            if let address = self.settings.upstreamAddress {
+                bootstrap.connect(to: address)
+            } else {
+                bootstrap.connect(host: endpoint.host, port: endpoint.port)
+            }
+        connected.assumeIsolated()
             .whenComplete { result in
                 let session = bound.value
                 switch result {
@@ -500,6 +508,11 @@ final class RelaySession {
             ending: how.rawValue
         )
         self.settings.sink?.sessionEnded(self.info, time: time, summary: summary)
+        // The session's logger is built on demand; most gateways log at info, benchmarks above it.
+        guard self.settings.logger.logLevel <= .info else {
+            self.settings.registry.remove(self.settings.id)
+            return
+        }
         self.logger.info(
             "session ended: \(how.rawValue)",
             metadata: [
