@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): the conversation machine's throughput; popgate serve beside a direct connection
-# and haproxy's TCP relay, in one run, as ratios; popgate inspect against tshark on a 200 MB capture. Installs haproxy when missing. Arguments go to the relay
+# Benchmarks (not tests): the conversation machine's throughput; popgate serve beside a direct connection,
+# haproxy's TCP relay and nginx's mail proxy, in one run, as ratios (and CPU per session and per GB); popgate inspect against tshark on a 200 MB capture. Installs haproxy and nginx's mail module when missing. Arguments go to the relay
 # benchmark, e.g. scripts/bench.sh --seconds 10
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
 bash scripts/setup.sh test
-if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+# The anchors: haproxy's TCP relay and nginx's mail proxy.
+missing=""
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
+[ -f /usr/lib/nginx/modules/ngx_mail_module.so ] || missing="$missing libnginx-mod-mail"
+if [ -n "$missing" ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq haproxy >/dev/null
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 fi
 swift build -c release 2>&1 | { grep -vE '^\[[0-9]+/[0-9]+\]' || true; }
 bin="$(swift build -c release --show-bin-path)"

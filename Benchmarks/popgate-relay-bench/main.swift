@@ -112,15 +112,24 @@ func sessionsPerSecond(port: Int) async -> (rate: Double, failures: Int, count: 
     )
 }
 
-/// CPU seconds a process has used (user and system), from /proc: a figure the other processes on this shared
-/// machine do not change, unlike rates.
+/// CPU seconds a process and its child processes (nginx's workers) have used, user and system, from /proc:
+/// a figure the other processes on this shared machine do not change, unlike rates.
 func cpuSeconds(_ pid: Int32) -> Double? {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-        let close = stat.lastIndex(of: ")")
-    else { return nil }
-    let fields = stat[stat.index(after: close)...].split(separator: " ")
-    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    func read(_ entry: String) -> (parent: Int32, ticks: Double)? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let parent = Int32(fields[1]), let user = Double(fields[11]),
+            let system = Double(fields[12])
+        else { return nil }
+        return (parent, user + system)
+    }
+    guard var ticks = read("\(pid)")?.ticks else { return nil }
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int32(entry) != nil {
+        if let child = read(entry), child.parent == pid { ticks += child.ticks }
+    }
+    return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 /// A few clients each retrieve the large message over and over on one session until time is up.
@@ -220,6 +229,62 @@ if let haproxy = which("haproxy") {
     print("haproxy not installed: its column is left out (scripts/bench.sh installs it)")
 }
 
+// nginx's mail proxy: it reads the login itself, asks auth_http where to go (here its own http block
+// answers), logs in upstream and relays the rest.
+let nginxModule = "/usr/lib/nginx/modules/ngx_mail_module.so"
+if let nginx = which("nginx"), FileManager.default.fileExists(atPath: nginxModule) {
+    let port = try freePort()
+    let authPort = try freePort()
+    let prefix = temporary.appendingPathComponent("nginx").path
+    try FileManager.default.createDirectory(atPath: prefix, withIntermediateDirectories: true)
+    let config = """
+        load_module \(nginxModule);
+        daemon off;
+        worker_processes auto;
+        pid \(prefix)/nginx.pid;
+        error_log \(prefix)/error.log error;
+        events { worker_connections 4096; }
+        http {
+          access_log off;
+          client_body_temp_path \(prefix);
+          proxy_temp_path \(prefix);
+          fastcgi_temp_path \(prefix);
+          uwsgi_temp_path \(prefix);
+          scgi_temp_path \(prefix);
+          server {
+            listen 127.0.0.1:\(authPort);
+            location /auth {
+              add_header Auth-Status OK;
+              add_header Auth-Server 127.0.0.1;
+              add_header Auth-Port \(upstream.port);
+              return 204;
+            }
+          }
+        }
+        mail {
+          auth_http 127.0.0.1:\(authPort)/auth;
+          server {
+            listen 127.0.0.1:\(port);
+            protocol pop3;
+            proxy on;
+            pop3_auth plain;
+          }
+        }
+        """
+    let path = prefix + "/nginx.conf"
+    try (config + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    let log = temporary.appendingPathComponent("nginx.log").path
+    targets.append(
+        Target(
+            name: "nginx (mail)",
+            port: port,
+            child: try Child("nginx", nginx, ["-p", prefix, "-e", prefix + "/error.log", "-c", path], log: log)
+        )
+    )
+} else {
+    print("nginx with its mail module not installed: its column is left out (scripts/bench.sh installs them)")
+}
+
 print(
     "popgate-relay-bench: \(seconds) s per figure; \(sessionClients) clients for sessions, \(retrClients) for RETR of a \(messageMiB) MiB message"
 )
@@ -279,19 +344,22 @@ if results.contains(where: { $0.2 + $0.4 > 0 }) {
 
 let direct = results.first { $0.0 == "direct" }
 let haproxyResult = results.first { $0.0.hasPrefix("haproxy") }
+let nginxResult = results.first { $0.0.hasPrefix("nginx") }
 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
 print(
-    pad("target", 16) + pad("sessions/s", 12) + pad("× direct", 10) + pad("× haproxy", 11) + pad("RETR MB/s", 11)
-        + pad("× direct", 10) + pad("× haproxy", 11) + "failures"
+    pad("target", 16) + pad("sessions/s", 12) + pad("× direct", 10) + pad("× haproxy", 11) + pad("× nginx", 9)
+        + pad("RETR MB/s", 11) + pad("× direct", 10) + pad("× haproxy", 11) + pad("× nginx", 9) + "failures"
 )
 for (name, sessions, sessionFailures, retr, retrFailures) in results {
     let sd = direct.map { String(format: "%.2f", sessions / $0.1) } ?? "-"
     let sh = haproxyResult.map { String(format: "%.2f", sessions / $0.1) } ?? "-"
     let rd = direct.map { String(format: "%.2f", retr / $0.3) } ?? "-"
     let rh = haproxyResult.map { String(format: "%.2f", retr / $0.3) } ?? "-"
+    let sn = nginxResult.map { String(format: "%.2f", sessions / $0.1) } ?? "-"
+    let rn = nginxResult.map { String(format: "%.2f", retr / $0.3) } ?? "-"
     print(
-        pad(name, 16) + pad(String(format: "%.0f", sessions), 12) + pad(sd, 10) + pad(sh, 11)
-            + pad(String(format: "%.0f", retr / 1e6), 11) + pad(rd, 10) + pad(rh, 11)
+        pad(name, 16) + pad(String(format: "%.0f", sessions), 12) + pad(sd, 10) + pad(sh, 11) + pad(sn, 9)
+            + pad(String(format: "%.0f", retr / 1e6), 11) + pad(rd, 10) + pad(rh, 11) + pad(rn, 9)
             + "\(sessionFailures + retrFailures)"
     )
 }
