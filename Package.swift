@@ -140,6 +140,7 @@ let package = Package(
             name: "PopgateTestSupport",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             path: "Tests/Support"
         ),

@@ -6,7 +6,7 @@ import Testing
 
 /// Captures built in the test, one per link type and IP version, holding the same POP3 session: each must
 /// give that session to the inspector, and tshark must find the same commands in the file.
-@Suite("Link layers and IP versions", .timeLimit(.minutes(1)))
+@Suite("Link layers and IP versions", .serialized, .timeLimit(.minutes(2)))
 struct LinkLayerTests {
     enum Link: String, CaseIterable, Sendable {
         case ethernet, vlan, qinq, sll, sll2, null, loop, rawIP, rawIPv4v6

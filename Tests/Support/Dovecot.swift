@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -30,14 +31,14 @@ public final class Dovecot: @unchecked Sendable {
         self.directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "popgate-dovecot-\(UUID().uuidString.prefix(8))"
         )
-        self.port = try Self.freePort()
         let d = self.directory.path
         for sub in ["run", "state", "home"] {
             try FileManager.default.createDirectory(atPath: "\(d)/\(sub)", withIntermediateDirectories: true)
         }
         let passwd = users.map { "\($0.key):{PLAIN}\($0.value)::::::" }.joined(separator: "\n") + "\n"
         try passwd.write(toFile: "\(d)/passwd", atomically: true, encoding: .utf8)
-        let config = """
+        func config(port: Int) -> String {
+            """
             protocols = pop3
             listen = 127.0.0.1
             base_dir = \(d)/run
@@ -67,7 +68,7 @@ public final class Dovecot: @unchecked Sendable {
             }
             service pop3-login {
               inet_listener pop3 {
-                port = \(self.port)
+                port = \(port)
               }
               inet_listener pop3s {
                 port = 0
@@ -79,7 +80,7 @@ public final class Dovecot: @unchecked Sendable {
               }
             }
             """
-        try config.write(toFile: "\(d)/dovecot.conf", atomically: true, encoding: .utf8)
+        }
         for user in users.keys {
             for sub in ["cur", "new", "tmp"] {
                 try FileManager.default.createDirectory(
@@ -96,8 +97,32 @@ public final class Dovecot: @unchecked Sendable {
         try Self.chown(d + "/mail")
         try Self.chown(d + "/home")
 
-        self.process = try ChildProcess(binary, ["-F", "-c", "\(d)/dovecot.conf"])
-        try Self.waitForPort(self.port)
+        // A free port can be taken between finding it and Dovecot binding it (by another test's server, or as
+        // some connection's local port). Then Dovecot exits and whatever holds the port would answer the test:
+        // only a Dovecot that is still running once its port answers counts; otherwise try another port.
+        var attempt = 0
+        while true {
+            attempt += 1
+            let port = try Self.freePort()
+            try config(port: port).write(toFile: "\(d)/dovecot.conf", atomically: true, encoding: .utf8)
+            let process = try ChildProcess(binary, ["-F", "-c", "\(d)/dovecot.conf"])
+            do {
+                try Self.waitForPort(port)
+                Thread.sleep(forTimeInterval: 0.05)
+                let log = (try? String(contentsOfFile: "\(d)/dovecot.log", encoding: .utf8)) ?? ""
+                if process.isRunning, !log.contains("Failed to start listeners") {
+                    self.port = port
+                    self.process = process
+                    return
+                }
+            } catch {
+                if attempt >= 5 { throw error }
+            }
+            process.signal(SIGKILL)
+            _ = process.isRunning
+            if attempt >= 5 { throw Failure(description: "Dovecot did not start on a free port in 5 attempts") }
+            try? FileManager.default.removeItem(atPath: "\(d)/dovecot.log")
+        }
     }
 
     /// Messages in a user's maildir (new and cur).
@@ -154,13 +179,18 @@ public final class Dovecot: @unchecked Sendable {
         }
     }
 
-    /// A port nothing listens on right now.
+    /// Ports handed out in this test process, so that two tests never get the same one.
+    private static let handedOut = NIOLockedValueBox<Set<Int>>([])
+
+    /// A port nothing listens on right now, and that no other test of this process was given.
     public static func freePort() throws -> Int {
-        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: "127.0.0.1", port: 0).wait()
-        let port = channel.localAddress?.port ?? 0
-        try channel.close().wait()
-        return port
+        while true {
+            let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .bind(host: "127.0.0.1", port: 0).wait()
+            let port = channel.localAddress?.port ?? 0
+            try channel.close().wait()
+            if Self.handedOut.withLockedValue({ $0.insert(port).inserted }) { return port }
+        }
     }
 
     public static func waitForPort(_ port: Int, timeout: TimeInterval = 10) throws {
