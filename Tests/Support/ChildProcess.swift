@@ -75,6 +75,15 @@ public final class ChildProcess: @unchecked Sendable {
         return low == 0 ? (status >> 8) & 0xFF : 128 + low
     }
 
+    deinit {
+        // A test that threw before stopping its child must not leave it running.
+        if self.isRunning {
+            kill(self.pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(self.pid, &status, 0)
+        }
+    }
+
     /// SIGTERM, then SIGKILL if it has not ended within `seconds`.
     public func stop(seconds: Double = 10) async {
         self.signal(SIGTERM)
