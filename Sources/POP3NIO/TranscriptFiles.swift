@@ -19,10 +19,6 @@ public final class TranscriptFiles: ConversationSink {
         var jsonBuffer: [UInt8] = []
     }
 
-    public struct Failure: Error, CustomStringConvertible {
-        public var description: String
-    }
-
     private let directory: String
     private let bodies: Bool
     private let sessions = NIOLockedValueBox<[String: Open]>([:])
@@ -33,14 +29,7 @@ public final class TranscriptFiles: ConversationSink {
     public init(directory: String, bodies: Bool) throws {
         self.directory = directory
         self.bodies = bodies
-        if mkdir(directory, 0o755) != 0, errno != EEXIST {
-            throw Failure(
-                description: "cannot create the transcript directory \(directory): \(String(cString: strerror(errno)))"
-            )
-        }
-        guard access(directory, W_OK) == 0 else {
-            throw Failure(description: "cannot write to the transcript directory \(directory)")
-        }
+        try OutputFiles.prepare(directory, for: "transcript directory")
     }
 
     public func sessionStarted(_ session: SessionInfo, time: Double) {
@@ -122,15 +111,7 @@ public final class TranscriptFiles: ConversationSink {
     }
 
     private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-        guard fd >= 0, !bytes.isEmpty else { return }
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n <= 0 { return }
-                offset += n
-            }
-        }
+        bytes.withUnsafeBytes { OutputFiles.writeAll(fd, $0) }
     }
 }
 

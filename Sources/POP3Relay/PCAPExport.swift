@@ -3,6 +3,7 @@ import NIOCore
 import NIOEmbedded
 import NIOExtras
 import POP3Core
+import POP3NIO
 
 #if canImport(Glibc)
 import Glibc
@@ -15,31 +16,24 @@ import Glibc
 /// feeds a private `EmbeddedChannel` holding the handler with copies of its bytes, secrets masked keeping
 /// their length (``ExportMask``). Files are written from one serial queue, so event loops never wait on disk.
 public final class PCAPExport: Sendable {
-    public struct Failure: Error, CustomStringConvertible {
-        public var description: String
-    }
-
     let directory: String
     private let queue = DispatchQueue(label: "popgate.pcap")
 
     public init(directory: String) throws {
         self.directory = directory
-        if mkdir(directory, 0o755) != 0, errno != EEXIST {
-            throw Failure(
-                description: "cannot create the pcap directory \(directory): \(String(cString: strerror(errno)))"
-            )
-        }
-        guard access(directory, W_OK) == 0 else {
-            throw Failure(description: "cannot write to the pcap directory \(directory)")
-        }
+        try OutputFiles.prepare(directory, for: "pcap directory")
     }
 
     /// Starts a session's file; call on the session's event loop, which is the only one that may use it.
     func start(id: String, client: SocketAddress?, gateway: SocketAddress?) -> SessionPCAP? {
         let path = self.directory + "/" + id + ".pcap"
+        // The handler puts addresses in IP headers; unix sockets and unknowns get loopback stand-ins.
+        guard let local = SessionPCAP.ipAddress(gateway) ?? (try? SocketAddress(ipAddress: "127.0.0.1", port: 110)),
+            let remote = SessionPCAP.ipAddress(client) ?? (try? SocketAddress(ipAddress: "127.0.0.1", port: 1))
+        else { return nil }
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
         guard fd >= 0 else { return nil }
-        return SessionPCAP(fd: fd, queue: self.queue, client: client, gateway: gateway)
+        return SessionPCAP(fd: fd, queue: self.queue, local: local, remote: remote)
     }
 
     /// Waits until everything handed to the queue so far is on disk.
@@ -47,16 +41,6 @@ public final class PCAPExport: Sendable {
         self.queue.sync {}
     }
 
-    fileprivate static func writeAll(_ fd: Int32, _ buffer: ByteBuffer) {
-        buffer.withUnsafeReadableBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n <= 0 { return }
-                offset += n
-            }
-        }
-    }
 }
 
 /// One session's pcap file. Client bytes are inbound, the gateway's and the upstream's outbound, as seen by
@@ -68,15 +52,12 @@ final class SessionPCAP {
     private var challenges = ExportMask.Challenges()
     private var closed = false
 
-    fileprivate init(fd: Int32, queue: DispatchQueue, client: SocketAddress?, gateway: SocketAddress?) {
+    fileprivate init(fd: Int32, queue: DispatchQueue, local: SocketAddress, remote: SocketAddress) {
         self.fd = fd
         self.queue = queue
         let sink: (ByteBuffer) -> Void = { bytes in
-            queue.async { PCAPExport.writeAll(fd, bytes) }
+            queue.async { bytes.withUnsafeReadableBytes { OutputFiles.writeAll(fd, $0) } }
         }
-        // The handler asks for addresses it can put in IP headers; unix sockets and unknowns get stand-ins.
-        let local = Self.ipAddress(gateway) ?? (try! SocketAddress(ipAddress: "127.0.0.1", port: 110))
-        let remote = Self.ipAddress(client) ?? (try! SocketAddress(ipAddress: "127.0.0.1", port: 1))
         let handler = NIOWritePCAPHandler(
             mode: .server,
             fakeLocalAddress: local,
@@ -134,7 +115,7 @@ final class SessionPCAP {
         self.queue.async { close(fd) }
     }
 
-    private static func ipAddress(_ address: SocketAddress?) -> SocketAddress? {
+    static func ipAddress(_ address: SocketAddress?) -> SocketAddress? {
         switch address {
         case .v4, .v6: return address
         default: return nil

@@ -209,7 +209,7 @@ final class RelaySession {
     private func processClientInput() {
         var forwarded = false
         while self.phase == .relaying, self.barrier == nil {
-            let saslOpen = self.lastForwardedOpensSASL && self.machine.completedReplies < self.processedCommands
+            let saslOpen = self.saslOpen
             self.framer.limit =
                 saslOpen ? POP3Defaults.saslLineLimit : self.settings.configuration.commandLineLimit
             guard let frame = self.framer.next(from: &self.clientInput) else { break }
@@ -245,6 +245,11 @@ final class RelaySession {
             self.pendingClientRead = false
             self.clientContext?.read()
         }
+    }
+
+    /// An AUTH exchange the gateway let through has not had its final reply: client lines are SASL responses.
+    private var saslOpen: Bool {
+        self.lastForwardedOpensSASL && self.machine.completedReplies < self.processedCommands
     }
 
     private func forward(_ content: ByteBuffer, _ ending: LineFramer.Ending) {
@@ -393,10 +398,7 @@ final class RelaySession {
         self.upstreamOctets += bytes.readableBytes
         // A session waiting on a slow upstream (or receiving a long RETR) is not idle.
         self.lastActivity = .now()
-        if let pcap = self.pcap {
-            let saslOpen = self.lastForwardedOpensSASL && self.machine.completedReplies < self.processedCommands
-            pcap.toClient(bytes, saslOpen: saslOpen && self.phase == .relaying)
-        }
+        self.pcap?.toClient(bytes, saslOpen: self.phase == .relaying && self.saslOpen)
         self.clientContext?.write(NIOAny(bytes), promise: nil)
         var events: [ConversationEvent] = []
         self.machine.serverSent(bytes, at: Self.now(), into: &events)
@@ -508,11 +510,9 @@ final class RelaySession {
             ending: how.rawValue
         )
         self.settings.sink?.sessionEnded(self.info, time: time, summary: summary)
+        self.settings.registry.remove(self.settings.id)
         // The session's logger is built on demand; most gateways log at info, benchmarks above it.
-        guard self.settings.logger.logLevel <= .info else {
-            self.settings.registry.remove(self.settings.id)
-            return
-        }
+        guard self.settings.logger.logLevel <= .info else { return }
         self.logger.info(
             "session ended: \(how.rawValue)",
             metadata: [
@@ -524,7 +524,6 @@ final class RelaySession {
                 "anomalies": "\(self.anomalies)",
             ]
         )
-        self.settings.registry.remove(self.settings.id)
     }
 
     private var anomalies = 0

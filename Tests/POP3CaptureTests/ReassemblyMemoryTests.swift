@@ -85,3 +85,33 @@ struct ReassemblyMemoryTests {
         #expect(inspector.waitingOctets == 0)
     }
 }
+
+extension ReassemblyMemoryTests {
+    @Test("a live capture lets go of ended sessions; numbering goes on")
+    func forgetEnded() {
+        let inspector = CaptureInspector(options: CaptureInspector.Options())
+        let c = Self.endpoint(1, 40000)
+        let s = Self.endpoint(100, 110)
+        func segment(_ from: TCPEndpoint, _ to: TCPEndpoint, _ seq: UInt32, _ flags: UInt8, _ text: String) {
+            inspector.packet(
+                TCPSegment(
+                    source: from,
+                    destination: to,
+                    sequence: seq,
+                    flags: flags,
+                    payload: ByteBuffer(string: text)
+                ),
+                at: 1
+            )
+        }
+        segment(s, c, 500, 0x18, "+OK hi\r\n")
+        segment(s, c, 508, 0x11, "")
+        segment(c, s, 100, 0x11, "")
+        Self.holeyFlow(inspector, client: 2, waiting: 100)
+        #expect(inspector.sessions.map(\.number) == [1, 2])
+        inspector.forgetEnded()
+        #expect(inspector.sessions.map(\.number) == [2])
+        Self.holeyFlow(inspector, client: 3, waiting: 100)
+        #expect(inspector.sessions.map(\.number) == [2, 3])
+    }
+}

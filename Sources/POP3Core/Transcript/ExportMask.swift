@@ -48,7 +48,7 @@ public enum ExportMask {
                     continue
                 }
                 if self.inChallenge {
-                    copy.setInteger(Self.octet, at: start + index)
+                    copy.setInteger(ExportMask.octet, at: start + index)
                 } else if self.atLineStart {
                     self.afterPlus = byte == 0x2B
                 } else if self.afterPlus {
@@ -63,7 +63,5 @@ public enum ExportMask {
         public mutating func reset() {
             self = Challenges()
         }
-
-        static let octet = ExportMask.octet
     }
 }

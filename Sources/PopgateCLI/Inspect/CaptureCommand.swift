@@ -47,9 +47,7 @@ extension Popgate {
         var reassembly: ReassemblyOptions
 
         func run() async throws {
-            var options = CaptureInspector.Options()
-            if !self.ports.isEmpty { options.ports = Set(self.ports) }
-            self.reassembly.apply(to: &options)
+            let options = self.reassembly.options(ports: self.ports)
             let filter = self.filter ?? options.ports.sorted().map { "tcp port \($0)" }.joined(separator: " or ")
             let source: PCAPSource
             do {

@@ -51,9 +51,7 @@ extension Popgate {
         var reassembly: ReassemblyOptions
 
         func run() async throws {
-            var options = CaptureInspector.Options()
-            if !self.ports.isEmpty { options.ports = Set(self.ports) }
-            self.reassembly.apply(to: &options)
+            var options = self.reassembly.options(ports: self.ports)
             options.annotate = !self.summary && !self.anomaliesOnly
             let terminal = Terminal.shared
             var failed = false

@@ -15,9 +15,13 @@ struct ReassemblyOptions: ParsableArguments {
     )
     var totalBuffer: ByteCount?
 
-    func apply(to options: inout CaptureInspector.Options) {
+    /// The inspector's options for these limits and the POP3 ports given (none: the defaults).
+    func options(ports: [Int]) -> CaptureInspector.Options {
+        var options = CaptureInspector.Options()
+        if !ports.isEmpty { options.ports = Set(ports) }
         if let flowBuffer { options.reassemblyLimit = flowBuffer.octets }
         if let totalBuffer { options.totalReassemblyLimit = totalBuffer.octets }
+        return options
     }
 
     /// A line for standard error when a limit was hit, naming the flag that raises it.
