@@ -95,8 +95,16 @@ struct ServeProcessTests {
             log: log
         )
         try Dovecot.waitForPort(port)
-        // Warm up: one small session, then the baseline.
-        _ = try await runTool("curl", ["-s", "--max-time", "10", "pop3://alice:wonderland@127.0.0.1:\(port)/"])
+        // Warm up: one small session, then the baseline. The warm-up is not what this test measures; on a loaded
+        // machine it was reset now and then (cause still open, see the session note), so it may try three times.
+        for attempt in 1...3 {
+            do {
+                _ = try await runTool("curl", ["-s", "--max-time", "10", "pop3://alice:wonderland@127.0.0.1:\(port)/"])
+                break
+            } catch  where attempt < 3 {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
         let before = try #require(residentBytes(of: process.pid))
         // A client that reads 256 KiB every 10 ms: the gateway must hold the upstream back, not buffer.
         let script = """
