@@ -106,6 +106,13 @@ let package = Package(
             path: "Benchmarks/popgate-relay-bench"
         ),
         .executableTarget(
+            name: "nio-glue-relay",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/nio-glue-relay"
+        ),
+        .executableTarget(
             name: "popgate-inspect-bench",
             dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")],
             path: "Benchmarks/popgate-inspect-bench"

@@ -1,6 +1,7 @@
 // Sessions per second and RETR throughput through popgate serve, directly, and through the anchors that are
 // installed (haproxy's TCP relay, nginx's mail proxy), side by side in one run, as ratios.
-// Run: scripts/bench.sh   (or: swift run -c release popgate-relay-bench [--seconds N] [--clients N])
+// Run: scripts/bench.sh   (or: swift run -c release popgate-relay-bench [--seconds N] [--clients N] [--rounds N]
+//      [--only popgate,haproxy])
 
 import Foundation
 import NIOConcurrencyHelpers
@@ -17,6 +18,9 @@ let seconds = option("--seconds", 5)
 let sessionClients = option("--clients", 32)
 let retrClients = option("--retr-clients", 4)
 let messageMiB = option("--message-mib", 10)
+let rounds = option("--rounds", 2)
+/// `--only popgate,haproxy`: measure only the targets whose names start with one of these (direct always runs).
+let only = arguments.firstIndex(of: "--only").map { arguments[$0 + 1].split(separator: ",").map(String.init) }
 let user = "bench"
 let password = "bench-password"
 
@@ -112,10 +116,17 @@ func sessionsPerSecond(port: Int) async -> (rate: Double, failures: Int, count: 
     )
 }
 
-/// CPU seconds a process and its child processes (nginx's workers) have used, user and system, from /proc:
-/// a figure the other processes on this shared machine do not change, unlike rates.
-func cpuSeconds(_ pid: Int32) -> Double? {
-    func read(_ entry: String) -> (parent: Int32, ticks: Double)? {
+/// CPU seconds a process and its child processes (nginx's workers) have used, all and in the kernel, from
+/// /proc: a figure the other processes on this shared machine do not change, unlike rates.
+struct CPU {
+    var total = 0.0
+    var system = 0.0
+    static func - (a: CPU, b: CPU) -> CPU { CPU(total: a.total - b.total, system: a.system - b.system) }
+    static func + (a: CPU, b: CPU) -> CPU { CPU(total: a.total + b.total, system: a.system + b.system) }
+}
+
+func cpuSeconds(_ pid: Int32) -> CPU? {
+    func read(_ entry: String) -> (parent: Int32, user: Double, system: Double)? {
         guard let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
             let close = stat.lastIndex(of: ")")
         else { return nil }
@@ -123,13 +134,19 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         guard fields.count > 13, let parent = Int32(fields[1]), let user = Double(fields[11]),
             let system = Double(fields[12])
         else { return nil }
-        return (parent, user + system)
+        return (parent, user, system)
     }
-    guard var ticks = read("\(pid)")?.ticks else { return nil }
+    guard let own = read("\(pid)") else { return nil }
+    var user = own.user
+    var system = own.system
     for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where Int32(entry) != nil {
-        if let child = read(entry), child.parent == pid { ticks += child.ticks }
+        if let child = read(entry), child.parent == pid {
+            user += child.user
+            system += child.system
+        }
     }
-    return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+    let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+    return CPU(total: (user + system) / tick, system: system / tick)
 }
 
 /// A few clients each retrieve the large message over and over on one session until time is up.
@@ -203,6 +220,22 @@ if FileManager.default.isExecutableFile(atPath: popgate) {
     targets.append(Target(name: "popgate serve", port: port, child: child))
 } else {
     print("popgate not found next to the benchmark; build it with: swift build -c release")
+}
+
+// SwiftNIO's floor: the smallest NIO relay, parsing nothing, built with the benchmarks.
+let glue = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
+    "nio-glue-relay"
+).path
+if FileManager.default.isExecutableFile(atPath: glue) {
+    let port = try freePort()
+    let log = temporary.appendingPathComponent("nio-glue.log").path
+    targets.append(
+        Target(
+            name: "NIO glue",
+            port: port,
+            child: try Child("nio-glue", glue, ["\(port)", "\(upstream.port)"], log: log)
+        )
+    )
 }
 
 if let haproxy = which("haproxy") {
@@ -296,10 +329,11 @@ print("")
 // Two rounds, targets interleaved, the better figure kept: the machine is shared and noisy.
 var results: [(String, Double, Int, Double, Int)] = []
 /// CPU seconds each relaying process spent in the session workloads, and the sessions it served.
-var sessionCPU: [String: (seconds: Double, sessions: Int)] = [:]
+var sessionCPU: [String: (seconds: CPU, sessions: Int)] = [:]
 /// The same for RETR: CPU seconds and octets relayed.
-var retrCPU: [String: (seconds: Double, octets: Int)] = [:]
+var retrCPU: [String: (seconds: CPU, octets: Int)] = [:]
 let ready = targets.filter { target in
+    if let only, target.name != "direct", !only.contains(where: { target.name.hasPrefix($0) }) { return false }
     if waitForPort(target.port) { return true }
     let log = try? String(
         contentsOfFile: temporary.appendingPathComponent("\(target.child?.name ?? "x").log").path,
@@ -308,20 +342,20 @@ let ready = targets.filter { target in
     print("\(target.name): nothing listens on \(target.port); skipped. \(log ?? "")")
     return false
 }
-for round in 0..<2 {
+for round in 0..<rounds {
     for (index, target) in ready.enumerated() {
         let pid = target.child?.process.processIdentifier
         let cpuBefore = pid.flatMap(cpuSeconds)
         let sessions = await sessionsPerSecond(port: target.port)
         if let pid, let before = cpuBefore, let after = cpuSeconds(pid) {
-            let sofar = sessionCPU[target.name] ?? (0, 0)
-            sessionCPU[target.name] = (sofar.seconds + after - before, sofar.sessions + sessions.count)
+            let sofar = sessionCPU[target.name] ?? (CPU(), 0)
+            sessionCPU[target.name] = (sofar.seconds + (after - before), sofar.sessions + sessions.count)
         }
         let retrBefore = pid.flatMap(cpuSeconds)
         let retr = retrClients > 0 ? await retrThroughput(port: target.port) : (rate: 0, failures: 0, octets: 0)
         if let pid, let before = retrBefore, let after = cpuSeconds(pid) {
-            let sofar = retrCPU[target.name] ?? (0, 0)
-            retrCPU[target.name] = (sofar.seconds + after - before, sofar.octets + retr.octets)
+            let sofar = retrCPU[target.name] ?? (CPU(), 0)
+            retrCPU[target.name] = (sofar.seconds + (after - before), sofar.octets + retr.octets)
         }
         if round == 0 {
             results.append((target.name, sessions.rate, sessions.failures, retr.rate, retr.failures))
@@ -367,12 +401,17 @@ for (name, sessions, sessionFailures, retr, retrFailures) in results {
 print("")
 print("CPU in the relaying process (user + system, both rounds; lower is better, and the machine's noise does")
 print("not change it the way it changes rates):")
-func cpuTable(_ title: String, _ figures: [String: (Double, Int)], unit: Double, _ format: String) {
-    let per = figures.mapValues { $0.0 / Double(max(1, $0.1)) * unit }
-    let anchor = per.first { $0.key.hasPrefix("haproxy") }?.value
+func cpuTable(_ title: String, _ figures: [String: (CPU, Int)], unit: Double, _ format: String) {
+    let per = figures.mapValues {
+        ($0.0.total * unit / Double(max(1, $0.1)), $0.0.system * unit / Double(max(1, $0.1)))
+    }
+    let anchor = per.first { $0.key.hasPrefix("haproxy") }?.value.0
     for (name, value) in per.sorted(by: { $0.key > $1.key }) where figures[name]!.1 > 0 {
-        let ratio = anchor.map { String(format: "  %.2f × haproxy's", value / $0) } ?? ""
-        print("  " + pad(title, 14) + pad(name, 16) + String(format: format, value) + ratio)
+        let ratio = anchor.map { String(format: "  %.2f × haproxy's", value.0 / $0) } ?? ""
+        print(
+            "  " + pad(title, 14) + pad(name, 16) + pad(String(format: format, value.0), 9)
+                + pad("(kernel " + String(format: format, value.1) + ")", 17) + ratio
+        )
     }
 }
 cpuTable("per session", sessionCPU.mapValues { ($0.seconds, $0.sessions) }, unit: 1e6, "%.0f µs")

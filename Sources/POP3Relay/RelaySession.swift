@@ -92,9 +92,12 @@ final class RelaySession {
     private var upstreamOctets = 0
     /// The last byte from either side; the idle timeout counts from here.
     private var lastActivity = NIODeadline.now()
-    private var idleTimer: Scheduled<Void>?
-    private var greetingTimer: Scheduled<Void>?
-    private var quitTimer: Scheduled<Void>?
+    /// One timer per session, at its earliest deadline (idleness, the greeting, the answer to QUIT): most
+    /// sessions end before it fires, so each costs one scheduled task instead of one per deadline.
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
+    private var greetingDeadline: NIODeadline?
+    private var quitDeadline: NIODeadline?
 
     init(_ settings: Settings) {
         self.settings = settings
@@ -126,7 +129,9 @@ final class RelaySession {
             client: context.channel.remoteAddress,
             gateway: context.channel.localAddress
         )
-        self.scheduleIdleCheck(in: self.settings.configuration.idleTimeout)
+        // The greeting cannot be due before this (its timeout counts from the connection).
+        self.greetingDeadline = .now() + self.settings.configuration.greetingTimeout
+        self.armTimer()
         self.connectUpstream(context.eventLoop)
     }
 
@@ -143,8 +148,12 @@ final class RelaySession {
         case .closed:
             break
         case .connecting, .greeting, .relaying:
-            var bytes = bytes
-            self.clientInput.writeBuffer(&bytes)
+            if self.clientInput.readableBytes == 0 {
+                self.clientInput = bytes  // no copy: lines are forwarded as slices of what was read
+            } else {
+                var bytes = bytes
+                self.clientInput.writeBuffer(&bytes)
+            }
             self.processClientInput()
         }
     }
@@ -161,9 +170,8 @@ final class RelaySession {
         if self.upstreamOpen, let upstream = self.upstreamContext {
             if self.quitForwarded && self.machine.state != .closed {
                 // The client asked for QUIT: let the upstream answer it (and commit), but not forever.
-                self.quitTimer = upstream.eventLoop.assumeIsolated().scheduleTask(in: .seconds(5)) {
-                    upstream.close(promise: nil)
-                }
+                self.quitDeadline = .now() + .seconds(5)
+                self.armTimer()
             } else {
                 // Invariant 3: closing without QUIT leaves every DELE mark uncommitted.
                 upstream.close(promise: nil)
@@ -212,7 +220,9 @@ final class RelaySession {
             let saslOpen = self.saslOpen
             self.framer.limit =
                 saslOpen ? POP3Defaults.saslLineLimit : self.settings.configuration.commandLineLimit
+            let start = self.clientInput.readerIndex
             guard let frame = self.framer.next(from: &self.clientInput) else { break }
+            let consumed = self.clientInput.readerIndex - start
             switch frame {
             case .tooLong(let prefix, let octets):
                 self.pcap?.clientOverlongLine(prefix: prefix, octets: octets)
@@ -223,7 +233,7 @@ final class RelaySession {
             case .line(let content, let ending):
                 self.pcap?.clientLine(content, ending, saslResponse: saslOpen)
                 if saslOpen {
-                    self.forward(content, ending)
+                    self.forward(content, ending, start: start, consumed: consumed)
                     forwarded = true
                     continue
                 }
@@ -234,7 +244,7 @@ final class RelaySession {
                 }
                 let keyword = Self.keyword(content)
                 self.lastForwardedOpensSASL = keyword == "AUTH" && content.readableBytesView.contains(0x20)
-                self.forward(content, ending)
+                self.forward(content, ending, start: start, consumed: consumed)
                 forwarded = true
                 if keyword == "STLS" { self.barrier = .stls }
                 if keyword == "QUIT" { self.quitForwarded = true }
@@ -252,18 +262,21 @@ final class RelaySession {
         self.lastForwardedOpensSASL && self.machine.completedReplies < self.processedCommands
     }
 
-    private func forward(_ content: ByteBuffer, _ ending: LineFramer.Ending) {
+    /// Sends a line upstream as the client sent it. `consumed` octets from `start` in the client input are the
+    /// line with its ending when the line came in one piece: then that slice goes, with no copy.
+    private func forward(_ content: ByteBuffer, _ ending: LineFramer.Ending, start: Int, consumed: Int) {
         guard let upstream = self.upstreamContext else { return }
-        var line = content
-        // The line as the client sent it: the framer only took the ending off.
-        switch ending {
-        case .crlf:
-            upstream.write(NIOAny(line), promise: nil)
-            upstream.write(NIOAny(ByteBuffer(staticString: "\r\n")), promise: nil)
-        case .lf:
-            line.writeStaticString("\n")
-            upstream.write(NIOAny(line), promise: nil)
+        let endingLength = ending == .crlf ? 2 : 1
+        if consumed == content.readableBytes + endingLength,
+            let whole = self.clientInput.getSlice(at: start, length: consumed)
+        {
+            upstream.write(NIOAny(whole), promise: nil)
+            return
         }
+        // The framer joined pieces of the line: put its ending back.
+        var line = content
+        line.writeStaticString(ending == .crlf ? "\r\n" : "\n")
+        upstream.write(NIOAny(line), promise: nil)
     }
 
     /// Why a client line is not forwarded, if it is not: control characters, or no 3–4 character keyword.
@@ -362,18 +375,13 @@ final class RelaySession {
     }
 
     private func upstreamConnected() {
-        guard self.clientOpen, let loop = self.clientContext?.eventLoop else {
+        guard self.clientOpen else {
             self.upstreamContext?.close(promise: nil)
             return
         }
         self.phase = .greeting
-        self.greetingTimer = loop.assumeIsolated().scheduleTask(in: self.settings.configuration.greetingTimeout) {
-            guard self.phase == .greeting else { return }
-            self.logger.warning("no greeting from the upstream \(self.settings.upstream) in time")
-            self.endReason = .greetingTimeout
-            self.replyAndClose("upstream \(self.settings.upstream) did not greet in time")
-            self.upstreamContext?.close(promise: nil)
-        }
+        self.greetingDeadline = .now() + self.settings.configuration.greetingTimeout
+        self.armTimer()
     }
 
     private func upstreamFailed(_ error: any Error) {
@@ -405,7 +413,7 @@ final class RelaySession {
         self.deliver(events)
         if self.phase == .greeting, self.machine.state != .greeting {
             self.phase = .relaying
-            self.greetingTimer?.cancel()
+            self.greetingDeadline = nil
             self.processClientInput()
         }
         self.releaseBarrier()
@@ -417,7 +425,7 @@ final class RelaySession {
 
     func upstreamInactive() {
         self.upstreamOpen = false
-        self.quitTimer?.cancel()
+        self.quitDeadline = nil
         if self.clientOpen, self.phase != .closed {
             let normal = self.quitForwarded && self.machine.state == .closed
             if self.endReason == nil { self.endReason = normal ? .clientQuit : .upstreamClosed }
@@ -465,20 +473,47 @@ final class RelaySession {
 
     // MARK: - Timers and shutdown
 
-    private func scheduleIdleCheck(in delay: TimeAmount) {
-        guard let loop = self.clientContext?.eventLoop else { return }
-        self.idleTimer = loop.assumeIsolated().scheduleTask(in: delay) {
-            let idle = NIODeadline.now() - self.lastActivity
-            let limit = self.settings.configuration.idleTimeout
-            if idle >= limit {
-                // RFC 1939 §3: an autologout closes without UPDATE, so nothing is committed.
-                self.logger.info("closing an idle session after \(idle.nanoseconds / 1_000_000_000) s")
-                self.endReason = .idleTimeout
-                self.closeBoth()
-            } else {
-                self.scheduleIdleCheck(in: limit - idle)
+    /// Makes sure the timer fires by the earliest deadline. A timer already due earlier is kept: it re-arms.
+    private func armTimer() {
+        guard !self.finished, let loop = self.clientContext?.eventLoop else { return }
+        var next = self.lastActivity + self.settings.configuration.idleTimeout
+        if let greeting = self.greetingDeadline { next = min(next, greeting) }
+        if let quit = self.quitDeadline { next = min(next, quit) }
+        if let current = self.timerDeadline, current <= next { return }
+        self.timer?.cancel()
+        self.timerDeadline = next
+        self.timer = loop.assumeIsolated().scheduleTask(deadline: next) { self.timerFired() }
+    }
+
+    private func timerFired() {
+        self.timer = nil
+        self.timerDeadline = nil
+        guard !self.finished else { return }
+        let now = NIODeadline.now()
+        if let quit = self.quitDeadline, now >= quit {
+            self.quitDeadline = nil
+            self.upstreamContext?.close(promise: nil)
+        }
+        if let greeting = self.greetingDeadline, now >= greeting {
+            self.greetingDeadline = nil
+            // While still connecting, the connect timeout applies; the greeting's deadline is set on connection.
+            if self.phase == .greeting {
+                self.logger.warning("no greeting from the upstream \(self.settings.upstream) in time")
+                self.endReason = .greetingTimeout
+                self.replyAndClose("upstream \(self.settings.upstream) did not greet in time")
+                self.upstreamContext?.close(promise: nil)
+                return
             }
         }
+        let idle = now - self.lastActivity
+        if idle >= self.settings.configuration.idleTimeout {
+            // RFC 1939 §3: an autologout closes without UPDATE, so nothing is committed.
+            self.logger.info("closing an idle session after \(idle.nanoseconds / 1_000_000_000) s")
+            self.endReason = .idleTimeout
+            self.closeBoth()
+            return
+        }
+        self.armTimer()
     }
 
     /// Closes both connections; no QUIT goes upstream.
@@ -494,9 +529,8 @@ final class RelaySession {
         guard !self.clientOpen, !self.upstreamOpen, !self.finished else { return }
         self.finished = true
         self.phase = .closed
-        self.idleTimer?.cancel()
-        self.greetingTimer?.cancel()
-        self.quitTimer?.cancel()
+        self.timer?.cancel()
+        self.timer = nil
         self.pcap?.finish()
         let time = Self.now()
         self.deliver(self.machine.clientClosed(at: time) + self.machine.serverClosed(at: time))

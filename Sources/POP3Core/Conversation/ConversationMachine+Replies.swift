@@ -127,9 +127,11 @@ extension ConversationMachine {
         }
         guard ok else { return }
 
-        let fields = reply.text.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        // Only these replies have fields to read; most replies are free text, not split.
+        func fields() -> [String] { reply.text.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
         switch command {
         case .stat:
+            let fields = fields()
             guard fields.count >= 2, let count = CommandParser.decimal(fields[0]),
                 let octets = CommandParser.decimal(fields[1])
             else {
@@ -141,6 +143,7 @@ extension ConversationMachine {
             self.maildrop.count = count
             self.maildrop.octets = octets
         case .list(let n?):
+            let fields = fields()
             guard fields.count >= 2, CommandParser.messageNumber(fields[0]) == n,
                 let size = CommandParser.decimal(fields[1])
             else {
@@ -151,6 +154,7 @@ extension ConversationMachine {
             }
             self.maildrop.sizes[n] = size
         case .uidl(let n?):
+            let fields = fields()
             guard fields.count >= 2, CommandParser.messageNumber(fields[0]) == n else {
                 findings.append(
                     Anomaly(.uniqueID, .server, "a UIDL \(n) reply is +OK, the message number and its unique id")

@@ -233,9 +233,12 @@ extension ConversationMachine {
             self.suspect("the first server line is not a greeting", weight: 2, into: &events)
             return
         }
-        if let open = reply.text.firstIndex(of: "<"), let close = reply.text[open...].firstIndex(of: ">") {
+        let utf8 = reply.text.utf8
+        if let open = utf8.firstIndex(of: UInt8(ascii: "<")),
+            let close = utf8[open...].firstIndex(of: UInt8(ascii: ">"))
+        {
             let stamp = String(reply.text[open...close])
-            if stamp.contains("@") {
+            if stamp.utf8.contains(UInt8(ascii: "@")) {
                 self.greetingTimestamp = stamp
             } else {
                 self.report(

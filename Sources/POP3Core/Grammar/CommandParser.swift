@@ -242,6 +242,10 @@ public enum CommandParser {
 
     /// Text safe to put in one line of a transcript: control characters shown as `\xNN`, capped in length.
     static func printable(_ text: String, limit: Int = 60) -> String {
+        // The usual line has no control characters and fits: it is its own printable form.
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }), limit == Int.max || text.utf8.count <= limit {
+            return text
+        }
         var out = ""
         for scalar in text.unicodeScalars.prefix(limit) {
             if scalar.value < 0x20 || scalar.value == 0x7F {

@@ -19,6 +19,84 @@ struct BodyScannerTests {
         return (scanner, String(buffer: content), String(buffer: rest))
     }
 
+    /// What a scan reports, to compare two scans of the same octets.
+    struct Outcome: Equatable {
+        var counts: [Int]
+        var flags: [Bool]
+        var content: [UInt8]
+        var rest: [UInt8]
+    }
+
+    func outcome(_ bytes: [UInt8], size: Int) -> Outcome {
+        var scanner = BodyScanner()
+        var content: [UInt8] = []
+        var rest: [UInt8] = []
+        for start in stride(from: 0, to: bytes.count, by: size) {
+            var input = ByteBuffer(bytes: bytes[start..<min(start + size, bytes.count)])
+            if !scanner.finished, let chunk = scanner.scan(&input) { content += chunk.readableBytesView }
+            rest += input.readableBytesView
+        }
+        return Outcome(
+            counts: [
+                scanner.octets, scanner.lines, scanner.stuffedLines, scanner.unstuffedLines, scanner.bareLineEndings,
+                scanner.headerLines, scanner.bodyLines, scanner.eightBitHeaderLines,
+            ],
+            flags: [scanner.finished, scanner.inHeaders, scanner.bareTerminator],
+            content: content,
+            rest: rest
+        )
+    }
+
+    /// Bodies of every kind of line: plain, long, empty, stuffed, unstuffed, bare LF, stray CR, 8-bit.
+    static func randomBody(seed: UInt64) -> [UInt8] {
+        var state = seed
+        func next(_ bound: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((state >> 33) % UInt64(bound))
+        }
+        var body: [UInt8] = Array("Subject: t\r\nX-8: \u{e9}\r\n\r\n".utf8)
+        for _ in 0..<(200 + next(400)) {
+            var line: [UInt8] = []
+            switch next(12) {
+            case 0: line = [0x2E, 0x2E]
+            case 1: line = [0x2E, 0x41]
+            case 2: line = []
+            default: break
+            }
+            for _ in 0..<(next(4) == 0 ? next(300) : next(90)) {
+                line.append(next(40) == 0 ? 0x0D : UInt8(0x21 + next(90)))
+            }
+            body += line
+            body += next(15) == 0 ? [0x0A] : [0x0D, 0x0A]
+        }
+        return body + Array(".\r\n+OK after\r\n".utf8)
+    }
+
+    @Test("the block-at-a-time path counts as the octet-at-a-time path does", arguments: 0..<40)
+    func blocksMatchOctets(_ seed: Int) {
+        let body = Self.randomBody(seed: UInt64(seed))
+        let octetByOctet = self.outcome(body, size: 1)
+        #expect(octetByOctet.flags[0])
+        for size in [17, 100, 4096, body.count] {
+            let blocks = self.outcome(body, size: size)
+            #expect(blocks.counts == octetByOctet.counts, "chunks of \(size)")
+            #expect(blocks.flags == octetByOctet.flags, "chunks of \(size)")
+            #expect(blocks.content == octetByOctet.content, "chunks of \(size)")
+            #expect(blocks.rest == octetByOctet.rest, "chunks of \(size)")
+        }
+    }
+
+    @Test("a plain body read in large chunks: every line and octet counted")
+    func plainBody() {
+        let line = Array((String(repeating: "y", count: 76) + "\r\n").utf8)
+        var body = Array("Subject: big\r\n\r\n".utf8)
+        for _ in 0..<5000 { body += line }
+        body += Array(".\r\n".utf8)
+        let outcome = self.outcome(body, size: 65536)
+        #expect(outcome.counts == [body.count - 3, 5002, 0, 0, 0, 1, 5000, 0])
+        #expect(outcome.content == Array(body.dropLast(3)))
+    }
+
     static let wire = "Subject: hi\r\n\r\n..dot line\r\nplain\r\n.\r\n+OK next\r\n"
 
     @Test("the terminator is found in any chunking and the content is the same", arguments: [1, 2, 3, 4, 7, 100])
