@@ -100,6 +100,7 @@ final class RelaySession {
     private var quitDeadline: NIODeadline?
 
     init(_ settings: Settings) {
+        settings.registry.sessionCreated()
         self.settings = settings
         var machine = ConversationMachine.Configuration()
         machine.annotate = settings.sink != nil
@@ -107,6 +108,8 @@ final class RelaySession {
         self.framer = LineFramer(limit: settings.configuration.commandLineLimit)
         self.info = SessionInfo(id: settings.id, client: nil, server: settings.upstream.description)
     }
+
+    deinit { self.settings.registry.sessionReleased() }
 
     static func now() -> Double { Date().timeIntervalSince1970 }
 
@@ -343,9 +346,9 @@ final class RelaySession {
     private func connectUpstream(_ loop: any EventLoop) {
         let endpoint = self.settings.upstream
         let bound = NIOLoopBound(self, eventLoop: loop)
+        // ClientBootstrap sets TCP_NODELAY by default; the greeting and short replies must not wait for Nagle.
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(self.settings.configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(RelayHandler(.upstream, session: bound.value))
@@ -545,6 +548,9 @@ final class RelaySession {
         )
         self.settings.sink?.sessionEnded(self.info, time: time, summary: summary)
         self.settings.registry.remove(self.settings.id)
+        // The contexts hold the handlers, which hold this session: let go of them, or no session is ever freed.
+        self.clientContext = nil
+        self.upstreamContext = nil
         // The session's logger is built on demand; most gateways log at info, benchmarks above it.
         guard self.settings.logger.logLevel <= .info else { return }
         self.logger.info(

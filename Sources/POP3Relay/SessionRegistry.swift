@@ -4,6 +4,7 @@ import NIOCore
 /// The open sessions, so that shutdown can wait for them and then end them.
 public final class SessionRegistry: Sendable {
     private let channels = NIOLockedValueBox<[String: any Channel]>([:])
+    private let inMemory = NIOLockedValueBox(0)
 
     public init() {}
 
@@ -16,6 +17,13 @@ public final class SessionRegistry: Sendable {
     }
 
     public var count: Int { self.channels.withLockedValue { $0.count } }
+
+    /// Sessions whose state is still in memory: the open ones, and ended ones not yet freed. Once every
+    /// session has ended, it falls to zero; a session that stays behind is a leak.
+    public var sessionsInMemory: Int { self.inMemory.withLockedValue { $0 } }
+
+    func sessionCreated() { self.inMemory.withLockedValue { $0 += 1 } }
+    func sessionReleased() { self.inMemory.withLockedValue { $0 -= 1 } }
 
     /// Waits until every session has ended or `timeout` has passed; returns whether all ended.
     public func waitUntilEmpty(timeout: TimeAmount) async -> Bool {

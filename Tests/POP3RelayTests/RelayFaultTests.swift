@@ -73,6 +73,41 @@ struct RelayFaultTests {
         await gateway.stop()
     }
 
+    @Test("every ended session is freed, however it ended: quit, vanished client, upstream gone, refused line")
+    func endedSessionsAreFreed() async throws {
+        let upstream = try await FaultyUpstream.start(greeting: "+OK hi\r\n") { line in
+            switch line {
+            case "QUIT": "+OK bye\r\n<close>"
+            case "STAT": nil
+            default: "+OK\r\n"
+            }
+        }
+        let gateway = try await Gateway.start(upstreamPort: upstream.localAddress!.port!)
+        try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+            (s: inout POP3Client.Session) async throws in
+            _ = try await s.send("USER a")
+            // While a session is open, its state is held.
+            #expect(gateway.server.registry.sessionsInMemory == 1)
+            _ = try await s.send("QUIT")
+        }
+        try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+            (s: inout POP3Client.Session) async throws in
+            _ = try await s.send("USER a")  // then the client goes without QUIT
+        }
+        try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+            (s: inout POP3Client.Session) async throws in
+            _ = try await s.send(String(repeating: "X", count: 300))  // refused by the gateway
+            _ = try? await s.send("STAT")  // the upstream goes away
+        }
+        await gateway.sink.waitForEnded(3)
+        for _ in 0..<100 where gateway.server.registry.sessionsInMemory > 0 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(gateway.server.registry.sessionsInMemory == 0)
+        await gateway.stop()
+        try await upstream.close()
+    }
+
     @Test("an upstream that never greets: -ERR [SYS/TEMP] after the greeting timeout")
     func silent() async throws {
         let upstream = try await FaultyUpstream.start(greeting: nil) { _ in "" }
