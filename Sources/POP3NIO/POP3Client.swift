@@ -46,6 +46,12 @@ public enum POP3Client {
             return exchange
         }
 
+        /// Sends octets and does not wait for any reply (to leave before it comes).
+        public mutating func write(_ bytes: ByteBuffer) async throws {
+            if self.record { self.log.append((.client, bytes)) }
+            try await self.outbound.write(bytes)
+        }
+
         /// Reads until no command waits for its reply.
         mutating func readReplies() async throws -> Exchange {
             var received = ByteBuffer()

@@ -108,6 +108,29 @@ struct RelayFaultTests {
         try await upstream.close()
     }
 
+    @Test("a client that leaves right after QUIT: the upstream gets 5 s to answer it, then is closed")
+    func quitThenLeave() async throws {
+        // QUIT is answered by silence: the gateway must neither cut the upstream at once (the answer commits
+        // DELE marks) nor wait for ever.
+        let upstream = try await FaultyUpstream.start(greeting: "+OK hi\r\n") { line in
+            line == "QUIT" ? "" : "+OK\r\n"
+        }
+        let gateway = try await Gateway.start(upstreamPort: upstream.localAddress!.port!)
+        let start = ContinuousClock.now
+        try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+            (s: inout POP3Client.Session) async throws in
+            _ = try await s.send("USER a")
+            try await s.write(ByteBuffer(string: "QUIT\r\n"))
+        }
+        await gateway.sink.waitForEnded(1, seconds: 15)
+        let waited = ContinuousClock.now - start
+        #expect(gateway.sink.ended.withLockedValue { $0.values.first?.ending } == SessionEnd.clientQuit.rawValue)
+        #expect(waited >= .milliseconds(4500))
+        #expect(waited < .seconds(12))
+        await gateway.stop()
+        try await upstream.close()
+    }
+
     @Test("an upstream that never greets: -ERR [SYS/TEMP] after the greeting timeout")
     func silent() async throws {
         let upstream = try await FaultyUpstream.start(greeting: nil) { _ in "" }
