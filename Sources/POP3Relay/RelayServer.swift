@@ -63,7 +63,12 @@ public final class RelayServer: Service, Sendable {
                 for endpoint in listener.listen {
                     let channel = try await self.bind(endpoint, upstream: listener.upstream)
                     bound.append(channel)
-                    self.logger.info("listening on \(endpoint), relaying to \(listener.upstream)")
+                    // The port bound, which is the one to use when port 0 asked for any free port.
+                    let actual = Endpoint(
+                        host: channel.localAddress?.ipAddress ?? endpoint.host,
+                        port: channel.localAddress?.port ?? endpoint.port
+                    )
+                    self.logger.info("listening on \(actual), relaying to \(listener.upstream)")
                 }
             }
         } catch {

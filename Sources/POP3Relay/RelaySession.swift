@@ -547,23 +547,25 @@ final class RelaySession {
             ending: how.rawValue
         )
         self.settings.sink?.sessionEnded(self.info, time: time, summary: summary)
-        self.settings.registry.remove(self.settings.id)
         // The contexts hold the handlers, which hold this session: let go of them, or no session is ever freed.
         self.clientContext = nil
         self.upstreamContext = nil
         // The session's logger is built on demand; most gateways log at info, benchmarks above it.
-        guard self.settings.logger.logLevel <= .info else { return }
-        self.logger.info(
-            "session ended: \(how.rawValue)",
-            metadata: [
-                "client": "\(self.info.client ?? "?")",
-                "upstream": "\(self.settings.upstream)",
-                "octets_from_client": "\(self.clientOctets)",
-                "octets_from_upstream": "\(self.upstreamOctets)",
-                "commands": "\(self.machine.commandCount)",
-                "anomalies": "\(self.anomalies)",
-            ]
-        )
+        if self.settings.logger.logLevel <= .info {
+            self.logger.info(
+                "session ended: \(how.rawValue)",
+                metadata: [
+                    "client": "\(self.info.client ?? "?")",
+                    "upstream": "\(self.settings.upstream)",
+                    "octets_from_client": "\(self.clientOctets)",
+                    "octets_from_upstream": "\(self.upstreamOctets)",
+                    "commands": "\(self.machine.commandCount)",
+                    "anomalies": "\(self.anomalies)",
+                ]
+            )
+        }
+        // Last: shutdown waits for the registry to empty and then exits, so whatever comes after this may be lost.
+        self.settings.registry.remove(self.settings.id)
     }
 
     private var anomalies = 0

@@ -41,6 +41,9 @@ struct RelayDovecotTests {
             await dovecot.stop()
             return result
         } catch {
+            // What the gateway and Dovecot saw explains a failure seen only under load.
+            let endings = gateway.sink.ended.withLockedValue { $0.mapValues(\.ending) }
+            Issue.record("sessions ended: \(endings)\nDovecot's log:\n\(dovecot.logTail())")
             await gateway.stop()
             await dovecot.stop()
             throw error

@@ -135,6 +135,12 @@ public final class Dovecot: @unchecked Sendable {
 
     public var pid: Int32 { self.process.pid }
 
+    /// The end of Dovecot's log, to explain a failed test.
+    public func logTail(_ octets: Int = 3000) -> String {
+        let log = (try? String(contentsOfFile: "\(self.directory.path)/dovecot.log", encoding: .utf8)) ?? ""
+        return String(log.suffix(octets))
+    }
+
     /// Stops the server by its pid and removes its files.
     public func stop() async {
         await self.process.stop()
@@ -193,14 +199,40 @@ public final class Dovecot: @unchecked Sendable {
         }
     }
 
+    /// A loopback port that refuses connections for as long as the returned socket stays open: it is bound but
+    /// not listening, so nothing else can listen there and no outgoing connection takes it as its own port (a
+    /// connection to a merely free port can, rarely, connect to itself). Close `descriptor` when done.
+    public static func refusingPort() throws -> (port: Int, descriptor: Int32) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw Failure(description: "socket() failed") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard bound else {
+            close(fd)
+            throw Failure(description: "cannot bind a loopback port")
+        }
+        return (Int(UInt16(bigEndian: address.sin_port)), fd)
+    }
+
     public static func waitForPort(_ port: Int, timeout: TimeInterval = 10) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             if let channel = try? ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connect(host: "127.0.0.1", port: port).wait()
             {
+                // A connection to a port nobody listens on can, rarely, get that same port as its own and
+                // connect to itself; it would hold the port the server is about to bind.
+                let selfConnected = channel.localAddress?.port == port
                 try? channel.close().wait()
-                return
+                if !selfConnected { return }
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
