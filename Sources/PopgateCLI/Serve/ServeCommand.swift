@@ -35,7 +35,7 @@ extension Popgate {
 
         @Option(
             name: .customLong("listen"),
-            help: "Address to accept clients on, HOST:PORT or [IPv6]:PORT (repeatable)."
+            help: "Address to accept clients on, HOST:PORT or [IPv6]:PORT (repeatable; port 0: any free port, logged)."
         )
         var listen: [String] = []
 
