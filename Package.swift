@@ -21,7 +21,7 @@ let package = Package(
         // The conversation machine and everything pure: grammar, framing, annotations, transcripts.
         .target(
             name: "POP3Core",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["CPOP3Scan", .product(name: "NIOCore", package: "swift-nio")]
         ),
         // Channel handlers shared by the embedded server, the relay and the demo.
         .target(
@@ -61,6 +61,8 @@ let package = Package(
             ]
         ),
         // libpcap, through pkg-config; Debian's libpcap-dev provides it.
+        // The body scanner's vector loop: C, so that AVX2 can be chosen at run time.
+        .target(name: "CPOP3Scan"),
         .systemLibrary(name: "CLibpcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"]), .brew(["libpcap"])]),
         // The capture reader: pcap/pcapng files and interfaces, link layers, IPv4/IPv6, TCP reassembly.
         .target(
@@ -119,7 +121,7 @@ let package = Package(
         ),
         .testTarget(
             name: "POP3CoreTests",
-            dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["POP3Core", "CPOP3Scan", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "POP3NIOTests",

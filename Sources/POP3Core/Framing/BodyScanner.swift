@@ -1,3 +1,5 @@
+import CPOP3Scan
+
 import struct NIOCore.ByteBuffer
 
 #if canImport(Glibc)
@@ -189,54 +191,15 @@ public struct BodyScanner: Sendable {
     }
 
     static let blockWidth = 16
-    private typealias Block = SIMD16<UInt8>
 
     /// The fast path through the body of a message: from `start` (inside a line, past the chunk's first
-    /// octet), whole 16-octet blocks in which every LF has a CR before it and no dot after it, the common
-    /// case. Returns where it stopped (at a block boundary, still inside a line) and how many lines ended.
-    /// A block with anything else is left to the octet-by-octet path.
+    /// octet), whole blocks in which every LF has a CR before it and no dot after it, the common case
+    /// (AVX2 or SSE2, in CPOP3Scan). Returns where it stopped (at a block boundary, still inside a line) and
+    /// how many lines ended. A block with anything else is left to the octet-by-octet path.
     private static func plainLines(_ raw: UnsafeRawBufferPointer, from start: Int, count: Int) -> (Int, Int) {
-        let base = raw.baseAddress!
-        let lf = Block(repeating: 0x0A)
-        let cr = Block(repeating: 0x0D)
-        let dot = Block(repeating: 0x2E)
-        let one = Block(repeating: 1)
-        var i = start
         var lines = 0
-        var tally = Block()
-        var rounds = 0
-        /// The lines `block` ends at `at`, or nil when one of its LFs has no CR before it or a dot after it.
-        func ends(at offset: Int) -> SIMDMask<SIMD16<Int8>>? {
-            let here = base.loadUnaligned(fromByteOffset: offset, as: Block.self)
-            let before = base.loadUnaligned(fromByteOffset: offset - 1, as: Block.self)
-            let after = base.loadUnaligned(fromByteOffset: offset + 1, as: Block.self)
-            let ends = here .== lf
-            // Tested as two words: `any(_:)` on a mask compiles to a call here.
-            let odd = Block().replacing(with: 0xFF, where: ends .& (before .!= cr .| after .== dot))
-            let words = unsafeBitCast(odd, to: SIMD2<UInt64>.self)
-            return words[0] | words[1] == 0 ? ends : nil
-        }
-        // Two blocks a round while both are plain, then one; the octet after a block is read too (a dot there
-        // starts a line), so one octet must follow it.
-        while i &+ 2 &* Self.blockWidth < count, let first = ends(at: i), let second = ends(at: i &+ Self.blockWidth) {
-            tally &+= one.replacing(with: 0, where: .!first) &+ one.replacing(with: 0, where: .!second)
-            rounds &+= 2
-            if rounds >= 254 {
-                lines &+= Self.total(tally)
-                tally = Block()
-                rounds = 0
-            }
-            i &+= 2 &* Self.blockWidth
-        }
-        if i &+ Self.blockWidth < count, let last = ends(at: i) {
-            tally &+= one.replacing(with: 0, where: .!last)
-            i &+= Self.blockWidth
-        }
-        return (i, lines + Self.total(tally))
-    }
-
-    private static func total(_ tally: Block) -> Int {
-        Int(SIMD16<UInt16>(truncatingIfNeeded: tally).wrappedSum())
+        let end = pop3_plain_lines(raw.baseAddress!.assumingMemoryBound(to: UInt8.self), start, count, &lines)
+        return (end, lines)
     }
 
     private func has8Bit(_ p: UnsafeBufferPointer<UInt8>, _ from: Int, _ to: Int) -> Bool {

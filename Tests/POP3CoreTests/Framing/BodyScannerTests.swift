@@ -1,3 +1,4 @@
+import CPOP3Scan
 import NIOCore
 import Testing
 
@@ -84,6 +85,37 @@ struct BodyScannerTests {
             #expect(blocks.content == octetByOctet.content, "chunks of \(size)")
             #expect(blocks.rest == octetByOctet.rest, "chunks of \(size)")
         }
+    }
+
+    @Test("the vector paths pass only plain lines, count each, and stop at a block boundary", arguments: [1, 2])
+    func vectorPath(_ path: Int32) {
+        let width = path == 2 ? 32 : 16
+        var passedSome = false
+        for seed in 0..<40 {
+            let body = Self.randomBody(seed: UInt64(seed))
+            for start in [1, 7, 100] {
+                var lines = 0
+                let end = body.withUnsafeBufferPointer {
+                    pop3_plain_lines_using(path, $0.baseAddress!, start, $0.count, &lines)
+                }
+                if end == start { continue }  // the path may be missing on this CPU, or the first block is odd
+                passedSome = true
+                #expect((end - start) % width == 0)
+                #expect(end < body.count)
+                let passed = start..<end
+                #expect(lines == passed.filter { body[$0] == 0x0A }.count)
+                for i in passed where body[i] == 0x0A {
+                    #expect(body[i - 1] == 0x0D && body[i + 1] != 0x2E, "seed \(seed): octet \(i)")
+                }
+                // It stopped because the next block has an odd line, or too little follows.
+                let next = end..<min(end + width, body.count)
+                let odd = next.contains { body[$0] == 0x0A && (body[$0 - 1] != 0x0D || body[$0 + 1] == 0x2E) }
+                #expect(odd || end + width >= body.count, "seed \(seed): stopped early at \(end)")
+            }
+        }
+        #if arch(x86_64)
+        #expect(passedSome || path == 2)  // SSE2 is on every x86-64 CPU; AVX2 may be missing
+        #endif
     }
 
     @Test("a plain body read in large chunks: every line and octet counted")
