@@ -20,6 +20,9 @@ public enum POP3Defaults {
     public static let passwordLimit = 64
     /// RFC 1939 §3: an autologout timer, if present, is at least 10 minutes (R18).
     public static let minimumAutologoutSeconds = 600.0
+    /// A server that closes sooner than this after the last line closes by choice (a failed login, R16), not by
+    /// an autologout timer, so R18 is not reported.
+    public static let shortestAutologoutSuspectSeconds = 30.0
     /// RFC 1939 §7 and RFC 2449 §6.8: a unique-id is 1 to 70 characters (R25).
     public static let uniqueIDLimit = 70
 }

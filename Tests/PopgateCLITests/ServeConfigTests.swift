@@ -30,7 +30,7 @@ struct ServeConfigTests {
         #expect(throws: Endpoint.ParseError.self) { try Endpoint(parsing: text) }
     }
 
-    @Test("a YAML file sets listeners with their own upstreams, transcripts and timeouts")
+    @Test("a YAML file sets listeners with their own upstreams, transcripts, pcap export and timeouts")
     func yaml() throws {
         var configuration = RelayConfiguration()
         try ConfigFile.apply(
@@ -41,6 +41,7 @@ struct ServeConfigTests {
               - listen: 127.0.0.1:2110
                 upstream: pop://legacy.example.org
             transcripts: /tmp/popgate-transcripts
+            pcap: /tmp/popgate-pcap
             transcript-bodies: true
             live: true
             timeouts: { idle: 300, connect: 2.5, greeting: 5, shutdown-grace: 1 }
@@ -53,6 +54,7 @@ struct ServeConfigTests {
         #expect(configuration.listeners[0].listen.map(\.description) == ["127.0.0.1:1110", "[::1]:1110"])
         #expect(configuration.listeners[1].upstream == Endpoint(host: "legacy.example.org", port: 110))
         #expect(configuration.transcripts == "/tmp/popgate-transcripts")
+        #expect(configuration.pcap == "/tmp/popgate-pcap")
         #expect(configuration.transcriptBodies && configuration.live)
         #expect(configuration.idleTimeout == .seconds(300))
         #expect(configuration.connectTimeout == .milliseconds(2500))
@@ -69,6 +71,8 @@ struct ServeConfigTests {
             ("timeouts: { idle: soon }\n", "timeouts.idle: expected a number of seconds"),
             ("timeouts: { nap: 3 }\n", "timeouts.nap: unknown"),
             ("live: yes please\n", "live: expected true or false"),
+            ("pcap: [a, b]\n", "pcap: expected a directory"),
+            ("pcap: \"\"\n", "pcap: expected a directory"),
             ("colour: red\n", "colour: unknown setting"),
             ("command-line-limit: 100\n", "command-line-limit: expected a number of octets, at least 255"),
             ("- just\n- a list\n", "expected a mapping"),

@@ -285,8 +285,9 @@ public struct ConversationMachine: Sendable {
                 "The server closed the connection without a QUIT from the client; there is no UPDATE, so nothing marked is removed (RFC 1939 §3, §6)."
             if let time, let last = self.lastClientActivity ?? self.lastServerActivity {
                 let idle = time - last
-                // A close seconds after the last line is the server's choice (R16), not an autologout.
-                if idle >= 30, idle < POP3Defaults.minimumAutologoutSeconds, self.pending.isEmpty {
+                if idle >= POP3Defaults.shortestAutologoutSuspectSeconds, idle < POP3Defaults.minimumAutologoutSeconds,
+                    self.pending.isEmpty
+                {
                     events.append(
                         .anomaly(
                             Anomaly(

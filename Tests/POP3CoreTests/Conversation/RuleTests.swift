@@ -637,6 +637,12 @@ struct RuleTests {
             trigger: Script("an idle close after 60 seconds", login).idleClose(after: 60),
             clean: Script("an idle close after 600 seconds", login).idleClose(after: 600)
         ),
+        Case(
+            rule: .autologout,
+            side: .server,
+            trigger: Script("an idle close after 60 seconds", login).idleClose(after: 60),
+            clean: Script("a close 5 seconds after the last reply (the server's choice)", login).idleClose(after: 5)
+        ),
     ]
 
     @Test("the rule fires on the session that breaks it", arguments: cases)
