@@ -72,11 +72,9 @@ public final class ConversationTapHandler: ChannelDuplexHandler {
     public typealias OutboundOut = ByteBuffer
 
     private var machine: ConversationMachine
-    private let sink: any ConversationSink
-    private var info: SessionInfo
+    private let recorder: SessionRecorder
     private var clientOctets = 0
     private var serverOctets = 0
-    private var anomalies = 0
     private var started = false
     private var ended = false
 
@@ -86,8 +84,7 @@ public final class ConversationTapHandler: ChannelDuplexHandler {
         sink: any ConversationSink
     ) {
         self.machine = ConversationMachine(configuration: configuration)
-        self.sink = sink
-        self.info = SessionInfo(id: sessionID, client: nil, server: nil)
+        self.recorder = SessionRecorder(sink: sink, info: SessionInfo(id: sessionID, client: nil, server: nil))
     }
 
     static func now() -> Double { Date().timeIntervalSince1970 }
@@ -104,16 +101,18 @@ public final class ConversationTapHandler: ChannelDuplexHandler {
     private func start(context: ChannelHandlerContext) {
         guard !self.started else { return }
         self.started = true
-        self.info.client = context.channel.remoteAddress.map(Self.describe)
-        self.info.server = context.channel.localAddress.map(Self.describe)
-        self.sink.sessionStarted(self.info, time: Self.now())
+        self.recorder.start(
+            client: context.channel.remoteAddress.map(Self.describe),
+            server: context.channel.localAddress.map(Self.describe),
+            time: Self.now()
+        )
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let bytes = Self.unwrapInboundIn(data)
         self.clientOctets += bytes.readableBytes
         let time = Self.now()
-        self.deliver(self.machine.clientSent(bytes, at: time), time: time)
+        self.recorder.record(self.machine.clientSent(bytes, at: time), time: time)
         context.fireChannelRead(data)
     }
 
@@ -121,7 +120,7 @@ public final class ConversationTapHandler: ChannelDuplexHandler {
         let bytes = Self.unwrapOutboundIn(data)
         self.serverOctets += bytes.readableBytes
         let time = Self.now()
-        self.deliver(self.machine.serverSent(bytes, at: time), time: time)
+        self.recorder.record(self.machine.serverSent(bytes, at: time), time: time)
         context.write(data, promise: promise)
     }
 
@@ -139,21 +138,15 @@ public final class ConversationTapHandler: ChannelDuplexHandler {
         self.ended = true
         let time = Self.now()
         // Whoever closed, both directions are over now.
-        self.deliver(self.machine.clientClosed(at: time) + self.machine.serverClosed(at: time), time: time)
-        let summary = SessionSummary(
+        self.recorder.record(self.machine.clientClosed(at: time) + self.machine.serverClosed(at: time), time: time)
+        self.recorder.end(
+            time: time,
             clientOctets: self.clientOctets,
             serverOctets: self.serverOctets,
             commands: self.machine.commandCount,
-            anomalies: self.anomalies,
-            finalState: self.machine.state
+            finalState: self.machine.state,
+            ending: nil
         )
-        self.sink.sessionEnded(self.info, time: time, summary: summary)
-    }
-
-    private func deliver(_ events: [ConversationEvent], time: Double) {
-        guard !events.isEmpty else { return }
-        for case .anomaly in events { self.anomalies += 1 }
-        self.sink.events(events, session: self.info, time: time)
     }
 
     /// `1.2.3.4:110` or `[::1]:110`.

@@ -1,4 +1,5 @@
 import Dispatch
+import Logging
 import NIOConcurrencyHelpers
 import POP3Core
 
@@ -26,17 +27,43 @@ public final class TranscriptFiles: ConversationSink {
     private let flushThreshold = 64 * 1024
 
     /// Creates the directory if needed and checks that it can be written.
-    public init(directory: String, bodies: Bool) throws {
+    private let logger: Logger?
+    private let failures = NIOLockedValueBox(0)
+
+    /// Creates the directory if needed and checks that it can be written. `logger` hears of the first session
+    /// whose files cannot be opened; later ones are counted (``failedSessions``).
+    public init(directory: String, bodies: Bool, logger: Logger? = nil) throws {
         self.directory = directory
         self.bodies = bodies
+        self.logger = logger
         try OutputFiles.prepare(directory, for: "transcript directory")
     }
+
+    /// Sessions that got no transcript because their files could not be opened.
+    public var failedSessions: Int { self.failures.withLockedValue { $0 } }
 
     public func sessionStarted(_ session: SessionInfo, time: Double) {
         let base = self.directory + "/" + session.id
         let flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC
         let textFile = open(base + ".txt", flags, 0o640)
+        let textError = errno
         let jsonFile = open(base + ".jsonl", flags, 0o640)
+        let jsonError = errno
+        guard textFile >= 0, jsonFile >= 0 else {
+            if textFile >= 0 { close(textFile) }
+            if jsonFile >= 0 { close(jsonFile) }
+            let reason = String(cString: strerror(textFile < 0 ? textError : jsonError))
+            let first = self.failures.withLockedValue { count in
+                count += 1
+                return count == 1
+            }
+            if first {
+                self.logger?.error(
+                    "cannot open the transcript of session \(session.id) in \(self.directory): \(reason); sessions without a transcript are counted from now on, not logged"
+                )
+            }
+            return
+        }
         var text = TranscriptRenderer(session: session.id, format: .text, showBodies: self.bodies)
         var json = TranscriptRenderer(session: session.id, format: .json, showBodies: self.bodies)
         var open = Open(text: text, json: json, textFile: textFile, jsonFile: jsonFile)

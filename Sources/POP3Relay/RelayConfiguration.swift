@@ -97,6 +97,10 @@ public struct RelayConfiguration: Sendable, Hashable {
     public var greetingTimeout: TimeAmount = .seconds(30)
     /// How long open sessions may run on after SIGTERM or SIGINT.
     public var shutdownGrace: TimeAmount = .seconds(10)
+    /// After the grace period, how long the sessions then ended may take to close and write their end records.
+    public var shutdownDrain: TimeAmount = .seconds(5)
+    /// How long the upstream may take to answer the QUIT of a client that has already gone (it commits then).
+    public var quitReplyTimeout: TimeAmount = .seconds(5)
     /// RFC 2449 §4 / R3: the longest client line the gateway forwards.
     public var commandLineLimit = POP3Defaults.commandLineLimit
 

@@ -35,13 +35,87 @@ extension ConversationMachine {
                 self.clientMode = .heldAfterSTLS(held)
                 return
             case .lines:
-                self.clientFramer.limit =
-                    self.pending.last?.opensSASL == true
-                    ? self.configuration.saslLineLimit : self.configuration.commandLineLimit
+                self.clientFramer.limit = self.clientLineLimit
                 guard let frame = self.clientFramer.next(from: &input) else { return }
-                self.clientFrame(frame, into: &events)
+                _ = self.clientFrame(frame, into: &events)
             }
         }
+    }
+
+    // MARK: - The gateway's cursor
+
+    /// Reads the client's next line from `input` for a gateway, which then decides what becomes of it: each line
+    /// is framed and parsed once, here. A line that has not ended is left in `input` (unless it is already over
+    /// the limit), so a forwarded line is one slice of what was read.
+    public mutating func nextClientLine(
+        from input: inout ByteBuffer,
+        at time: Double? = nil,
+        into events: inout [ConversationEvent]
+    ) -> ClientStep {
+        guard input.readableBytes > 0 else { return .needMoreData }
+        self.readByCursor = true
+        if let time { self.lastClientActivity = time }
+        if !self.clientBytesSeen {
+            self.clientBytesSeen = true
+            self.checkFirstClientBytes(input, into: &events)
+        }
+        switch self.clientMode {
+        case .heldAfterSTLS:
+            // Kept in view, not taken: the STLS reply decides whether these octets are commands or an injection.
+            let kept = min(input.readableBytes, self.configuration.commandLineLimit * 4)
+            self.clientMode = .heldAfterSTLS(input.getSlice(at: input.readerIndex, length: kept) ?? ByteBuffer())
+            return .waitForReply
+        case .opaque:
+            guard self.state == .notPOP3 else { return .unread }
+            // Not POP3: lines are framed and parsed for the gateway to police, not followed.
+            self.clientFramer.limit = self.configuration.commandLineLimit
+            let start = input.readerIndex
+            guard let frame = self.clientFramer.next(from: &input, holdingPartial: true) else {
+                return .needMoreData
+            }
+            events.append(.opaque(.client, octets: input.readerIndex - start))
+            switch frame {
+            case .tooLong(let prefix, let octets):
+                return .line(ClientLine(kind: .tooLong(octets: octets, limit: self.clientFramer.limit), content: prefix))
+            case .line(let content, let ending):
+                let parsed = CommandParser.parse(content.readableBytesView, utf8Allowed: self.utf8Accepted)
+                return .line(
+                    ClientLine(
+                        kind: .command(parsed, refusal: Self.refusal(content)),
+                        content: content,
+                        ending: ending
+                    )
+                )
+            }
+        case .lines:
+            self.clientFramer.limit = self.clientLineLimit
+            guard let frame = self.clientFramer.next(from: &input, holdingPartial: true) else { return .needMoreData }
+            var line = self.clientFrame(frame, into: &events)
+            if case .command(let parsed, nil) = line.kind {
+                line.kind = .command(parsed, refusal: Self.refusal(line.content))
+            }
+            return .line(line)
+        }
+    }
+
+    /// Why a gateway must not forward a command line, if it must not: control characters, or no keyword of 3 or 4
+    /// characters.
+    static func refusal(_ content: ByteBuffer) -> String? {
+        let bytes = content.readableBytesView
+        if bytes.contains(where: { $0 < 0x20 && $0 != 0x09 || $0 == 0x7F }) {
+            return "control characters are not allowed in a command (RFC 1939 section 3)"
+        }
+        let keywordLength = bytes.firstIndex(of: 0x20).map { $0 - bytes.startIndex } ?? bytes.count
+        if keywordLength < 3 || keywordLength > 4 {
+            return "a command starts with a keyword of 3 or 4 characters (RFC 2449 section 3)"
+        }
+        return nil
+    }
+
+    /// The gateway sent `*` upstream in place of a SASL response it could not forward: the exchange is cancelled.
+    public mutating func gatewayCancelledSASL() {
+        guard let index = self.pending.indices.last, self.pending[index].opensSASL else { return }
+        self.pending[index].cancelled = true
     }
 
     /// R36: port 995 carries TLS from the first byte; port 110 does not.
@@ -71,9 +145,12 @@ extension ConversationMachine {
         }
     }
 
-    private mutating func clientFrame(_ frame: LineFramer.Frame, into events: inout [ConversationEvent]) {
+    private mutating func clientFrame(_ frame: LineFramer.Frame, into events: inout [ConversationEvent]) -> ClientLine {
         switch frame {
         case .tooLong(let prefix, let octets):
+            if let index = self.pending.indices.last, self.pending[index].opensSASL {
+                return self.overlongSASLResponse(prefix, octets: octets, pendingIndex: index, into: &events)
+            }
             let parsed = CommandParser.parse(prefix.readableBytesView, utf8Allowed: self.utf8Accepted)
             let limit =
                 self.pending.last?.opensSASL == true
@@ -111,6 +188,7 @@ extension ConversationMachine {
             }
             self.commandCount += 1
             self.enqueue(PendingCommand(verb: parsed.keyword, command: nil, opensSASL: false), into: &events)
+            return ClientLine(kind: .tooLong(octets: octets, limit: limit), content: prefix)
         case .line(let content, let ending):
             if ending == .lf {
                 self.reportOnce(
@@ -127,18 +205,50 @@ extension ConversationMachine {
                 self.reportOnce("R1-client-cr", Anomaly(.lineEnding, .client, "a bare CR inside a line"), into: &events)
             }
             if let index = self.pending.indices.last, self.pending[index].opensSASL {
-                self.saslResponse(content, pendingIndex: index, into: &events)
-            } else {
-                self.clientCommand(content, into: &events)
+                let cancel = self.saslResponse(content, pendingIndex: index, into: &events)
+                return ClientLine(kind: .saslResponse(cancel: cancel), content: content, ending: ending)
             }
+            let parsed = self.clientCommand(content, into: &events)
+            return ClientLine(kind: .command(parsed, refusal: nil), content: content, ending: ending)
         }
     }
 
+    /// A SASL response longer than the SASL line limit (R52): it cannot be passed on whole.
+    private mutating func overlongSASLResponse(
+        _ prefix: ByteBuffer,
+        octets: Int,
+        pendingIndex: CircularBuffer<PendingCommand>.Index,
+        into events: inout [ConversationEvent]
+    ) -> ClientLine {
+        self.pending[pendingIndex].saslLines += 1
+        self.saslChallengePending = false
+        events.append(
+            .saslResponse(
+                SASLResponseEvent(
+                    cancel: false,
+                    text: Credential.mask,
+                    octets: octets,
+                    note: self.note(Annotations.saslResponse(cancel: false))
+                )
+            )
+        )
+        self.report(
+            Anomaly(
+                .lengthCaps,
+                .client,
+                "a SASL response of \(octets) octets, over the limit of \(self.configuration.saslLineLimit)"
+            ),
+            into: &events
+        )
+        return ClientLine(kind: .tooLong(octets: octets, limit: self.configuration.saslLineLimit, inSASL: true), content: prefix)
+    }
+
+    @discardableResult
     private mutating func saslResponse(
         _ content: ByteBuffer,
         pendingIndex: CircularBuffer<PendingCommand>.Index,
         into events: inout [ConversationEvent]
-    ) {
+    ) -> Bool {
         let cancel = content.readableBytes == 1 && content.getInteger(at: content.readerIndex, as: UInt8.self) == 0x2A
         self.pending[pendingIndex].saslLines += 1
         self.saslChallengePending = false
@@ -163,17 +273,18 @@ extension ConversationMachine {
                 into: &events
             )
         }
-        guard !cancel else { return }
+        guard !cancel else { return true }
         // R39: the response must be base64; PLAIN must hold authzid NUL authcid NUL passwd.
         let text = String(decoding: content.readableBytesView, as: UTF8.self)
-        if text.isEmpty { return }
+        if text.isEmpty { return false }
         guard let decoded = Data(base64Encoded: text) else {
             self.report(Anomaly(.saslEncoding, .client, "a SASL response that is not valid base64"), into: &events)
-            return
+            return false
         }
         if case .auth(let mechanism?, _)? = self.pending[pendingIndex].command {
             self.checkSASLPayload(mechanism: mechanism, decoded: decoded, into: &events)
         }
+        return false
     }
 
     func plainUser(_ decoded: Data) -> String? {
@@ -198,7 +309,7 @@ extension ConversationMachine {
         }
     }
 
-    private mutating func clientCommand(_ content: ByteBuffer, into events: inout [ConversationEvent]) {
+    private mutating func clientCommand(_ content: ByteBuffer, into events: inout [ConversationEvent]) -> ParsedCommand {
         let parsed = CommandParser.parse(content.readableBytesView, utf8Allowed: self.utf8Accepted)
         self.commandCount += 1
         self.refusedMultiLine = nil
@@ -224,7 +335,7 @@ extension ConversationMachine {
                 into: &events
             )
             self.suspect("the client spoke first", weight: 2, into: &events)
-            if self.state == .notPOP3 { return }
+            if self.state == .notPOP3 { return parsed }
         }
         if parsed.keyword == "+OK" || parsed.keyword == "-ERR" {
             self.report(
@@ -232,7 +343,7 @@ extension ConversationMachine {
                 into: &events
             )
             self.suspect("the client sends replies", into: &events)
-            if self.state == .notPOP3 { return }
+            if self.state == .notPOP3 { return parsed }
         }
         if case .other(let keyword, _)? = parsed.command, !Command.obsoleteKeywords.contains(keyword) {
             self.unknownCommands += 1
@@ -270,6 +381,7 @@ extension ConversationMachine {
         default:
             break
         }
+        return parsed
     }
 
     private mutating func enqueue(_ command: PendingCommand, into events: inout [ConversationEvent]) {
@@ -400,4 +512,33 @@ extension ConversationMachine {
             break
         }
     }
+}
+
+/// A client line as the gateway's cursor read it: framed and parsed once, by the conversation machine.
+public struct ClientLine: Sendable {
+    public enum Kind: Sendable {
+        /// A command; `refusal` says why a gateway must not forward it (control characters, no keyword).
+        case command(ParsedCommand, refusal: String?)
+        /// A line of an open SASL exchange (RFC 5034 §4); `cancel` for the client's `*`.
+        case saslResponse(cancel: Bool)
+        /// A line over the limit in force; only its first octets were kept. `inSASL`: a SASL response.
+        case tooLong(octets: Int, limit: Int, inSASL: Bool = false)
+    }
+
+    public var kind: Kind
+    /// The line without its ending; for an over-long line, the octets kept.
+    public var content: ByteBuffer
+    public var ending: LineFramer.Ending = .crlf
+}
+
+/// What the gateway's cursor found in the client's bytes.
+public enum ClientStep: Sendable {
+    case line(ClientLine)
+    /// No whole line: nothing was taken, or only part of an over-long line.
+    case needMoreData
+    /// STLS waits for its reply: what follows it must wait too (RFC 2595 §4). Nothing was taken.
+    case waitForReply
+    /// The machine does not read client lines now (TLS): the bytes are the caller's to pass, and to count with
+    /// ``ConversationMachine/clientSent(_:at:into:)``.
+    case unread
 }

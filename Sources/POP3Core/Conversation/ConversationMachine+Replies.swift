@@ -276,6 +276,8 @@ extension ConversationMachine {
     private mutating func resumeAfterRefusedSTLS(into events: inout [ConversationEvent]) {
         guard case .heldAfterSTLS(var held) = self.clientMode else { return }
         self.clientMode = .lines
+        // A gateway's cursor left those octets with the gateway, which reads them next.
+        if self.readByCursor { return }
         self.readClient(&held, into: &events)
     }
 

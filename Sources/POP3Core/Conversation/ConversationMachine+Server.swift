@@ -13,69 +13,109 @@ extension ConversationMachine {
 
     mutating func readServer(_ input: inout ByteBuffer, into events: inout [ConversationEvent]) {
         self.serverBytesSeen = true
-        while input.readableBytes > 0 {
-            switch self.serverMode {
-            case .opaque:
-                if self.state == .tlsNegotiation, !self.clientSpokeSinceSTLS {
-                    // The server cannot be answering a ClientHello it has not received (RFC 2595 §4).
-                    self.reportOnce(
-                        "R31-server",
-                        Anomaly(
-                            .stls,
-                            .server,
-                            "the server sent data after its STLS +OK before the client began the handshake (response injection)"
-                        ),
-                        into: &events
-                    )
-                }
-                if !self.probeTLS(.server, input, into: &events) {
-                    events.append(.opaque(.server, octets: input.readableBytes))
-                }
-                input.moveReaderIndex(forwardBy: input.readableBytes)
-                return
-            case .body(let command, var scanner):
-                self.serverMode = .lines  // avoids a copy of the scanner while it mutates
-                if let chunk = scanner.scan(&input) {
-                    events.append(.bodyChunk(chunk))
-                }
-                if scanner.finished {
-                    self.bodyEnded(command, scanner, into: &events)
-                } else {
-                    self.serverMode = .body(command, scanner)
-                }
-            case .listing(let command, let lines, let stuffed, let octets):
-                self.serverFramer.limit = self.configuration.replyLineLimit
-                guard let frame = self.serverFramer.next(from: &input) else { return }
-                self.listingFrame(
-                    frame,
-                    command: command,
-                    lines: lines,
-                    stuffed: stuffed,
-                    octets: octets,
+        while input.readableBytes > 0, self.readServerUnit(&input, holdingPartial: false, into: &events) {}
+    }
+
+    /// What the server's next unit was, as a gateway's cursor reads it (see ``nextServerUnit(from:at:into:)``).
+    public enum ServerStep: Sendable, Hashable {
+        /// No line ends in the input and it is within the limit: nothing was taken.
+        case needMoreData
+        /// Octets were read (a line, part of a body or of an over-long line); no reply ended.
+        case read
+        /// The greeting line was read.
+        case greeted
+        /// The reply to the oldest command ended.
+        case replyEnded
+    }
+
+    /// Reads one unit of the server's bytes from `input`: one line, or a body up to its end or the input's.
+    /// A line not yet ended is left in `input`, so a gateway writes to the client only what the machine has read,
+    /// a line at a time, and message bodies as slices of what it read.
+    public mutating func nextServerUnit(
+        from input: inout ByteBuffer,
+        at time: Double? = nil,
+        into events: inout [ConversationEvent]
+    ) -> ServerStep {
+        guard input.readableBytes > 0 else { return .needMoreData }
+        if let time { self.lastServerActivity = time }
+        self.serverBytesSeen = true
+        let start = input.readerIndex
+        let replies = self.completedReplies
+        let greeting = self.state == .greeting
+        _ = self.readServerUnit(&input, holdingPartial: true, into: &events)
+        if self.completedReplies > replies { return .replyEnded }
+        if greeting, self.state != .greeting, self.state != .notPOP3 { return .greeted }
+        return input.readerIndex == start ? .needMoreData : .read
+    }
+
+    /// One frame, one body scan, or the rest when unread. Returns false when `input` needs more to go on.
+    private mutating func readServerUnit(
+        _ input: inout ByteBuffer,
+        holdingPartial: Bool,
+        into events: inout [ConversationEvent]
+    ) -> Bool {
+        switch self.serverMode {
+        case .opaque:
+            if self.state == .tlsNegotiation, !self.clientSpokeSinceSTLS {
+                // The server cannot be answering a ClientHello it has not received (RFC 2595 §4).
+                self.reportOnce(
+                    "R31-server",
+                    Anomaly(
+                        .stls,
+                        .server,
+                        "the server sent data after its STLS +OK before the client began the handshake (response injection)"
+                    ),
                     into: &events
                 )
-            case .lines:
-                self.serverFramer.limit =
-                    self.pending.first?.opensSASL == true
-                    ? self.configuration.saslLineLimit : self.configuration.replyLineLimit
-                guard let frame = self.serverFramer.next(from: &input) else { return }
-                switch frame {
-                case .line(let content, let ending):
-                    self.checkServerLineEnding(content, ending, into: &events)
-                    self.statusLine(content, into: &events)
-                case .tooLong(let prefix, let octets):
-                    self.report(
-                        Anomaly(
-                            .replyLength,
-                            .server,
-                            "the first line of a reply is at most \(self.configuration.replyLineLimit) octets; this one has \(octets)"
-                        ),
-                        into: &events
-                    )
-                    self.statusLine(prefix, truncated: true, into: &events)
-                }
+            }
+            if !self.probeTLS(.server, input, into: &events) {
+                events.append(.opaque(.server, octets: input.readableBytes))
+            }
+            input.moveReaderIndex(forwardBy: input.readableBytes)
+            return false
+        case .body(let command, var scanner):
+            self.serverMode = .lines  // avoids a copy of the scanner while it mutates
+            if let chunk = scanner.scan(&input) {
+                events.append(.bodyChunk(chunk))
+            }
+            if scanner.finished {
+                self.bodyEnded(command, scanner, into: &events)
+            } else {
+                self.serverMode = .body(command, scanner)
+            }
+        case .listing(let command, let lines, let stuffed, let octets):
+            self.serverFramer.limit = self.configuration.replyLineLimit
+            guard let frame = self.serverFramer.next(from: &input, holdingPartial: holdingPartial) else { return false }
+            self.listingFrame(
+                frame,
+                command: command,
+                lines: lines,
+                stuffed: stuffed,
+                octets: octets,
+                into: &events
+            )
+        case .lines:
+            self.serverFramer.limit =
+                self.pending.first?.opensSASL == true
+                ? self.configuration.saslLineLimit : self.configuration.replyLineLimit
+            guard let frame = self.serverFramer.next(from: &input, holdingPartial: holdingPartial) else { return false }
+            switch frame {
+            case .line(let content, let ending):
+                self.checkServerLineEnding(content, ending, into: &events)
+                self.statusLine(content, into: &events)
+            case .tooLong(let prefix, let octets):
+                self.report(
+                    Anomaly(
+                        .replyLength,
+                        .server,
+                        "the first line of a reply is at most \(self.configuration.replyLineLimit) octets; this one has \(octets)"
+                    ),
+                    into: &events
+                )
+                self.statusLine(prefix, truncated: true, into: &events)
             }
         }
+        return true
     }
 
     private mutating func checkServerLineEnding(

@@ -87,6 +87,8 @@ public struct ConversationMachine: Sendable {
     var serverBytesSeen = false
     var quitSent = false
     var clientSpokeSinceSTLS = false
+    /// Client lines come through ``nextClientLine(from:at:into:)``: what waits after STLS stays with the caller.
+    var readByCursor = false
     /// The first octets of each side's TLS stream, until its hello is read.
     var tlsProbe: [Side: ByteBuffer] = [:]
     var tlsRead: Set<Side> = []
@@ -128,6 +130,9 @@ public struct ConversationMachine: Sendable {
     /// Replies to commands that have ended, single-line or multi-line (the greeting and SASL challenges not
     /// counted). A gateway compares it with the commands it let through to know when the upstream is quiet.
     public internal(set) var completedReplies = 0
+
+    /// Whether the oldest command waiting for its reply is an AUTH exchange: server lines may be SASL challenges.
+    public var saslExchangeOpen: Bool { self.pending.first?.opensSASL == true }
 
     /// Whether the next client line is a SASL response rather than a command (RFC 5034 §4).
     public var expectsSASLResponse: Bool { self.pending.last?.opensSASL == true }

@@ -43,13 +43,18 @@ public struct LineFramer: Sendable {
     public var bufferedOctets: Int { self.partial.readableBytes }
 
     /// Takes the next line from `input`, or consumes all of it and returns nil when no line ends in it.
-    public mutating func next(from input: inout ByteBuffer) -> Frame? {
+    /// `holdingPartial`: a line that has not ended and is still within the limit is left in `input` instead,
+    /// so that a relay can pass each line on as one slice of what it read.
+    public mutating func next(from input: inout ByteBuffer, holdingPartial: Bool = false) -> Frame? {
         guard input.readableBytes > 0 else { return nil }
         let newline = input.withUnsafeReadableBytes { raw -> Int? in
             guard let base = raw.baseAddress, let hit = memchr(base, 0x0A, raw.count) else { return nil }
             return base.distance(to: UnsafeRawPointer(hit))
         }
         guard let newline else {
+            if holdingPartial, self.overflow == nil, self.partial.readableBytes + input.readableBytes < self.limit {
+                return nil
+            }
             self.absorb(input.readSlice(length: input.readableBytes)!)
             return nil
         }

@@ -15,7 +15,7 @@ import Yams
 /// pcap: /var/log/popgate/pcap
 /// transcript-bodies: false
 /// live: false
-/// timeouts: { idle: 600, connect: 10, greeting: 30, shutdown-grace: 10 }
+/// timeouts: { idle: 600, connect: 10, greeting: 30, quit-reply: 5, shutdown-grace: 10, shutdown-drain: 5 }
 /// command-line-limit: 255
 /// ```
 enum ConfigFile {
@@ -27,7 +27,9 @@ enum ConfigFile {
         "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
         "command-line-limit",
     ]
-    static let timeoutKeys: Set<String> = ["idle", "connect", "greeting", "shutdown-grace"]
+    static let timeoutKeys: Set<String> = [
+        "idle", "connect", "greeting", "quit-reply", "shutdown-grace", "shutdown-drain",
+    ]
 
     /// Applies `text` (the file at `path`) on top of `configuration`.
     static func apply(_ text: String, path: String, to configuration: inout RelayConfiguration) throws {
@@ -116,7 +118,7 @@ enum ConfigFile {
         }
         if let value = map["timeouts"] {
             guard let timeouts = value as? [String: Any] else {
-                throw problem("timeouts", "expected a mapping of idle, connect, greeting, shutdown-grace")
+                throw problem("timeouts", "expected a mapping of \(timeoutKeys.sorted().joined(separator: ", "))")
             }
             for (key, raw) in timeouts {
                 guard timeoutKeys.contains(key) else {
@@ -139,6 +141,8 @@ enum ConfigFile {
                 case "idle": configuration.idleTimeout = amount
                 case "connect": configuration.connectTimeout = amount
                 case "greeting": configuration.greetingTimeout = amount
+                case "quit-reply": configuration.quitReplyTimeout = amount
+                case "shutdown-drain": configuration.shutdownDrain = amount
                 default: configuration.shutdownGrace = amount
                 }
             }

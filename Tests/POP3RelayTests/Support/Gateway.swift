@@ -50,7 +50,7 @@ struct Gateway {
         let sink = RecordingSink()
         var logger = Logger(label: "popgate-test")
         logger.logLevel = .critical
-        let server = try RelayServer(configuration: configuration, live: sink, logger: logger)
+        let server = try RelayServer(configuration: configuration, sinks: [sink], logger: logger)
         try await server.bind()
         return Gateway(server: server, sink: sink)
     }

@@ -106,6 +106,20 @@ final class SessionPCAP {
         _ = try? self.channel.writeOutbound(IOData.byteBuffer(shown))
     }
 
+    /// What the relay machine shows the export.
+    func export(_ export: RelayMachine.Export) {
+        switch export {
+        case .clientLine(let content, let ending, let saslResponse):
+            self.clientLine(content, ending, saslResponse: saslResponse)
+        case .clientOverlongLine(let prefix, let octets):
+            self.clientOverlongLine(prefix: prefix, octets: octets)
+        case .fromClient(let bytes):
+            self.fromClient(bytes)
+        case .toClient(let bytes, let saslExchange):
+            self.toClient(bytes, saslOpen: saslExchange)
+        }
+    }
+
     /// Writes the closing packets and closes the file once the queue has written everything before it.
     func finish() {
         guard !self.closed else { return }

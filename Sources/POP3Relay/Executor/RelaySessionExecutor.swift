@@ -1,0 +1,328 @@
+import Logging
+import NIOCore
+import NIOPosix
+import POP3Core
+import POP3NIO
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// Asks a session to end now (graceful shutdown ran out of time).
+struct RelayShutdownEvent: Sendable {}
+
+/// Runs one ``RelayMachine``: hands it what the two channels and the timer report, and does what it returns.
+/// It decides nothing. Everything runs on the client channel's event loop; the upstream channel shares it.
+final class RelaySessionExecutor {
+    struct Settings {
+        var id: String
+        var listener: Endpoint
+        var upstream: Endpoint
+        /// The upstream's address when its host is an IP literal: connecting to it needs no resolver and no
+        /// Happy Eyeballs, which cost more than the rest of a short session's setup.
+        var upstreamAddress: SocketAddress?
+        var configuration: RelayConfiguration
+        var admission: any AdmissionPolicy
+        var sink: (any ConversationSink)?
+        var pcap: PCAPExport?
+        var logger: Logger
+        var registry: SessionRegistry
+    }
+
+    private let settings: Settings
+    private var machine: RelayMachine
+    private let recorder: SessionRecorder
+    private var pcap: SessionPCAP?
+    private var client: ChannelHandlerContext?
+    private var upstream: ChannelHandlerContext?
+    private var timer: Scheduled<Void>?
+    private var clientReadPending = false
+    private var upstreamReadPending = false
+    /// Actions not yet done, and a spare array to swap in, so that executing allocates nothing once warm.
+    private var actions: [RelayMachine.Action] = []
+    private var spare: [RelayMachine.Action] = []
+    private var executing = false
+
+    init(_ settings: Settings) {
+        settings.registry.sessionCreated()
+        self.settings = settings
+        let configuration = settings.configuration
+        var machine = RelayMachine.Settings(upstream: settings.upstream.description)
+        machine.commandLineLimit = configuration.commandLineLimit
+        machine.idleTimeout = configuration.idleTimeout
+        machine.greetingTimeout = configuration.greetingTimeout
+        machine.quitReplyTimeout = configuration.quitReplyTimeout
+        machine.annotate = settings.sink != nil
+        machine.export = settings.pcap != nil
+        self.machine = RelayMachine(settings: machine, now: .now(), wallClock: Date().timeIntervalSince1970)
+        self.actions.reserveCapacity(8)
+        self.spare.reserveCapacity(8)
+        self.recorder = SessionRecorder(
+            sink: settings.sink,
+            info: SessionInfo(id: settings.id, client: nil, server: settings.upstream.description)
+        )
+    }
+
+    deinit { self.settings.registry.sessionReleased() }
+
+    // MARK: - Events
+
+    func clientActive(_ context: ChannelHandlerContext) {
+        self.client = context
+        let now = NIODeadline.now()
+        self.settings.registry.add(self.settings.id, context.channel)
+        self.recorder.start(
+            client: context.channel.remoteAddress.map(ConversationTapHandler.describe),
+            server: nil,
+            time: self.machine.wallClock(now)
+        )
+        self.pcap = self.settings.pcap?.start(
+            id: self.settings.id,
+            client: context.channel.remoteAddress,
+            gateway: context.channel.localAddress
+        )
+        self.run(now) { $0.clientConnected(now: $1, into: &$2) }
+    }
+
+    func upstreamAdded(_ context: ChannelHandlerContext) { self.upstream = context }
+
+    func read(_ side: RelayMachine.Side, _ bytes: ByteBuffer) {
+        switch side {
+        case .client: self.run(.now()) { $0.clientRead(bytes, now: $1, into: &$2) }
+        case .upstream: self.run(.now()) { $0.upstreamRead(bytes, now: $1, into: &$2) }
+        }
+    }
+
+    func readComplete(_ side: RelayMachine.Side) {
+        switch side {
+        case .client: self.run(nil) { machine, _, actions in machine.clientReadComplete(into: &actions) }
+        case .upstream: self.run(nil) { machine, _, actions in machine.upstreamReadComplete(into: &actions) }
+        }
+    }
+
+    func active(_ side: RelayMachine.Side) {
+        guard side == .upstream else { return }
+        self.run(.now()) { $0.upstreamConnected(now: $1, into: &$2) }
+    }
+
+    func inactive(_ side: RelayMachine.Side) {
+        switch side {
+        case .client: self.run(.now()) { $0.clientClosed(now: $1, into: &$2) }
+        case .upstream: self.run(.now()) { $0.upstreamClosed(now: $1, into: &$2) }
+        }
+    }
+
+    func clientInputClosed() {
+        self.run(.now()) { $0.clientInputClosed(now: $1, into: &$2) }
+    }
+
+    func failed(_ side: RelayMachine.Side, _ error: any Error) {
+        switch side {
+        case .client: self.run(.now()) { $0.clientFailed("\(error)", now: $1, into: &$2) }
+        case .upstream: self.upstream?.close(promise: nil)
+        }
+    }
+
+    func writabilityChanged(_ side: RelayMachine.Side, writable: Bool) {
+        self.run(nil) { machine, _, actions in machine.writabilityChanged(side, writable: writable, into: &actions) }
+    }
+
+    func shutdown() {
+        self.run(.now()) { $0.shutdownRequested(now: $1, into: &$2) }
+    }
+
+    /// NIO asks to read a side: it may, unless the other side cannot take more (invariant 4).
+    func wantsRead(_ side: RelayMachine.Side, _ context: ChannelHandlerContext) {
+        if self.machine.mayRead(side) {
+            context.read()
+        } else if side == .client {
+            self.clientReadPending = true
+        } else {
+            self.upstreamReadPending = true
+        }
+    }
+
+    // MARK: - Executing
+
+    /// Feeds one event to the machine and does what it returns. An action can set off another event at once
+    /// (a close fires channelInactive): that event's actions join the queue and are done after these.
+    private func run(
+        _ now: NIODeadline?,
+        _ event: (inout RelayMachine, NIODeadline, inout [RelayMachine.Action]) -> Void
+    ) {
+        event(&self.machine, now ?? .uptimeNanoseconds(0), &self.actions)
+        guard !self.executing else { return }
+        self.executing = true
+        defer { self.executing = false }
+        while !self.actions.isEmpty {
+            var batch = self.spare
+            swap(&batch, &self.actions)
+            for action in batch { self.execute(action) }
+            batch.removeAll(keepingCapacity: true)
+            self.spare = batch
+        }
+    }
+
+    private func execute(_ action: RelayMachine.Action) {
+        switch action {
+        case .admit:
+            let decision = self.settings.admission.decide(
+                client: self.client?.channel.remoteAddress,
+                listener: self.settings.listener
+            )
+            self.machine.admitted(decision, now: .now(), into: &self.actions)
+        case .connectUpstream:
+            self.connectUpstream()
+        case .write(let side, let bytes):
+            self.context(side)?.write(NIOAny(bytes), promise: nil)
+        case .flush(let side):
+            self.context(side)?.flush()
+        case .close(let side):
+            self.context(side)?.close(promise: nil)
+        case .arm(let deadline):
+            self.timer?.cancel()
+            guard let loop = self.client?.eventLoop else { return }
+            self.timer = loop.assumeIsolated().scheduleTask(deadline: deadline) {
+                self.timer = nil
+                self.run(.now()) { $0.deadlineReached(now: $1, into: &$2) }
+            }
+        case .resumeReading(let side):
+            guard side == .client ? self.clientReadPending : self.upstreamReadPending, self.machine.mayRead(side)
+            else { return }
+            if side == .client { self.clientReadPending = false } else { self.upstreamReadPending = false }
+            self.context(side)?.read()
+        case .record(let events):
+            self.recorder.record(events, time: self.machine.wallClock(.now()))
+        case .export(let export):
+            self.pcap?.export(export)
+        case .log(let level, let message):
+            guard self.settings.logger.logLevel <= level else { return }
+            var logger = self.settings.logger
+            logger[metadataKey: "session"] = "\(self.settings.id)"
+            logger.log(level: level, "\(message)")
+        case .ended(let how):
+            self.finish(how)
+        }
+    }
+
+    private func context(_ side: RelayMachine.Side) -> ChannelHandlerContext? {
+        side == .client ? self.client : self.upstream
+    }
+
+    private func connectUpstream() {
+        guard let loop = self.client?.eventLoop else { return }
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        // ClientBootstrap sets TCP_NODELAY by default; the greeting and short replies must not wait for Nagle.
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(self.settings.configuration.connectTimeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(RelayHandler(.upstream, executor: bound.value))
+                }
+            }
+        let connected =
+            if let address = self.settings.upstreamAddress {
+                bootstrap.connect(to: address)
+            } else {
+                bootstrap.connect(host: self.settings.upstream.host, port: self.settings.upstream.port)
+            }
+        // Success arrives as the upstream channel's channelActive; only a failure is taken from here.
+        connected.assumeIsolated().whenFailure { error in
+            bound.value.run(.now()) { $0.upstreamConnectFailed("\(error)", now: $1, into: &$2) }
+        }
+    }
+
+    private func finish(_ how: SessionEnd) {
+        self.timer?.cancel()
+        self.timer = nil
+        self.pcap?.finish()
+        let conversation = self.machine.conversation
+        self.recorder.end(
+            time: self.machine.wallClock(.now()),
+            clientOctets: self.machine.clientOctets,
+            serverOctets: self.machine.upstreamOctets,
+            commands: conversation.commandCount,
+            finalState: conversation.state,
+            ending: how.rawValue,
+            logger: self.settings.logger
+        )
+        // The contexts hold the handlers, which hold this executor: let go of them, or no session is ever freed.
+        self.client = nil
+        self.upstream = nil
+        // Last: shutdown waits for the registry to empty and then exits, so whatever comes after this may be lost.
+        self.settings.registry.remove(self.settings.id)
+    }
+}
+
+@available(*, unavailable)
+extension RelaySessionExecutor: Sendable {}
+
+// MARK: - Handlers
+
+/// One end of the relay: the client connection's, or the upstream connection's. It hands everything to the
+/// executor and asks it before each read.
+final class RelayHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let side: RelayMachine.Side
+    let executor: RelaySessionExecutor
+
+    init(_ side: RelayMachine.Side, executor: RelaySessionExecutor) {
+        self.side = side
+        self.executor = executor
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if self.side == .upstream { self.executor.upstreamAdded(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        switch self.side {
+        case .client: self.executor.clientActive(context)
+        case .upstream: self.executor.active(.upstream)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.executor.read(self.side, Self.unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.executor.readComplete(self.side)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.executor.inactive(self.side)
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.executor.writabilityChanged(self.side, writable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        self.executor.wantsRead(self.side, context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is RelayShutdownEvent {
+            self.executor.shutdown()
+        } else if case .inputClosed? = event as? ChannelEvent, self.side == .client {
+            self.executor.clientInputClosed()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.executor.failed(self.side, error)
+    }
+}
+
+@available(*, unavailable)
+extension RelayHandler: Sendable {}

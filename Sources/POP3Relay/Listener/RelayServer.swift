@@ -1,0 +1,237 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOExtras
+import NIOPosix
+import POP3Core
+import POP3NIO
+import ServiceLifecycle
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// `popgate serve`: listeners that relay each client to its upstream, as a ServiceLifecycle service.
+///
+/// On graceful shutdown (SIGTERM, SIGINT, which the ServiceGroup owns) it stops accepting, lets open sessions
+/// run for the grace period, ends the rest (without QUIT upstream), waits for their end records, flushes the
+/// transcripts and returns. NIOExtras' `ServerQuiescingHelper` closes the listeners and tracks the accepted
+/// channels; the registry tracks what the helper cannot see: upstream channels and each session's end record.
+public final class RelayServer: Service, Sendable {
+    private enum State: Sendable {
+        case initial
+        /// Each listener with its quiescing helper (a helper serves one server channel).
+        case bound([(channel: any Channel, quiesce: ServerQuiescingHelper)])
+        case shuttingDown
+        case shutdown
+    }
+
+    public let registry = SessionRegistry()
+    private let state = NIOLockedValueBox(State.initial)
+    /// Read by each session as it starts, so a reload applies to the sessions that come after it.
+    private let current: NIOLockedValueBox<RelayConfiguration>
+    private let admission: NIOLockedValueBox<any AdmissionPolicy>
+    private let logger: Logger
+    private let sink: (any ConversationSink)?
+    private let files: TranscriptFiles?
+    private let pcap: PCAPExport?
+    private let group: any EventLoopGroup
+    private let counter = NIOLockedValueBox(0)
+    private let idPrefix: String
+
+    /// - Parameters:
+    ///   - live: what shows sessions live when `configuration.live` is on (standard output when nil); it gets
+    ///     nothing when `live` is off.
+    ///   - sinks: more sinks that get every session, live or not.
+    public init(
+        configuration: RelayConfiguration,
+        live: (any ConversationSink)? = nil,
+        sinks: [any ConversationSink] = [],
+        admission: any AdmissionPolicy = AdmitAll(),
+        logger: Logger = Logger(label: "popgate"),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) throws {
+        self.current = NIOLockedValueBox(configuration)
+        self.admission = NIOLockedValueBox(admission)
+        self.logger = logger
+        self.group = group
+        let files = try configuration.transcripts.map {
+            try TranscriptFiles(directory: $0, bodies: configuration.transcriptBodies, logger: logger)
+        }
+        self.files = files
+        self.pcap = try configuration.pcap.map { try PCAPExport(directory: $0) }
+        var all = sinks
+        if configuration.live {
+            all.append(live ?? TranscriptPrinter(output: { lines in print(lines.joined(separator: "\n")) }))
+        }
+        if let files { all.append(files) }
+        self.sink = all.isEmpty ? nil : (all.count == 1 ? all[0] : SinkFanOut(all))
+        // Session ids stay unique across restarts: the start time, then a counter.
+        let stamp = TranscriptRecord.timestamp(Date().timeIntervalSince1970)
+        self.idPrefix = String(stamp.filter { $0.isNumber }.prefix(14))
+    }
+
+    /// The configuration new sessions start with.
+    public var configuration: RelayConfiguration { self.current.withLockedValue { $0 } }
+
+    /// Swaps the configuration and the admission step for the sessions that start from now on (the reload
+    /// path). Listeners, and what was opened at start (transcript and pcap directories), stay as they are.
+    public func reconfigure(_ configuration: RelayConfiguration, admission: (any AdmissionPolicy)? = nil) {
+        self.current.withLockedValue { $0 = configuration }
+        if let admission { self.admission.withLockedValue { $0 = admission } }
+    }
+
+    /// The addresses the listeners are bound to (with the real ports when 0 was asked for).
+    public var boundAddresses: [SocketAddress] {
+        self.state.withLockedValue { state in
+            guard case .bound(let channels) = state else { return [] }
+            return channels.compactMap(\.channel.localAddress)
+        }
+    }
+
+    /// Binds every listener. `run()` calls it when it has not been called.
+    public func bind() async throws {
+        guard case .initial = self.state.withLockedValue({ $0 }) else { return }
+        var bound: [(channel: any Channel, quiesce: ServerQuiescingHelper)] = []
+        do {
+            for listener in self.configuration.listeners {
+                for endpoint in listener.listen {
+                    let quiesce = ServerQuiescingHelper(group: self.group)
+                    let channel = try await self.bind(endpoint, upstream: listener.upstream, quiesce: quiesce)
+                    bound.append((channel, quiesce))
+                    // The port bound, which is the one to use when port 0 asked for any free port.
+                    let actual = Endpoint(
+                        host: channel.localAddress?.ipAddress ?? endpoint.host,
+                        port: channel.localAddress?.port ?? endpoint.port
+                    )
+                    self.logger.info("listening on \(actual), relaying to \(listener.upstream)")
+                }
+            }
+        } catch {
+            for listener in bound { try? await listener.channel.close() }
+            throw error
+        }
+        self.state.withLockedValue { $0 = .bound(bound) }
+    }
+
+    private func bind(
+        _ endpoint: Endpoint,
+        upstream: Endpoint,
+        quiesce: ServerQuiescingHelper
+    ) async throws -> any Channel {
+        let upstreamAddress = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
+        return try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 512)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            // A client that shuts down its side after its last command still gets its replies.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { [self] channel in
+                let executor = RelaySessionExecutor(
+                    self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
+                )
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(RelayHandler(.client, executor: executor))
+                }
+            }
+            .bind(host: endpoint.host, port: endpoint.port)
+            .get()
+    }
+
+    private func sessionSettings(
+        listener: Endpoint,
+        upstream: Endpoint,
+        address: SocketAddress?
+    ) -> RelaySessionExecutor.Settings {
+        let number = self.counter.withLockedValue { value -> Int in
+            value += 1
+            return value
+        }
+        return RelaySessionExecutor.Settings(
+            id: "\(self.idPrefix)-\(number)",
+            listener: listener,
+            upstream: upstream,
+            upstreamAddress: address,
+            configuration: self.configuration,
+            admission: self.admission.withLockedValue { $0 },
+            sink: self.sink,
+            pcap: self.pcap,
+            logger: self.logger,
+            registry: self.registry
+        )
+    }
+
+    public func run() async throws {
+        try await self.bind()
+        // Until the ServiceGroup signals graceful shutdown (SIGTERM/SIGINT) or cancels the service.
+        try? await gracefulShutdown()
+        await self.shutdown()
+    }
+
+    /// Stops accepting, waits for open sessions up to the grace period, ends the rest, flushes transcripts.
+    public func shutdown() async {
+        let listeners = self.state.withLockedValue { state -> [(channel: any Channel, quiesce: ServerQuiescingHelper)]? in
+            switch state {
+            case .initial:
+                state = .shutdown
+                return nil
+            case .bound(let listeners):
+                state = .shuttingDown
+                return listeners
+            case .shuttingDown, .shutdown:
+                return nil
+            }
+        }
+        guard let listeners else { return }
+        let configuration = self.configuration
+        let loop = self.group.any()
+        let closed = listeners.map { listener in
+            let promise = loop.makePromise(of: Void.self)
+            listener.quiesce.initiateShutdown(promise: promise)
+            return promise.futureResult
+        }
+        let accepted = EventLoopFuture.andAllComplete(closed, on: loop)
+        let open = self.registry.count
+        if open > 0 {
+            self.logger.info("no longer accepting; waiting for \(open) open session(s)")
+        }
+        let deadline = NIODeadline.now() + configuration.shutdownGrace
+        let allClosed = await Self.wait(for: accepted, timeout: configuration.shutdownGrace)
+        let allEnded = await self.registry.waitUntilEmpty(timeout: max(.zero, deadline - .now()))
+        if !allClosed || !allEnded {
+            self.logger.info("grace period over; closing \(self.registry.count) session(s) without QUIT")
+            self.registry.endAll()
+        }
+        // Each session's end record comes once both of its connections have closed.
+        _ = await self.registry.waitUntilEmpty(timeout: configuration.shutdownDrain)
+        self.files?.flush()
+        self.pcap?.flush()
+        self.state.withLockedValue { $0 = .shutdown }
+        self.logger.info("stopped")
+    }
+
+    /// Whether `future` completed within `timeout`.
+    static func wait(for future: EventLoopFuture<Void>, timeout: TimeAmount) async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let once = NIOLockedValueBox(false)
+            let finish: @Sendable (Bool) -> Void = { value in
+                let first = once.withLockedValue { done in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume(returning: value) }
+            }
+            let timer = future.eventLoop.scheduleTask(in: timeout) { finish(false) }
+            future.whenComplete { _ in
+                timer.cancel()
+                finish(true)
+            }
+        }
+    }
+}

@@ -1,0 +1,826 @@
+import Logging
+import NIOCore
+import POP3Core
+
+/// How a session ended, for its log line and its transcript.
+public enum SessionEnd: String, Sendable, Hashable {
+    case clientQuit = "the client quit"
+    case clientVanished = "the client closed without QUIT"
+    case upstreamClosed = "the upstream closed the connection"
+    case upstreamUnreachable = "the upstream was unreachable"
+    case greetingTimeout = "the upstream sent no greeting in time"
+    case idleTimeout = "idle timeout"
+    case refused = "the gateway did not admit the client"
+    case shutdown = "the gateway shut down"
+    case error = "a connection error"
+}
+
+/// What the admission step decided for a client, before any upstream connection is made.
+public enum AdmissionDecision: Sendable, Hashable {
+    case admit
+    /// The client is told `-ERR [SYS/PERM] reason` and the connection closes.
+    case refuse(reason: String)
+}
+
+/// One relayed session, as a pure machine: events in, actions out. No channels, no clock, no I/O.
+///
+/// ```
+///  admitting ──admit──▶ connecting ──connected──▶ awaitingGreeting ──greeting──▶ relaying ──STLS +OK──▶ tunnel
+///      │ refuse             │ failed                  │ timeout                   │
+///      ▼                    ▼                         ▼                           │ client gone after QUIT
+///   closing(refused)   closing(unreachable)     closing(greetingTimeout)          ▼
+///                                                              awaitingQuitReply(deadline) ──▶ closing(clientQuit)
+///  any state ──client vanished──▶ closing(clientVanished): the upstream is closed, never sent QUIT (invariant 3)
+///  closing ──both sides closed──▶ closed(reason)
+/// ```
+///
+/// Each client line is framed and parsed once, by the conversation machine's cursor
+/// (``ConversationMachine/nextClientLine(from:at:into:)``), and decided here: forwarded, answered by the gateway
+/// (an over-long or malformed line), or held (behind STLS). Lines read before the greeting are decided at once
+/// and held for the upstream until it greets. The replies the client is owed are one ``AnswerQueue``, so replies
+/// keep the order of the commands (invariant 2). Upstream bytes are read by the machine before they are written,
+/// a line at a time (``ConversationMachine/nextServerUnit(from:at:into:)``); message bodies go on as slices of
+/// what was read. A client that half-closes still gets every reply it is owed, and its QUIT goes upstream.
+struct RelayMachine {
+    enum Side: Sendable, Hashable {
+        case client
+        case upstream
+    }
+
+    struct Settings: Sendable {
+        /// The upstream's name, for the gateway's replies and the log.
+        var upstream: String
+        var commandLineLimit = POP3Defaults.commandLineLimit
+        var idleTimeout: TimeAmount = .minutes(10)
+        var greetingTimeout: TimeAmount = .seconds(30)
+        /// How long the upstream may take to answer the QUIT of a client that has gone.
+        var quitReplyTimeout: TimeAmount = .seconds(5)
+        /// Write the plain-language notes (only when someone reads the events).
+        var annotate = true
+        /// Emit ``Action/export(_:)`` for a pcap export.
+        var export = false
+        /// Client octets read and not yet passed on before reading the client stops.
+        var maximumClientBacklog = 64 * 1024
+    }
+
+    /// What a pcap export is shown: client lines with their secrets still in them (the export masks them).
+    enum Export: Sendable, Hashable {
+        case clientLine(ByteBuffer, LineFramer.Ending, saslResponse: Bool)
+        case clientOverlongLine(prefix: ByteBuffer, octets: Int)
+        case fromClient(ByteBuffer)
+        case toClient(ByteBuffer, saslExchange: Bool)
+    }
+
+    enum Action: Sendable, Hashable {
+        /// Ask the admission step; answer with ``admitted(_:now:into:)``.
+        case admit
+        case connectUpstream
+        case write(Side, ByteBuffer)
+        case flush(Side)
+        case close(Side)
+        /// Make sure the timer fires by this deadline; answer with ``deadlineReached(now:into:)``.
+        case arm(NIODeadline)
+        /// Reading a side may go on, if it was held back.
+        case resumeReading(Side)
+        case record([ConversationEvent])
+        case export(Export)
+        case log(Logger.Level, String)
+        /// Both sides are closed: the session's end record.
+        case ended(SessionEnd)
+    }
+
+    /// Before the upstream greets: lines already decided, waiting to go upstream.
+    struct Waiting: Sendable {
+        var answers = AnswerQueue(awaitingGreeting: true)
+        var heldForUpstream: [ByteBuffer] = []
+        var heldOctets = 0
+        var greetingDeadline: NIODeadline
+    }
+
+    struct Relaying: Sendable {
+        var answers: AnswerQueue
+        /// The client shut down its side after QUIT: the upstream's answer is awaited until then.
+        var quitDeadline: NIODeadline? = nil
+    }
+
+    private enum State: Sendable {
+        case admitting
+        case connecting(Waiting)
+        case awaitingGreeting(Waiting)
+        case relaying(Relaying)
+        /// After an accepted STLS: bytes pass both ways, counted, not read.
+        case tunnel
+        case awaitingQuitReply(deadline: NIODeadline)
+        case closing(SessionEnd)
+        case closed(SessionEnd)
+        /// Only while a payload is being changed in place, so that it is not copied.
+        case modifying
+    }
+
+    private enum UpstreamConnection: Sendable {
+        case none
+        case connecting
+        case open
+        case closed
+    }
+
+    let settings: Settings
+    private var state: State = .admitting
+    private(set) var conversation: ConversationMachine
+    private var clientInput = ByteBuffer()
+    private var upstreamInput = ByteBuffer()
+    private var clientOpen = true
+    private var clientInputClosed = false
+    private var upstream: UpstreamConnection = .none
+    private var clientWritable = true
+    private var upstreamWritable = true
+    private var quitForwarded = false
+    private var lastActivity: NIODeadline
+    private var armed: NIODeadline?
+    private let startedAt: NIODeadline
+    private let wallClockAtStart: Double
+    private(set) var clientOctets = 0
+    private(set) var upstreamOctets = 0
+
+    /// `now` and `wallClock` (seconds since 1970) are the same instant: transcripts get wall-clock times.
+    init(settings: Settings, now: NIODeadline, wallClock: Double) {
+        self.settings = settings
+        var configuration = ConversationMachine.Configuration()
+        configuration.annotate = settings.annotate
+        configuration.commandLineLimit = settings.commandLineLimit
+        self.conversation = ConversationMachine(configuration: configuration)
+        self.lastActivity = now
+        self.startedAt = now
+        self.wallClockAtStart = wallClock
+    }
+
+    func wallClock(_ now: NIODeadline) -> Double {
+        self.wallClockAtStart + Double((now - self.startedAt).nanoseconds) / 1e9
+    }
+
+    /// Whether the session has ended (both sides closed, the end recorded).
+    var isClosed: Bool {
+        if case .closed = self.state { return true }
+        return false
+    }
+
+    /// Whether a side may be read now: reads stop while the other side cannot take more (invariant 4).
+    func mayRead(_ side: Side) -> Bool {
+        switch side {
+        case .client:
+            return self.clientBacklog < self.settings.maximumClientBacklog && self.upstreamWritable
+        case .upstream:
+            return self.clientWritable
+        }
+    }
+
+    private var clientBacklog: Int {
+        switch self.state {
+        case .connecting(let waiting), .awaitingGreeting(let waiting):
+            self.clientInput.readableBytes + waiting.heldOctets
+        default:
+            self.clientInput.readableBytes
+        }
+    }
+
+    // MARK: - Connection events
+
+    mutating func clientConnected(now: NIODeadline, into actions: inout [Action]) {
+        guard case .admitting = self.state else { return }
+        actions.append(.admit)
+    }
+
+    mutating func admitted(_ decision: AdmissionDecision, now: NIODeadline, into actions: inout [Action]) {
+        guard case .admitting = self.state else { return }
+        switch decision {
+        case .admit:
+            self.upstream = .connecting
+            self.state = .connecting(Waiting(greetingDeadline: now + self.settings.greetingTimeout))
+            actions.append(.connectUpstream)
+            self.rearm(into: &actions)
+        case .refuse(let reason):
+            var events: [ConversationEvent] = []
+            self.sendOwnReply(.err(reason, code: .sysPerm), now: now, events: &events, into: &actions)
+            actions.append(.record(events))
+            actions.append(.flush(.client))
+            actions.append(.close(.client))
+            self.state = .closing(.refused)
+        }
+    }
+
+    mutating func upstreamConnected(now: NIODeadline, into actions: inout [Action]) {
+        self.upstream = .open
+        guard case .connecting(var waiting) = self.state else {
+            // The client left while the connection was being made: close it, nothing was sent on it.
+            actions.append(.close(.upstream))
+            return
+        }
+        waiting.greetingDeadline = now + self.settings.greetingTimeout
+        self.state = .awaitingGreeting(waiting)
+        self.rearm(into: &actions)
+        actions.append(.resumeReading(.upstream))
+    }
+
+    mutating func upstreamConnectFailed(_ error: String, now: NIODeadline, into actions: inout [Action]) {
+        self.upstream = .closed
+        guard case .connecting = self.state else {
+            self.finishIfDone(now: now, into: &actions)
+            return
+        }
+        actions.append(.log(.warning, "cannot reach the upstream \(self.settings.upstream): \(error)"))
+        self.replyAndClose(
+            "upstream \(self.settings.upstream) is unreachable",
+            reason: .upstreamUnreachable,
+            now: now,
+            into: &actions
+        )
+    }
+
+    // MARK: - Client events
+
+    mutating func clientRead(_ bytes: ByteBuffer, now: NIODeadline, into actions: inout [Action]) {
+        self.clientOctets += bytes.readableBytes
+        self.lastActivity = now
+        switch self.state {
+        case .tunnel:
+            var events: [ConversationEvent] = []
+            self.conversation.clientSent(bytes, at: self.wallClock(now), into: &events)
+            if !events.isEmpty { actions.append(.record(events)) }
+            if self.settings.export { actions.append(.export(.fromClient(bytes))) }
+            actions.append(.write(.upstream, bytes))
+        case .connecting, .awaitingGreeting, .relaying:
+            if self.clientInput.readableBytes == 0 {
+                self.clientInput = bytes  // no copy: lines are forwarded as slices of what was read
+            } else {
+                var bytes = bytes
+                self.clientInput.writeBuffer(&bytes)
+            }
+            self.readClientLines(now: now, into: &actions)
+        case .admitting, .awaitingQuitReply, .closing, .closed, .modifying:
+            break
+        }
+    }
+
+    mutating func clientReadComplete(into actions: inout [Action]) {
+        // Lines are flushed as they are decided; raw bytes once per burst of reads.
+        if case .tunnel = self.state, self.upstream == .open { actions.append(.flush(.upstream)) }
+    }
+
+    /// The client will send nothing more (it shut down its side, as `printf … | nc` does). What it sent is
+    /// still answered, and its QUIT goes upstream; without a QUIT, both sides close once nothing is owed.
+    mutating func clientInputClosed(now: NIODeadline, into actions: inout [Action]) {
+        guard !self.clientInputClosed else { return }
+        self.clientInputClosed = true
+        switch self.state {
+        case .tunnel, .admitting:
+            self.closeBoth(self.quitForwarded ? .clientQuit : .clientVanished, into: &actions)
+        case .relaying(var relaying) where self.quitForwarded:
+            self.state = .modifying
+            relaying.quitDeadline = now + self.settings.quitReplyTimeout
+            self.state = .relaying(relaying)
+            self.rearm(into: &actions)
+        case .connecting, .awaitingGreeting, .relaying:
+            self.closeIfClientDone(into: &actions)
+        case .awaitingQuitReply, .closing, .closed, .modifying:
+            break
+        }
+    }
+
+    /// The client's connection is gone (closed, reset, failed).
+    mutating func clientClosed(now: NIODeadline, into actions: inout [Action]) {
+        guard self.clientOpen else { return }
+        self.clientOpen = false
+        switch self.state {
+        case .closing, .closed:
+            break
+        case .relaying where self.quitForwarded && self.upstream == .open && self.conversation.state != .closed,
+            .tunnel where self.quitForwarded && self.upstream == .open:
+            // The client asked for QUIT: let the upstream answer it (and commit), but not forever.
+            self.state = .awaitingQuitReply(deadline: now + self.settings.quitReplyTimeout)
+            self.rearm(into: &actions)
+        case .awaitingQuitReply:
+            break
+        default:
+            // Invariant 3: closing without QUIT leaves every DELE mark uncommitted.
+            if self.upstream == .open { actions.append(.close(.upstream)) }
+            self.state = .closing(self.quitForwarded ? .clientQuit : .clientVanished)
+        }
+        self.finishIfDone(now: now, into: &actions)
+    }
+
+    /// An I/O error on the client's connection (a reset, a broken pipe): it is gone.
+    mutating func clientFailed(_ error: String, now: NIODeadline, into actions: inout [Action]) {
+        actions.append(.log(.debug, "client connection error: \(error)"))
+        if self.clientOpen { actions.append(.close(.client)) }
+        self.clientClosed(now: now, into: &actions)
+    }
+
+    // MARK: - Upstream events
+
+    mutating func upstreamRead(_ bytes: ByteBuffer, now: NIODeadline, into actions: inout [Action]) {
+        self.upstreamOctets += bytes.readableBytes
+        // A session waiting on a slow upstream (or receiving a long RETR) is not idle.
+        self.lastActivity = now
+        switch self.state {
+        case .tunnel, .awaitingQuitReply, .closing:
+            // Passed on unread (TLS), or to a client that is going: the machine still counts it.
+            var events: [ConversationEvent] = []
+            self.conversation.serverSent(bytes, at: self.wallClock(now), into: &events)
+            if !events.isEmpty { actions.append(.record(events)) }
+            if self.clientOpen, case .tunnel = self.state {
+                if self.settings.export { actions.append(.export(.toClient(bytes, saslExchange: false))) }
+                actions.append(.write(.client, bytes))
+            }
+        case .awaitingGreeting, .relaying:
+            if self.upstreamInput.readableBytes == 0 {
+                self.upstreamInput = bytes
+            } else {
+                var bytes = bytes
+                self.upstreamInput.writeBuffer(&bytes)
+            }
+            self.readUpstreamUnits(now: now, into: &actions)
+        case .admitting, .connecting, .closed, .modifying:
+            break
+        }
+    }
+
+    mutating func upstreamReadComplete(into actions: inout [Action]) {
+        if self.clientOpen { actions.append(.flush(.client)) }
+    }
+
+    mutating func upstreamClosed(now: NIODeadline, into actions: inout [Action]) {
+        guard self.upstream == .open else { return }
+        self.upstream = .closed
+        switch self.state {
+        case .connecting, .awaitingGreeting:
+            actions.append(.log(.warning, "the upstream \(self.settings.upstream) closed before its greeting"))
+            self.recordUpstreamVanished(now: now, into: &actions)
+            self.replyAndClose(
+                "upstream \(self.settings.upstream) closed before its greeting",
+                reason: .upstreamClosed,
+                now: now,
+                into: &actions
+            )
+        case .relaying(var relaying):
+            self.state = .modifying
+            if self.quitForwarded && self.conversation.state == .closed {
+                self.state = .closing(.clientQuit)
+                actions.append(.close(.client))
+                break
+            }
+            actions.append(.log(.warning, "the upstream \(self.settings.upstream) closed the connection"))
+            self.recordUpstreamVanished(now: now, into: &actions)
+            self.upstreamVanished(&relaying, now: now, into: &actions)
+            self.state = .closing(.upstreamClosed)
+        case .tunnel:
+            actions.append(.close(.client))
+            self.state = .closing(self.quitForwarded ? .clientQuit : .upstreamClosed)
+        case .awaitingQuitReply:
+            self.state = .closing(.clientQuit)
+        case .admitting, .closing, .closed, .modifying:
+            break
+        }
+        self.finishIfDone(now: now, into: &actions)
+    }
+
+    // MARK: - Timer, writability, shutdown
+
+    mutating func deadlineReached(now: NIODeadline, into actions: inout [Action]) {
+        self.armed = nil
+        switch self.state {
+        case .awaitingQuitReply(let deadline) where now >= deadline:
+            actions.append(.close(.upstream))
+            self.state = .closing(.clientQuit)
+            return
+        case .awaitingGreeting(let waiting) where now >= waiting.greetingDeadline:
+            actions.append(.log(.warning, "no greeting from the upstream \(self.settings.upstream) in time"))
+            self.replyAndClose(
+                "upstream \(self.settings.upstream) did not greet in time",
+                reason: .greetingTimeout,
+                now: now,
+                into: &actions
+            )
+            actions.append(.close(.upstream))
+            return
+        case .relaying(let relaying) where relaying.quitDeadline.map { now >= $0 } == true:
+            self.closeBoth(.clientQuit, into: &actions)
+            return
+        case .closing, .closed:
+            return
+        default:
+            break
+        }
+        let idle = now - self.lastActivity
+        if idle >= self.settings.idleTimeout {
+            // RFC 1939 §3: an autologout closes without UPDATE, so nothing is committed.
+            actions.append(.log(.info, "closing an idle session after \(idle.nanoseconds / 1_000_000_000) s"))
+            self.closeBoth(.idleTimeout, into: &actions)
+            return
+        }
+        self.rearm(into: &actions)
+    }
+
+    mutating func writabilityChanged(_ side: Side, writable: Bool, into actions: inout [Action]) {
+        switch side {
+        case .client:
+            self.clientWritable = writable
+            if writable { actions.append(.resumeReading(.upstream)) }
+        case .upstream:
+            self.upstreamWritable = writable
+            if writable, self.mayRead(.client) { actions.append(.resumeReading(.client)) }
+        }
+    }
+
+    /// Graceful shutdown ran out of time: both sides close, no QUIT goes upstream.
+    mutating func shutdownRequested(now: NIODeadline, into actions: inout [Action]) {
+        self.closeBoth(.shutdown, into: &actions)
+        self.finishIfDone(now: now, into: &actions)
+    }
+
+    // MARK: - Client lines
+
+    /// Decides each whole line the client sent: forward it, answer it, or wait (behind STLS).
+    private mutating func readClientLines(now: NIODeadline, into actions: inout [Action]) {
+        let time = self.wallClock(now)
+        var events: [ConversationEvent] = []
+        var wroteUpstream = false
+        var wroteClient = false
+        var answersDue = false
+        loop: while self.clientInput.readableBytes > 0 {
+            let start = self.clientInput.readerIndex
+            switch self.conversation.nextClientLine(from: &self.clientInput, at: time, into: &events) {
+            case .needMoreData, .waitForReply:
+                break loop
+            case .unread:
+                // TLS from a client on a plaintext port: passed on as it is, counted.
+                let rest = self.clientInput.readSlice(length: self.clientInput.readableBytes)!
+                self.conversation.clientSent(rest, at: time, into: &events)
+                if self.settings.export { actions.append(.export(.fromClient(rest))) }
+                wroteUpstream = self.sendUpstream(rest, into: &actions) || wroteUpstream
+            case .line(let line):
+                let wire = self.clientInput.readSlice(since: start)
+                switch line.kind {
+                case .command(let parsed, let refusal):
+                    if self.settings.export {
+                        actions.append(.export(.clientLine(line.content, line.ending, saslResponse: false)))
+                    }
+                    if let refusal {
+                        self.expect(.local(Self.reply(.err(refusal))))
+                        answersDue = true
+                    } else {
+                        wroteUpstream = self.sendUpstream(wire, into: &actions) || wroteUpstream
+                        self.expect(.upstream)
+                        if case .quit? = parsed.command { self.quitForwarded = true }
+                    }
+                case .saslResponse:
+                    if self.settings.export {
+                        actions.append(.export(.clientLine(line.content, line.ending, saslResponse: true)))
+                    }
+                    wroteUpstream = self.sendUpstream(wire, into: &actions) || wroteUpstream
+                case .tooLong(let octets, let limit, let inSASL):
+                    if self.settings.export {
+                        actions.append(.export(.clientOverlongLine(prefix: line.content, octets: octets)))
+                    }
+                    if inSASL {
+                        // It cannot be passed on whole: the exchange is cancelled, and the upstream's -ERR to the
+                        // AUTH is the client's answer.
+                        self.conversation.gatewayCancelledSASL()
+                        wroteUpstream = self.sendUpstream(ByteBuffer(string: "*\r\n"), into: &actions) || wroteUpstream
+                    } else {
+                        let reason = "line of \(octets) octets is too long; the limit is \(limit) (RFC 2449 section 4)"
+                        self.expect(.local(Self.reply(.err(reason))))
+                        answersDue = true
+                    }
+                }
+                if self.conversation.state == .notPOP3 {
+                    answersDue = self.stopFollowingUpstream(now: now, events: &events, into: &actions) || answersDue
+                }
+                if answersDue {
+                    answersDue = false
+                    wroteClient = self.writeLocalReplies(now: now, events: &events, into: &actions) || wroteClient
+                }
+            }
+        }
+        if self.clientInput.readableBytes == 0 { self.clientInput.clear() }
+        if !events.isEmpty { actions.append(.record(events)) }
+        if wroteUpstream { actions.append(.flush(.upstream)) }
+        if wroteClient { actions.append(.flush(.client)) }
+        if self.mayRead(.client) { actions.append(.resumeReading(.client)) }
+        self.closeIfClientDone(into: &actions)
+    }
+
+    /// Writes a line upstream, or holds it until the upstream greets. Returns whether it was written.
+    private mutating func sendUpstream(_ bytes: ByteBuffer, into actions: inout [Action]) -> Bool {
+        switch self.state {
+        case .connecting(var waiting):
+            self.state = .modifying
+            waiting.heldForUpstream.append(bytes)
+            waiting.heldOctets += bytes.readableBytes
+            self.state = .connecting(waiting)
+            return false
+        case .awaitingGreeting(var waiting):
+            self.state = .modifying
+            waiting.heldForUpstream.append(bytes)
+            waiting.heldOctets += bytes.readableBytes
+            self.state = .awaitingGreeting(waiting)
+            return false
+        default:
+            actions.append(.write(.upstream, bytes))
+            return true
+        }
+    }
+
+    /// Not POP3 (R49): the upstream's replies are not followed any more, so the gateway's own replies do not wait
+    /// for them. Returns whether there are replies of the gateway's to write.
+    private mutating func stopFollowingUpstream(
+        now: NIODeadline,
+        events: inout [ConversationEvent],
+        into actions: inout [Action]
+    ) -> Bool {
+        guard case .relaying(var relaying) = self.state, relaying.answers.owesUpstream else { return false }
+        self.state = .modifying
+        relaying.answers.dropUpstream()
+        self.state = .relaying(relaying)
+        return true
+    }
+
+    private mutating func expect(_ slot: AnswerQueue.Slot) {
+        // Replies of an upstream that is not POP3 are not followed: there is nothing to wait for.
+        if slot == .upstream, self.conversation.state == .notPOP3 { return }
+        switch self.state {
+        case .connecting(var waiting):
+            self.state = .modifying
+            waiting.answers.append(slot)
+            self.state = .connecting(waiting)
+        case .awaitingGreeting(var waiting):
+            self.state = .modifying
+            waiting.answers.append(slot)
+            self.state = .awaitingGreeting(waiting)
+        case .relaying(var relaying):
+            self.state = .modifying
+            relaying.answers.append(slot)
+            self.state = .relaying(relaying)
+        default:
+            break
+        }
+    }
+
+    /// Writes the gateway's replies that have reached the head of the queue. Returns whether any was written.
+    private mutating func writeLocalReplies(
+        now: NIODeadline,
+        events: inout [ConversationEvent],
+        into actions: inout [Action]
+    ) -> Bool {
+        guard case .relaying(var relaying) = self.state else { return false }
+        self.state = .modifying
+        let replies = relaying.answers.takeLocalReplies()
+        self.state = .relaying(relaying)
+        for reply in replies {
+            self.sendOwnReply(reply, now: now, events: &events, into: &actions)
+        }
+        return !replies.isEmpty
+    }
+
+    private static func reply(_ reply: Reply) -> ByteBuffer {
+        var bytes = ByteBuffer()
+        bytes.writeReply(reply)
+        return bytes
+    }
+
+    private mutating func sendOwnReply(
+        _ reply: Reply,
+        now: NIODeadline,
+        events: inout [ConversationEvent],
+        into actions: inout [Action]
+    ) {
+        self.sendOwnReply(Self.reply(reply), now: now, events: &events, into: &actions)
+    }
+
+    private mutating func sendOwnReply(
+        _ bytes: ByteBuffer,
+        now: NIODeadline,
+        events: inout [ConversationEvent],
+        into actions: inout [Action]
+    ) {
+        self.conversation.gatewaySent(bytes, at: self.wallClock(now), into: &events)
+        guard self.clientOpen else { return }
+        if self.settings.export { actions.append(.export(.toClient(bytes, saslExchange: false))) }
+        actions.append(.write(.client, bytes))
+    }
+
+    /// A client that has shut down its side and is owed nothing more, with no QUIT on the way: both sides close.
+    private mutating func closeIfClientDone(into actions: inout [Action]) {
+        guard self.clientInputClosed, !self.quitForwarded else { return }
+        switch self.state {
+        case .relaying(let relaying) where relaying.answers.isEmpty:
+            self.closeBoth(.clientVanished, into: &actions)
+        case .connecting(let waiting) where waiting.answers.count == 1,
+            .awaitingGreeting(let waiting) where waiting.answers.count == 1:
+            // Only the greeting is owed, and nothing waits to go upstream.
+            if waiting.heldForUpstream.isEmpty { self.closeBoth(.clientVanished, into: &actions) }
+        default:
+            break
+        }
+    }
+
+    // MARK: - Upstream units
+
+    /// Reads the upstream's bytes a unit at a time and writes to the client what has been read, in order with
+    /// the gateway's own replies. Contiguous units go as one slice.
+    private mutating func readUpstreamUnits(now: NIODeadline, into actions: inout [Action]) {
+        let time = self.wallClock(now)
+        var events: [ConversationEvent] = []
+        var forwardFrom = self.upstreamInput.readerIndex
+        var saslExchange = self.conversation.saslExchangeOpen
+        func forward(_ machine: inout RelayMachine, _ actions: inout [Action]) {
+            let end = machine.upstreamInput.readerIndex
+            guard end > forwardFrom, machine.clientOpen else {
+                forwardFrom = end
+                return
+            }
+            let slice = machine.upstreamInput.readSlice(since: forwardFrom)
+            if machine.settings.export { actions.append(.export(.toClient(slice, saslExchange: saslExchange))) }
+            actions.append(.write(.client, slice))
+            forwardFrom = end
+        }
+        loop: while self.upstreamInput.readableBytes > 0 {
+            if self.settings.export, self.conversation.saslExchangeOpen != saslExchange {
+                forward(&self, &actions)
+                saslExchange = self.conversation.saslExchangeOpen
+            }
+            switch self.conversation.nextServerUnit(from: &self.upstreamInput, at: time, into: &events) {
+            case .needMoreData:
+                break loop
+            case .read:
+                continue
+            case .greeted:
+                forward(&self, &actions)
+                self.greeted(now: now, events: &events, into: &actions)
+            case .replyEnded:
+                guard case .relaying(var relaying) = self.state else { continue }
+                self.state = .modifying
+                relaying.answers.upstreamAnswered()
+                self.state = .relaying(relaying)
+                if self.conversation.state == .tlsNegotiation {
+                    // Invariant 7: plaintext that followed STLS is dropped; the machine has reported it (R31).
+                    forward(&self, &actions)
+                    self.clientInput.clear()
+                    self.state = .tunnel
+                    continue
+                }
+                forward(&self, &actions)
+                _ = self.writeLocalReplies(now: now, events: &events, into: &actions)
+                // Lines behind an STLS that was refused can go on now.
+                self.readClientLinesLater = true
+            }
+            if self.conversation.state == .notPOP3,
+                self.stopFollowingUpstream(now: now, events: &events, into: &actions)
+            {
+                forward(&self, &actions)
+                _ = self.writeLocalReplies(now: now, events: &events, into: &actions)
+            }
+        }
+        forward(&self, &actions)
+        if self.upstreamInput.readableBytes == 0 { self.upstreamInput.clear() }
+        if !events.isEmpty { actions.append(.record(events)) }
+        if self.readClientLinesLater {
+            self.readClientLinesLater = false
+            if case .relaying = self.state, self.clientInput.readableBytes > 0 {
+                self.readClientLines(now: now, into: &actions)
+            } else {
+                self.closeIfClientDone(into: &actions)
+            }
+        }
+    }
+
+    private var readClientLinesLater = false
+
+    /// The upstream greeted: what waited for it goes upstream, and the gateway's replies behind it go out.
+    private mutating func greeted(now: NIODeadline, events: inout [ConversationEvent], into actions: inout [Action]) {
+        guard case .awaitingGreeting(var waiting) = self.state else { return }
+        self.state = .modifying
+        waiting.answers.upstreamAnswered()
+        for line in waiting.heldForUpstream {
+            actions.append(.write(.upstream, line))
+        }
+        if !waiting.heldForUpstream.isEmpty { actions.append(.flush(.upstream)) }
+        let quitDeadline = self.clientInputClosed && self.quitForwarded ? now + self.settings.quitReplyTimeout : nil
+        self.state = .relaying(Relaying(answers: waiting.answers, quitDeadline: quitDeadline))
+        self.rearm(into: &actions)
+        _ = self.writeLocalReplies(now: now, events: &events, into: &actions)
+        if self.mayRead(.client) { actions.append(.resumeReading(.client)) }
+        self.readClientLinesLater = true
+    }
+
+    /// The upstream went away unasked: answer what can still be answered, then close.
+    private mutating func upstreamVanished(_ relaying: inout Relaying, now: NIODeadline, into actions: inout [Action]) {
+        var events: [ConversationEvent] = []
+        if self.conversation.midReply || self.upstreamInput.readableBytes > 0 {
+            // A reply was cut short: no reply can be made up for it. What arrived of it is passed on.
+            if self.upstreamInput.readableBytes > 0, self.clientOpen {
+                actions.append(.write(.client, self.upstreamInput))
+                self.upstreamInput.clear()
+            }
+        } else {
+            for slot in relaying.answers.takeAll() {
+                switch slot {
+                case .local(let reply):
+                    self.sendOwnReply(reply, now: now, events: &events, into: &actions)
+                case .upstream, .greeting:
+                    let reason = "upstream \(self.settings.upstream) closed the connection"
+                    self.sendOwnReply(.err(reason, code: .sysTemp), now: now, events: &events, into: &actions)
+                }
+            }
+        }
+        if !events.isEmpty { actions.append(.record(events)) }
+        if self.clientOpen {
+            actions.append(.flush(.client))
+            actions.append(.close(.client))
+        }
+    }
+
+    private mutating func recordUpstreamVanished(now: NIODeadline, into actions: inout [Action]) {
+        let anomaly = Anomaly(
+            .unexpectedServerData,
+            .server,
+            "the upstream closed the connection unasked, in \(self.conversation.state.displayName)"
+        )
+        actions.append(.record([.anomaly(anomaly)]))
+    }
+
+    // MARK: - Closing
+
+    /// The gateway speaks for an upstream that is not there, then closes the client.
+    private mutating func replyAndClose(
+        _ reason: String,
+        reason end: SessionEnd,
+        now: NIODeadline,
+        into actions: inout [Action]
+    ) {
+        self.state = .closing(end)
+        if self.clientOpen {
+            var events: [ConversationEvent] = []
+            self.sendOwnReply(.err(reason, code: .sysTemp), now: now, events: &events, into: &actions)
+            actions.append(.record(events))
+            actions.append(.flush(.client))
+            actions.append(.close(.client))
+        }
+        self.finishIfDone(now: now, into: &actions)
+    }
+
+    /// Closes both connections; no QUIT goes upstream.
+    private mutating func closeBoth(_ reason: SessionEnd, into actions: inout [Action]) {
+        switch self.state {
+        case .closing, .closed: return
+        default: break
+        }
+        self.state = .closing(reason)
+        if self.upstream == .open { actions.append(.close(.upstream)) }
+        if self.clientOpen { actions.append(.close(.client)) }
+    }
+
+    private mutating func finishIfDone(now: NIODeadline, into actions: inout [Action]) {
+        guard !self.clientOpen, self.upstream != .open, self.upstream != .connecting else { return }
+        let reason: SessionEnd
+        switch self.state {
+        case .closed: return
+        case .closing(let end): reason = end
+        default: reason = self.quitForwarded ? .clientQuit : .error
+        }
+        self.state = .closed(reason)
+        let time = self.wallClock(now)
+        actions.append(.record(self.conversation.clientClosed(at: time) + self.conversation.serverClosed(at: time)))
+        actions.append(.ended(reason))
+    }
+
+    /// Makes sure the timer fires by the earliest deadline. A timer already due earlier is kept: it re-arms.
+    private mutating func rearm(into actions: inout [Action]) {
+        var next = self.lastActivity + self.settings.idleTimeout
+        switch self.state {
+        case .awaitingGreeting(let waiting):
+            // While connecting, the connect timeout applies; the greeting's deadline is set on connection.
+            next = min(next, waiting.greetingDeadline)
+        case .awaitingQuitReply(let deadline):
+            next = min(next, deadline)
+        case .relaying(let relaying):
+            if let quit = relaying.quitDeadline { next = min(next, quit) }
+        case .closing, .closed:
+            return
+        default:
+            break
+        }
+        if let armed = self.armed, armed <= next { return }
+        self.armed = next
+        actions.append(.arm(next))
+    }
+}
+
+extension ByteBuffer {
+    /// The octets read since `index`, as a slice (no copy). `getSlice` reaches readable octets only.
+    fileprivate func readSlice(since index: Int) -> ByteBuffer {
+        var view = self
+        let length = view.readerIndex - index
+        view.moveReaderIndex(to: index)
+        return view.readSlice(length: length) ?? ByteBuffer()
+    }
+}
