@@ -112,6 +112,16 @@ extension ConversationMachine {
         return nil
     }
 
+    /// R11: the client spoke before the greeting. A gateway that holds those lines until the greeting says so when
+    /// they arrive; it reads them afterwards, as the server does.
+    public mutating func clientSpokeEarly(into events: inout [ConversationEvent]) {
+        self.reportOnce(
+            "R11-early",
+            Anomaly(.greeting, .client, "the client spoke before the server's greeting"),
+            into: &events
+        )
+    }
+
     /// The gateway sent `*` upstream in place of a SASL response it could not forward: the exchange is cancelled.
     public mutating func gatewayCancelledSASL() {
         guard let index = self.pending.indices.last, self.pending[index].opensSASL else { return }
@@ -329,11 +339,7 @@ extension ConversationMachine {
         }
 
         if self.state == .greeting {
-            self.reportOnce(
-                "R11-early",
-                Anomaly(.greeting, .client, "the client spoke before the server's greeting"),
-                into: &events
-            )
+            self.clientSpokeEarly(into: &events)
             self.suspect("the client spoke first", weight: 2, into: &events)
             if self.state == .notPOP3 { return parsed }
         }

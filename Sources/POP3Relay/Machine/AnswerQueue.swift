@@ -7,8 +7,6 @@ import NIOCore
 /// pipelining holds by construction: nothing is counted or reconciled.
 struct AnswerQueue: Sendable {
     enum Slot: Sendable, Hashable {
-        /// The upstream's greeting: nothing reaches the client before it.
-        case greeting
         /// The upstream's reply to a forwarded command.
         case upstream
         /// The gateway's own reply (a refused line), written when it reaches the head.
@@ -17,21 +15,23 @@ struct AnswerQueue: Sendable {
 
     private var slots = CircularBuffer<Slot>(initialCapacity: 4)
 
-    init(awaitingGreeting: Bool) {
-        if awaitingGreeting { self.slots.append(.greeting) }
-    }
-
     var isEmpty: Bool { self.slots.isEmpty }
     var count: Int { self.slots.count }
 
-    /// Whether the upstream still owes a reply (or its greeting).
-    var owesUpstream: Bool { self.slots.contains { $0 == .upstream || $0 == .greeting } }
+    /// Whether the upstream still owes a reply.
+    var owesUpstream: Bool { self.slots.contains(.upstream) }
 
     mutating func append(_ slot: Slot) { self.slots.append(slot) }
 
-    /// The upstream's greeting or a reply ended: its slot leaves the head.
+    /// Whether a reply of the gateway's is at the head, to be written now.
+    var localReplyDue: Bool {
+        if case .local? = self.slots.first { return true }
+        return false
+    }
+
+    /// The upstream's reply ended: its slot leaves the head.
     mutating func upstreamAnswered() {
-        guard let head = self.slots.first, head == .upstream || head == .greeting else { return }
+        guard self.slots.first == .upstream else { return }
         self.slots.removeFirst()
     }
 
@@ -47,7 +47,7 @@ struct AnswerQueue: Sendable {
 
     /// The upstream can no longer be followed (not POP3): its slots are given up, the gateway's kept in order.
     mutating func dropUpstream() {
-        self.slots.removeAll { $0 == .upstream || $0 == .greeting }
+        self.slots.removeAll { $0 == .upstream }
     }
 
     /// The upstream slots, for answering them when the upstream is gone; every slot is taken off.

@@ -89,16 +89,14 @@ struct RelayMachine {
         case ended(SessionEnd)
     }
 
-    /// Before the upstream greets: lines already decided, waiting to go upstream.
+    /// Before the upstream greets. What the client sends meanwhile waits, unread, as a server's socket would
+    /// keep it: the machine reads it after the greeting, as the server does.
     struct Waiting: Sendable {
-        var answers = AnswerQueue(awaitingGreeting: true)
-        var heldForUpstream: [ByteBuffer] = []
-        var heldOctets = 0
         var greetingDeadline: NIODeadline
     }
 
     struct Relaying: Sendable {
-        var answers: AnswerQueue
+        var answers = AnswerQueue()
         /// The client shut down its side after QUIT: the upstream's answer is awaited until then.
         var quitDeadline: NIODeadline? = nil
     }
@@ -174,14 +172,7 @@ struct RelayMachine {
         }
     }
 
-    private var clientBacklog: Int {
-        switch self.state {
-        case .connecting(let waiting), .awaitingGreeting(let waiting):
-            self.clientInput.readableBytes + waiting.heldOctets
-        default:
-            self.clientInput.readableBytes
-        }
-    }
+    private var clientBacklog: Int { self.clientInput.readableBytes }
 
     // MARK: - Connection events
 
@@ -255,7 +246,13 @@ struct RelayMachine {
                 var bytes = bytes
                 self.clientInput.writeBuffer(&bytes)
             }
-            self.readClientLines(now: now, into: &actions)
+            if case .relaying = self.state {
+                self.readClientLines(now: now, into: &actions)
+            } else {
+                var events: [ConversationEvent] = []
+                self.conversation.clientSpokeEarly(into: &events)
+                if !events.isEmpty { actions.append(.record(events)) }
+            }
         case .admitting, .awaitingQuitReply, .closing, .closed, .modifying:
             break
         }
@@ -274,13 +271,8 @@ struct RelayMachine {
         switch self.state {
         case .tunnel, .admitting:
             self.closeBoth(self.quitForwarded ? .clientQuit : .clientVanished, into: &actions)
-        case .relaying(var relaying) where self.quitForwarded:
-            self.state = .modifying
-            relaying.quitDeadline = now + self.settings.quitReplyTimeout
-            self.state = .relaying(relaying)
-            self.rearm(into: &actions)
         case .connecting, .awaitingGreeting, .relaying:
-            self.closeIfClientDone(into: &actions)
+            self.closeIfClientDone(now: now, into: &actions)
         case .awaitingQuitReply, .closing, .closed, .modifying:
             break
         }
@@ -506,28 +498,13 @@ struct RelayMachine {
         if wroteUpstream { actions.append(.flush(.upstream)) }
         if wroteClient { actions.append(.flush(.client)) }
         if self.mayRead(.client) { actions.append(.resumeReading(.client)) }
-        self.closeIfClientDone(into: &actions)
+        self.closeIfClientDone(now: now, into: &actions)
     }
 
-    /// Writes a line upstream, or holds it until the upstream greets. Returns whether it was written.
+    /// Writes a line upstream. Returns true, for the flush that follows.
     private mutating func sendUpstream(_ bytes: ByteBuffer, into actions: inout [Action]) -> Bool {
-        switch self.state {
-        case .connecting(var waiting):
-            self.state = .modifying
-            waiting.heldForUpstream.append(bytes)
-            waiting.heldOctets += bytes.readableBytes
-            self.state = .connecting(waiting)
-            return false
-        case .awaitingGreeting(var waiting):
-            self.state = .modifying
-            waiting.heldForUpstream.append(bytes)
-            waiting.heldOctets += bytes.readableBytes
-            self.state = .awaitingGreeting(waiting)
-            return false
-        default:
-            actions.append(.write(.upstream, bytes))
-            return true
-        }
+        actions.append(.write(.upstream, bytes))
+        return true
     }
 
     /// Not POP3 (R49): the upstream's replies are not followed any more, so the gateway's own replies do not wait
@@ -547,22 +524,10 @@ struct RelayMachine {
     private mutating func expect(_ slot: AnswerQueue.Slot) {
         // Replies of an upstream that is not POP3 are not followed: there is nothing to wait for.
         if slot == .upstream, self.conversation.state == .notPOP3 { return }
-        switch self.state {
-        case .connecting(var waiting):
-            self.state = .modifying
-            waiting.answers.append(slot)
-            self.state = .connecting(waiting)
-        case .awaitingGreeting(var waiting):
-            self.state = .modifying
-            waiting.answers.append(slot)
-            self.state = .awaitingGreeting(waiting)
-        case .relaying(var relaying):
-            self.state = .modifying
-            relaying.answers.append(slot)
-            self.state = .relaying(relaying)
-        default:
-            break
-        }
+        guard case .relaying(var relaying) = self.state else { return }
+        self.state = .modifying
+        relaying.answers.append(slot)
+        self.state = .relaying(relaying)
     }
 
     /// Writes the gateway's replies that have reached the head of the queue. Returns whether any was written.
@@ -608,16 +573,24 @@ struct RelayMachine {
         actions.append(.write(.client, bytes))
     }
 
-    /// A client that has shut down its side and is owed nothing more, with no QUIT on the way: both sides close.
-    private mutating func closeIfClientDone(into actions: inout [Action]) {
-        guard self.clientInputClosed, !self.quitForwarded else { return }
+    /// A client that has shut down its side: once it is owed nothing more, both sides close (no QUIT); after its
+    /// QUIT, the upstream has the quit-reply time to answer.
+    private mutating func closeIfClientDone(now: NIODeadline, into actions: inout [Action]) {
+        guard self.clientInputClosed else { return }
         switch self.state {
+        case .relaying(var relaying) where self.quitForwarded:
+            guard relaying.quitDeadline == nil else { return }
+            self.state = .modifying
+            relaying.quitDeadline = now + self.settings.quitReplyTimeout
+            self.state = .relaying(relaying)
+            self.rearm(into: &actions)
         case .relaying(let relaying) where relaying.answers.isEmpty:
             self.closeBoth(.clientVanished, into: &actions)
-        case .connecting(let waiting) where waiting.answers.count == 1,
-            .awaitingGreeting(let waiting) where waiting.answers.count == 1:
-            // Only the greeting is owed, and nothing waits to go upstream.
-            if waiting.heldForUpstream.isEmpty { self.closeBoth(.clientVanished, into: &actions) }
+        case .connecting, .awaitingGreeting:
+            // Whole lines wait for the greeting; with none, there is nothing to wait for.
+            if self.clientInput.readableBytesView.firstIndex(of: 0x0A) == nil {
+                self.closeBoth(.clientVanished, into: &actions)
+            }
         default:
             break
         }
@@ -668,8 +641,10 @@ struct RelayMachine {
                     self.state = .tunnel
                     continue
                 }
-                forward(&self, &actions)
-                _ = self.writeLocalReplies(now: now, events: &events, into: &actions)
+                if relaying.answers.localReplyDue {
+                    forward(&self, &actions)
+                    _ = self.writeLocalReplies(now: now, events: &events, into: &actions)
+                }
                 // Lines behind an STLS that was refused can go on now.
                 self.readClientLinesLater = true
             }
@@ -688,27 +663,18 @@ struct RelayMachine {
             if case .relaying = self.state, self.clientInput.readableBytes > 0 {
                 self.readClientLines(now: now, into: &actions)
             } else {
-                self.closeIfClientDone(into: &actions)
+                self.closeIfClientDone(now: now, into: &actions)
             }
         }
     }
 
     private var readClientLinesLater = false
 
-    /// The upstream greeted: what waited for it goes upstream, and the gateway's replies behind it go out.
+    /// The upstream greeted: the client's lines are read from now on, those that came early first.
     private mutating func greeted(now: NIODeadline, events: inout [ConversationEvent], into actions: inout [Action]) {
-        guard case .awaitingGreeting(var waiting) = self.state else { return }
-        self.state = .modifying
-        waiting.answers.upstreamAnswered()
-        for line in waiting.heldForUpstream {
-            actions.append(.write(.upstream, line))
-        }
-        if !waiting.heldForUpstream.isEmpty { actions.append(.flush(.upstream)) }
-        let quitDeadline = self.clientInputClosed && self.quitForwarded ? now + self.settings.quitReplyTimeout : nil
-        self.state = .relaying(Relaying(answers: waiting.answers, quitDeadline: quitDeadline))
+        guard case .awaitingGreeting = self.state else { return }
+        self.state = .relaying(Relaying())
         self.rearm(into: &actions)
-        _ = self.writeLocalReplies(now: now, events: &events, into: &actions)
-        if self.mayRead(.client) { actions.append(.resumeReading(.client)) }
         self.readClientLinesLater = true
     }
 
@@ -726,7 +692,7 @@ struct RelayMachine {
                 switch slot {
                 case .local(let reply):
                     self.sendOwnReply(reply, now: now, events: &events, into: &actions)
-                case .upstream, .greeting:
+                case .upstream:
                     let reason = "upstream \(self.settings.upstream) closed the connection"
                     self.sendOwnReply(.err(reason, code: .sysTemp), now: now, events: &events, into: &actions)
                 }
