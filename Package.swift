@@ -129,6 +129,7 @@ let package = Package(
             dependencies: [
                 "POP3Core",
                 "POP3NIO",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -44,7 +44,7 @@ struct ServeConfigTests {
             pcap: /tmp/popgate-pcap
             transcript-bodies: true
             live: true
-            timeouts: { idle: 300, connect: 2.5, greeting: 5, shutdown-grace: 1 }
+            timeouts: { idle: 300, connect: 2.5, greeting: 5, quit-reply: 7, shutdown-grace: 1, shutdown-drain: 3 }
             command-line-limit: 512
             """,
             path: "popgate.yaml",
@@ -59,6 +59,8 @@ struct ServeConfigTests {
         #expect(configuration.idleTimeout == .seconds(300))
         #expect(configuration.connectTimeout == .milliseconds(2500))
         #expect(configuration.shutdownGrace == .seconds(1))
+        #expect(configuration.quitReplyTimeout == .seconds(7))
+        #expect(configuration.shutdownDrain == .seconds(3))
         #expect(configuration.commandLineLimit == 512)
     }
 

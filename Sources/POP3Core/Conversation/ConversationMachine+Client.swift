@@ -76,7 +76,9 @@ extension ConversationMachine {
             events.append(.opaque(.client, octets: input.readerIndex - start))
             switch frame {
             case .tooLong(let prefix, let octets):
-                return .line(ClientLine(kind: .tooLong(octets: octets, limit: self.clientFramer.limit), content: prefix))
+                return .line(
+                    ClientLine(kind: .tooLong(octets: octets, limit: self.clientFramer.limit), content: prefix)
+                )
             case .line(let content, let ending):
                 let parsed = CommandParser.parse(content.readableBytesView, utf8Allowed: self.utf8Accepted)
                 return .line(
@@ -250,7 +252,10 @@ extension ConversationMachine {
             ),
             into: &events
         )
-        return ClientLine(kind: .tooLong(octets: octets, limit: self.configuration.saslLineLimit, inSASL: true), content: prefix)
+        return ClientLine(
+            kind: .tooLong(octets: octets, limit: self.configuration.saslLineLimit, inSASL: true),
+            content: prefix
+        )
     }
 
     @discardableResult
@@ -319,7 +324,8 @@ extension ConversationMachine {
         }
     }
 
-    private mutating func clientCommand(_ content: ByteBuffer, into events: inout [ConversationEvent]) -> ParsedCommand {
+    private mutating func clientCommand(_ content: ByteBuffer, into events: inout [ConversationEvent]) -> ParsedCommand
+    {
         let parsed = CommandParser.parse(content.readableBytesView, utf8Allowed: self.utf8Accepted)
         self.commandCount += 1
         self.refusedMultiLine = nil

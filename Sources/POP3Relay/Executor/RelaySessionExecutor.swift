@@ -180,6 +180,8 @@ final class RelaySessionExecutor {
         case .flush(let side):
             self.context(side)?.flush()
         case .close(let side):
+            // What was written goes out first: a close drops writes not yet flushed.
+            self.context(side)?.flush()
             self.context(side)?.close(promise: nil)
         case .arm(let deadline):
             self.timer?.cancel()

@@ -176,7 +176,8 @@ public final class RelayServer: Service, Sendable {
 
     /// Stops accepting, waits for open sessions up to the grace period, ends the rest, flushes transcripts.
     public func shutdown() async {
-        let listeners = self.state.withLockedValue { state -> [(channel: any Channel, quiesce: ServerQuiescingHelper)]? in
+        let listeners = self.state.withLockedValue {
+            state -> [(channel: any Channel, quiesce: ServerQuiescingHelper)]? in
             switch state {
             case .initial:
                 state = .shutdown

@@ -127,10 +127,12 @@ struct RelayMachineTests {
     func refusalInTheMiddle() {
         var h = Harness.relaying()
         #expect(h.client("STAT\r\nX\u{1}Y\r\nNOOP\r\n") == ["upstream ← STAT\r\n", "upstream ← NOOP\r\n"])
-        #expect(h.upstream("+OK 0 0\r\n") == [
-            "client ← +OK 0 0\r\n",
-            "client ← -ERR control characters are not allowed in a command (RFC 1939 section 3)\r\n",
-        ])
+        #expect(
+            h.upstream("+OK 0 0\r\n") == [
+                "client ← +OK 0 0\r\n",
+                "client ← -ERR control characters are not allowed in a command (RFC 1939 section 3)\r\n",
+            ]
+        )
         #expect(h.upstream("+OK\r\n") == ["client ← +OK\r\n"])
     }
 
@@ -328,7 +330,12 @@ struct RelayMachineTests {
     @Test("a QUIT behind a refused line goes upstream")
     func quitBehindRefusal() {
         var h = Harness.relaying()
-        #expect(h.client("\u{1}\r\nQUIT\r\n") == ["client ← -ERR control characters are not allowed in a command (RFC 1939 section 3)\r\n", "upstream ← QUIT\r\n"])
+        #expect(
+            h.client("\u{1}\r\nQUIT\r\n") == [
+                "client ← -ERR control characters are not allowed in a command (RFC 1939 section 3)\r\n",
+                "upstream ← QUIT\r\n",
+            ]
+        )
     }
 
     @Test("an upstream called not POP3: the gateway's own -ERR for a later malformed line still comes at once")

@@ -1,0 +1,212 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import POP3Core
+import POP3NIO
+import PopgateTestSupport
+import Testing
+
+@testable import POP3Relay
+
+/// Counts the connections open to it; greets and answers +OK.
+final class CountingUpstream: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let open: NIOLockedValueBox<Int>
+    let accepted: NIOLockedValueBox<Int>
+
+    init(open: NIOLockedValueBox<Int>, accepted: NIOLockedValueBox<Int>) {
+        self.open = open
+        self.accepted = accepted
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.open.withLockedValue { $0 += 1 }
+        self.accepted.withLockedValue { $0 += 1 }
+        context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: "+OK counting\r\n")), promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.open.withLockedValue { $0 -= 1 }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.writeAndFlush(Self.wrapOutboundOut(ByteBuffer(string: "+OK\r\n")), promise: nil)
+    }
+}
+
+/// The defects the relay machine fixed, each through real sockets.
+@Suite("Relay defects fixed", .timeLimit(.minutes(2)))
+struct RelayDefectTests {
+    @Test("500 clients that connect and reset at once leave no upstream connection open and no session in memory")
+    func connectThenReset() async throws {
+        let open = NIOLockedValueBox(0)
+        let accepted = NIOLockedValueBox(0)
+        let upstream = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 1024)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(CountingUpstream(open: open, accepted: accepted))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let gateway = try await Gateway.start(upstreamPort: upstream.localAddress!.port!)
+        for _ in 0..<500 {
+            try RawSocket(port: gateway.port).reset()
+        }
+        // Every session the gateway accepted ends, and with it the upstream connection it made or was making.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while gateway.server.registry.sessionsInMemory > 0 || open.withLockedValue({ $0 }) > 0,
+            ContinuousClock.now < deadline
+        {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(open.withLockedValue { $0 } == 0, "of \(accepted.withLockedValue { $0 }) upstream connections")
+        #expect(gateway.server.registry.sessionsInMemory == 0)
+        await gateway.stop()
+        try await upstream.close()
+    }
+
+    @Test("a client that sends its commands and QUIT, then shuts down its side, gets every reply; Dovecot commits")
+    func halfClose() async throws {
+        try await RelayDovecotTests.withStack { dovecot, gateway in
+            let client = try RawSocket(port: gateway.port)
+            defer { client.close() }
+            client.send("USER alice\r\nPASS wonderland\r\nDELE 1\r\nQUIT\r\n")
+            client.shutdownWrite()
+            let lines = client.readAll().split(separator: "\r\n")
+            #expect(lines.count == 5, "\(lines)")
+            #expect(lines.allSatisfy { $0.hasPrefix("+OK") }, "\(lines)")
+            await gateway.sink.waitForEnded(1)
+            #expect(dovecot.messageCount() == 2)
+            #expect(gateway.sink.ended.withLockedValue { $0.values.first?.ending } == SessionEnd.clientQuit.rawValue)
+        }
+    }
+
+    @Test("a half-closed client without QUIT gets its replies, and nothing is committed")
+    func halfCloseWithoutQuit() async throws {
+        try await RelayDovecotTests.withStack { dovecot, gateway in
+            let client = try RawSocket(port: gateway.port)
+            defer { client.close() }
+            client.send("USER alice\r\nPASS wonderland\r\nDELE 1\r\n")
+            client.shutdownWrite()
+            let lines = client.readAll().split(separator: "\r\n")
+            await gateway.sink.waitForEnded(1)
+            #expect(lines.count == 4, "\(lines) \(gateway.sink.ended.withLockedValue { $0 })")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(dovecot.messageCount() == 3)
+        }
+    }
+
+    @Test("a SASL response over 16 KiB: the exchange is cancelled upstream and the client gets its -ERR, no hang")
+    func longSASLResponse() async throws {
+        let seen = NIOLockedBox()
+        try await FaultyUpstream.withGateway(
+            greeting: "+OK hi\r\n",
+            respond: { line in
+                seen.append(String(line.prefix(20)))
+                switch line {
+                case "AUTH PLAIN": return "+ \r\n"
+                case "*": return "-ERR AUTH cancelled\r\n"
+                default: return "+OK\r\n"
+                }
+            },
+            body: { gateway in
+                try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
+                    (s: inout POP3Client.Session) async throws in
+                    #expect(try await s.send("AUTH PLAIN").firstLine == "+ ")
+                    let long = String(repeating: "QUFB", count: 5000)
+                    #expect(try await s.send(long).firstLine == "-ERR AUTH cancelled")
+                    #expect(try await s.send("NOOP").isOK)
+                }
+                await gateway.sink.waitForEnded(1)
+                #expect(seen.lines == ["AUTH PLAIN", "*", "NOOP"])
+            }
+        )
+    }
+
+    @Test("an upstream called not POP3: the gateway's -ERR for a later malformed line comes at once")
+    func notPOP3() async throws {
+        try await FaultyUpstream.withGateway(
+            greeting: "+OK hi\r\n",
+            respond: { line in
+                line == "NOOP" ? "+OK\r\nunasked 1\r\nunasked 2\r\nunasked 3\r\nunasked 4\r\n" : "+OK\r\n"
+            },
+            body: { gateway in
+                let client = try RawSocket(port: gateway.port)
+                defer { client.close() }
+                client.send("NOOP\r\n")
+                #expect(client.readAll(seconds: 1).contains("unasked 4"))
+                client.send("X\u{1}Y\r\n")
+                // At once, not at the idle timeout: the read gives up after a second without data.
+                #expect(client.readAll(seconds: 1).hasPrefix("-ERR control characters are not allowed"))
+            }
+        )
+    }
+
+    @Test("a greeting that drips in past the greeting timeout: the client gets a clean -ERR line, nothing glued on")
+    func drippingGreeting() async throws {
+        try await FaultyUpstream.withGateway(
+            greeting: "+OK d",
+            respond: { _ in "" },
+            adjust: { $0.greetingTimeout = .milliseconds(300) },
+            body: { gateway in
+                let client = try RawSocket(port: gateway.port)
+                defer { client.close() }
+                let text = client.readAll(seconds: 5)
+                #expect(text.hasPrefix("-ERR [SYS/TEMP] upstream 127.0.0.1:"), "\(text)")
+                #expect(text.hasSuffix("did not greet in time\r\n"), "\(text)")
+            }
+        )
+    }
+
+    @Test("a QUIT behind a refused line goes upstream, and is answered")
+    func quitBehindRefusal() async throws {
+        let seen = NIOLockedBox()
+        try await FaultyUpstream.withGateway(
+            greeting: "+OK hi\r\n",
+            respond: { line in
+                seen.append(line)
+                return line == "QUIT" ? "+OK bye\r\n<close>" : "+OK\r\n"
+            },
+            body: { gateway in
+                let client = try RawSocket(port: gateway.port)
+                defer { client.close() }
+                client.send("\u{1}\r\nQUIT\r\n")
+                let lines = client.readAll(seconds: 5).split(separator: "\r\n")
+                #expect(lines.count == 3, "\(lines)")
+                #expect(lines.last == "+OK bye")
+                await gateway.sink.waitForEnded(1)
+                #expect(seen.lines == ["QUIT"])
+            }
+        )
+    }
+
+    @Test("live output follows the configuration's live setting")
+    func liveHonoured() async throws {
+        for live in [false, true] {
+            let printer = RecordingSink()
+            try await FaultyUpstream.withGateway(
+                greeting: "+OK hi\r\n",
+                respond: { _ in "+OK\r\n" },
+                adjust: { $0.live = live },
+                body: { gateway in
+                    var logger = Logger(label: "popgate-test")
+                    logger.logLevel = .critical
+                    var configuration = gateway.server.configuration
+                    configuration.listeners[0].listen = [Endpoint(host: "127.0.0.1", port: 0)]
+                    let server = try RelayServer(configuration: configuration, live: printer, logger: logger)
+                    try await server.bind()
+                    try await POP3Client.withSession(host: "127.0.0.1", port: server.boundAddresses[0].port!) {
+                        (s: inout POP3Client.Session) async throws in
+                        _ = try await s.send("NOOP")
+                    }
+                    await server.shutdown()
+                }
+            )
+            #expect(printer.ended.withLockedValue { $0.count } == (live ? 1 : 0), "live: \(live)")
+        }
+    }
+}

@@ -1,0 +1,67 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A plain TCP client on loopback, for what a NIO client would not do: shut down only its sending side (as
+/// `printf … | nc` does), or reset the connection at once.
+public final class RawSocket {
+    public let fd: Int32
+
+    public init(port: Int) throws {
+        self.fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard self.fd >= 0 else { throw RawSocketError(what: "socket") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(self.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            Glibc.close(self.fd)
+            throw RawSocketError(what: "connect to \(port)")
+        }
+    }
+
+    public func send(_ text: String) {
+        var bytes = Array(text.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.send(self.fd, $0.baseAddress! + sent, $0.count - sent, 0) }
+            if n <= 0 { return }
+            sent += n
+        }
+    }
+
+    /// Sends FIN: nothing more from this side, replies may still come.
+    public func shutdownWrite() { shutdown(self.fd, Int32(SHUT_WR)) }
+
+    /// Reads until the peer closes or `seconds` pass without data.
+    public func readAll(seconds: Int = 10) -> String {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(self.fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            out += buffer[0..<n]
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Closes with a reset (SO_LINGER 0), as an attacker's client does.
+    public func reset() {
+        var option = linger(l_onoff: 1, l_linger: 0)
+        setsockopt(self.fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+        Glibc.close(self.fd)
+    }
+
+    public func close() { Glibc.close(self.fd) }
+}
+
+public struct RawSocketError: Error {
+    public var what: String
+}
