@@ -1,7 +1,10 @@
 // Sessions per second and RETR throughput through popgate serve, directly, and through the anchors that are
 // installed (haproxy's TCP relay, nginx's mail proxy), side by side in one run, as ratios.
 // Run: scripts/bench.sh   (or: swift run -c release popgate-relay-bench [--seconds N] [--clients N] [--rounds N]
-//      [--only popgate,haproxy])
+//      [--only popgate,haproxy] [--before PATH] [--idle N])
+// --before PATH: another popgate binary (an earlier build) as one more target, for before/after in one run.
+// --idle N: N logged-in sessions held open and idle; the resident memory each costs in each popgate and the
+// NIO glue relay.
 
 import Foundation
 import NIOConcurrencyHelpers
@@ -19,9 +22,17 @@ let sessionClients = option("--clients", 32)
 let retrClients = option("--retr-clients", 4)
 let messageMiB = option("--message-mib", 10)
 let rounds = option("--rounds", 2)
+let idleSessions = option("--idle", 1000)
+let before = arguments.firstIndex(of: "--before").map { arguments[$0 + 1] }
 /// `--only popgate,haproxy`: measure only the targets whose names start with one of these (direct always runs).
 let only = arguments.firstIndex(of: "--only").map { arguments[$0 + 1].split(separator: ",").map(String.init) }
 let user = "bench"
+// Idle sessions hold two descriptors each in a relay (inherited by the relays started below).
+var descriptors = rlimit()
+if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &descriptors) == 0 {
+    descriptors.rlim_cur = descriptors.rlim_max
+    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &descriptors)
+}
 let password = "bench-password"
 
 // MARK: - Processes
@@ -125,6 +136,48 @@ struct CPU {
     static func + (a: CPU, b: CPU) -> CPU { CPU(total: a.total + b.total, system: a.system + b.system) }
 }
 
+/// The resident set of a process, in KiB.
+func residentKiB(_ pid: Int32) -> Int? {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
+    else { return nil }
+    return Int(line.split(separator: " ").dropFirst().first ?? "")
+}
+
+/// A session logged in through `port` and left open; its descriptor.
+func loggedInSession(port: Int) -> Int32? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    var timeout = timeval(tv_sec: 5, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    let login = Array("USER \(user)\r\nPASS \(password)\r\n".utf8)
+    guard connected == 0, login.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == login.count else {
+        close(fd)
+        return nil
+    }
+    // The greeting and two +OK lines.
+    var lines = 0
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while lines < 3 {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 {
+            close(fd)
+            return nil
+        }
+        lines += buffer[0..<n].filter { $0 == 0x0A }.count
+    }
+    return fd
+}
+
 func cpuSeconds(_ pid: Int32) -> CPU? {
     func read(_ entry: String) -> (parent: Int32, user: Double, system: Double)? {
         guard let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
@@ -220,6 +273,16 @@ if FileManager.default.isExecutableFile(atPath: popgate) {
     targets.append(Target(name: "popgate serve", port: port, child: child))
 } else {
     print("popgate not found next to the benchmark; build it with: swift build -c release")
+}
+if let before {
+    let port = try freePort()
+    let child = try Child(
+        "popgate-before",
+        before,
+        ["serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstream.port)", "--log-level", "error"],
+        log: temporary.appendingPathComponent("popgate-before.log").path
+    )
+    targets.append(Target(name: "popgate before", port: port, child: child))
 }
 
 // SwiftNIO's floor: the smallest NIO relay, parsing nothing, built with the benchmarks.
@@ -367,6 +430,24 @@ for round in 0..<rounds {
         }
     }
 }
+// Memory per idle logged-in session: the growth of each relay's resident set with that many sessions open.
+var idleMemory: [(String, Double)] = []
+if idleSessions > 0 {
+    for target in ready where target.name.hasPrefix("popgate") || target.name.hasPrefix("NIO") {
+        guard let pid = target.child?.process.processIdentifier, let base = residentKiB(pid) else { continue }
+        var held: [Int32] = []
+        for _ in 0..<idleSessions {
+            if let fd = loggedInSession(port: target.port) { held.append(fd) } else { break }
+        }
+        usleep(300_000)
+        if let now = residentKiB(pid), !held.isEmpty {
+            idleMemory.append((target.name, Double(now - base) * 1024 / Double(held.count)))
+        }
+        for fd in held { close(fd) }
+        usleep(300_000)
+    }
+}
+
 for target in targets { target.child?.stop() }
 try? await upstream.stop()
 try? await upstreamGroup.shutdownGracefully()
@@ -406,8 +487,11 @@ func cpuTable(_ title: String, _ figures: [String: (CPU, Int)], unit: Double, _ 
         ($0.0.total * unit / Double(max(1, $0.1)), $0.0.system * unit / Double(max(1, $0.1)))
     }
     let anchor = per.first { $0.key.hasPrefix("haproxy") }?.value.0
+    let floor = per.first { $0.key.hasPrefix("NIO") }?.value.0
     for (name, value) in per.sorted(by: { $0.key > $1.key }) where figures[name]!.1 > 0 {
-        let ratio = anchor.map { String(format: "  %.2f × haproxy's", value.0 / $0) } ?? ""
+        let ratio =
+            (anchor.map { String(format: "  %.2f × haproxy's", value.0 / $0) } ?? "")
+            + (floor.map { String(format: "  %.2f × NIO glue's", value.0 / $0) } ?? "")
         print(
             "  " + pad(title, 14) + pad(name, 16) + pad(String(format: format, value.0), 9)
                 + pad("(kernel " + String(format: format, value.1) + ")", 17) + ratio
@@ -416,3 +500,11 @@ func cpuTable(_ title: String, _ figures: [String: (CPU, Int)], unit: Double, _ 
 }
 cpuTable("per session", sessionCPU.mapValues { ($0.seconds, $0.sessions) }, unit: 1e6, "%.0f µs")
 cpuTable("per GB RETR", retrCPU.mapValues { ($0.seconds, $0.octets) }, unit: 1e9, "%.2f s")
+
+if !idleMemory.isEmpty {
+    print("")
+    print("Memory per idle logged-in session (\(idleSessions) sessions, growth of the resident set):")
+    for (name, octets) in idleMemory {
+        print("  " + pad(name, 16) + String(format: "%.1f KB", octets / 1000))
+    }
+}
