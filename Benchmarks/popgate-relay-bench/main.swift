@@ -159,15 +159,19 @@ func loggedInSession(port: Int) -> Int32? {
     }
     var timeout = timeval(tv_sec: 5, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    let login = Array("USER \(user)\r\nPASS \(password)\r\n".utf8)
-    guard connected == 0, login.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == login.count else {
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    // As a client does: the greeting first, then the login (pipelined), then its two +OK lines.
+    guard connected == 0, buffer.withUnsafeMutableBytes({ recv(fd, $0.baseAddress, $0.count, 0) }) > 0 else {
         close(fd)
         return nil
     }
-    // The greeting and two +OK lines.
+    let login = Array("USER \(user)\r\nPASS \(password)\r\n".utf8)
+    guard login.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == login.count else {
+        close(fd)
+        return nil
+    }
     var lines = 0
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while lines < 3 {
+    while lines < 2 {
         let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if n <= 0 {
             close(fd)

@@ -72,7 +72,7 @@ public final class ConversationTapHandler: ChannelDuplexHandler {
     public typealias OutboundOut = ByteBuffer
 
     private var machine: ConversationMachine
-    private let recorder: SessionRecorder
+    private var recorder: SessionRecorder
     private var clientOctets = 0
     private var serverOctets = 0
     private var started = false

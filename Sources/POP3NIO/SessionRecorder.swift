@@ -5,8 +5,8 @@ import POP3Core
 ///
 /// The relay and ``ConversationTapHandler`` both keep a session's record through one of these, so transcripts,
 /// anomaly counts and the end line are made in one place, and metrics or a live view attach here, not as branches
-/// in the relay. It lives on the session's event loop.
-public final class SessionRecorder {
+/// in the relay. A value held by the session, on its event loop.
+public struct SessionRecorder {
     public let sink: (any ConversationSink)?
     public private(set) var info: SessionInfo
     public private(set) var anomalies = 0
@@ -18,7 +18,7 @@ public final class SessionRecorder {
         self.info = info
     }
 
-    public func start(client: String?, server: String?, time: Double) {
+    public mutating func start(client: String?, server: String?, time: Double) {
         guard !self.started else { return }
         self.started = true
         if let client { self.info.client = client }
@@ -26,14 +26,14 @@ public final class SessionRecorder {
         self.sink?.sessionStarted(self.info, time: time)
     }
 
-    public func record(_ events: [ConversationEvent], time: Double) {
+    public mutating func record(_ events: [ConversationEvent], time: Double) {
         guard !events.isEmpty else { return }
         for case .anomaly in events { self.anomalies += 1 }
         self.sink?.events(events, session: self.info, time: time)
     }
 
     /// The session's last record; the anomaly count is the recorder's own. With a logger, one line at info.
-    public func end(
+    public mutating func end(
         time: Double,
         clientOctets: Int,
         serverOctets: Int,
@@ -70,6 +70,3 @@ public final class SessionRecorder {
         )
     }
 }
-
-@available(*, unavailable)
-extension SessionRecorder: Sendable {}

@@ -33,16 +33,15 @@ final class RelaySessionExecutor {
 
     private let settings: Settings
     private var machine: RelayMachine
-    private let recorder: SessionRecorder
+    private var recorder: SessionRecorder
     private var pcap: SessionPCAP?
     private var client: ChannelHandlerContext?
     private var upstream: ChannelHandlerContext?
     private var timer: Scheduled<Void>?
     private var clientReadPending = false
     private var upstreamReadPending = false
-    /// Actions not yet done, and a spare array to swap in, so that executing allocates nothing once warm.
+    /// Actions not yet done.
     private var actions: [RelayMachine.Action] = []
-    private var spare: [RelayMachine.Action] = []
     private var executing = false
 
     init(_ settings: Settings) {
@@ -57,8 +56,6 @@ final class RelaySessionExecutor {
         machine.annotate = settings.sink != nil
         machine.export = settings.pcap != nil
         self.machine = RelayMachine(settings: machine, now: .now(), wallClock: Date().timeIntervalSince1970)
-        self.actions.reserveCapacity(8)
-        self.spare.reserveCapacity(8)
         self.recorder = SessionRecorder(
             sink: settings.sink,
             info: SessionInfo(id: settings.id, client: nil, server: settings.upstream.description)
@@ -73,8 +70,10 @@ final class RelaySessionExecutor {
         self.client = context
         let now = NIODeadline.now()
         self.settings.registry.add(self.settings.id, context.channel)
+        // Named only for someone who reads it: a transcript, a live view or the end line.
+        let named = self.settings.sink != nil || self.settings.logger.logLevel <= .info
         self.recorder.start(
-            client: context.channel.remoteAddress.map(ConversationTapHandler.describe),
+            client: named ? context.channel.remoteAddress.map(ConversationTapHandler.describe) : nil,
             server: nil,
             time: self.machine.wallClock(now)
         )
@@ -152,17 +151,19 @@ final class RelaySessionExecutor {
         _ now: NIODeadline?,
         _ event: (inout RelayMachine, NIODeadline, inout [RelayMachine.Action]) -> Void
     ) {
+        if self.actions.capacity == 0 { self.actions.reserveCapacity(8) }
         event(&self.machine, now ?? .uptimeNanoseconds(0), &self.actions)
         guard !self.executing else { return }
         self.executing = true
         defer { self.executing = false }
-        while !self.actions.isEmpty {
-            var batch = self.spare
-            swap(&batch, &self.actions)
-            for action in batch { self.execute(action) }
-            batch.removeAll(keepingCapacity: true)
-            self.spare = batch
+        var next = 0
+        while next < self.actions.count {
+            let action = self.actions[next]
+            next += 1
+            self.execute(action)
         }
+        // An idle session holds no array for its next event.
+        self.actions.removeAll()
     }
 
     private func execute(_ action: RelayMachine.Action) {

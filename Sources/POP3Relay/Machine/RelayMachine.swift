@@ -122,11 +122,15 @@ struct RelayMachine {
         case closed
     }
 
+    /// What an input buffer becomes once read to the end: the read's storage is let go, so an idle session
+    /// holds none.
+    private static let drained = ByteBuffer()
+
     let settings: Settings
     private var state: State = .admitting
     private(set) var conversation: ConversationMachine
-    private var clientInput = ByteBuffer()
-    private var upstreamInput = ByteBuffer()
+    private var clientInput = Self.drained
+    private var upstreamInput = Self.drained
     private var clientOpen = true
     private var clientInputClosed = false
     private var upstream: UpstreamConnection = .none
@@ -188,7 +192,7 @@ struct RelayMachine {
             self.upstream = .connecting
             self.state = .connecting(Waiting(greetingDeadline: now + self.settings.greetingTimeout))
             actions.append(.connectUpstream)
-            self.rearm(into: &actions)
+            self.rearm(now: now, into: &actions)
         case .refuse(let reason):
             var events: [ConversationEvent] = []
             self.sendOwnReply(.err(reason, code: .sysPerm), now: now, events: &events, into: &actions)
@@ -208,7 +212,7 @@ struct RelayMachine {
         }
         waiting.greetingDeadline = now + self.settings.greetingTimeout
         self.state = .awaitingGreeting(waiting)
-        self.rearm(into: &actions)
+        self.rearm(now: now, into: &actions)
         actions.append(.resumeReading(.upstream))
     }
 
@@ -289,7 +293,7 @@ struct RelayMachine {
             .tunnel where self.quitForwarded && self.upstream == .open:
             // The client asked for QUIT: let the upstream answer it (and commit), but not forever.
             self.state = .awaitingQuitReply(deadline: now + self.settings.quitReplyTimeout)
-            self.rearm(into: &actions)
+            self.rearm(now: now, into: &actions)
         case .awaitingQuitReply:
             break
         default:
@@ -409,7 +413,7 @@ struct RelayMachine {
             self.closeBoth(.idleTimeout, into: &actions)
             return
         }
-        self.rearm(into: &actions)
+        self.rearm(now: now, into: &actions)
     }
 
     mutating func writabilityChanged(_ side: Side, writable: Bool, into actions: inout [Action]) {
@@ -493,7 +497,7 @@ struct RelayMachine {
                 }
             }
         }
-        if self.clientInput.readableBytes == 0 { self.clientInput.clear() }
+        if self.clientInput.readableBytes == 0 { self.clientInput = Self.drained }
         if !events.isEmpty { actions.append(.record(events)) }
         if wroteUpstream { actions.append(.flush(.upstream)) }
         if wroteClient { actions.append(.flush(.client)) }
@@ -583,7 +587,7 @@ struct RelayMachine {
             self.state = .modifying
             relaying.quitDeadline = now + self.settings.quitReplyTimeout
             self.state = .relaying(relaying)
-            self.rearm(into: &actions)
+            self.rearm(now: now, into: &actions)
         case .relaying(let relaying) where relaying.answers.isEmpty:
             self.closeBoth(.clientVanished, into: &actions)
         case .connecting, .awaitingGreeting:
@@ -637,7 +641,7 @@ struct RelayMachine {
                 if self.conversation.state == .tlsNegotiation {
                     // Invariant 7: plaintext that followed STLS is dropped; the machine has reported it (R31).
                     forward(&self, &actions)
-                    self.clientInput.clear()
+                    self.clientInput = Self.drained
                     self.state = .tunnel
                     continue
                 }
@@ -656,7 +660,7 @@ struct RelayMachine {
             }
         }
         forward(&self, &actions)
-        if self.upstreamInput.readableBytes == 0 { self.upstreamInput.clear() }
+        if self.upstreamInput.readableBytes == 0 { self.upstreamInput = Self.drained }
         if !events.isEmpty { actions.append(.record(events)) }
         if self.readClientLinesLater {
             self.readClientLinesLater = false
@@ -674,7 +678,7 @@ struct RelayMachine {
     private mutating func greeted(now: NIODeadline, events: inout [ConversationEvent], into actions: inout [Action]) {
         guard case .awaitingGreeting = self.state else { return }
         self.state = .relaying(Relaying())
-        self.rearm(into: &actions)
+        self.rearm(now: now, into: &actions)
         self.readClientLinesLater = true
     }
 
@@ -685,7 +689,7 @@ struct RelayMachine {
             // A reply was cut short: no reply can be made up for it. What arrived of it is passed on.
             if self.upstreamInput.readableBytes > 0, self.clientOpen {
                 actions.append(.write(.client, self.upstreamInput))
-                self.upstreamInput.clear()
+                self.upstreamInput = Self.drained
             }
         } else {
             for slot in relaying.answers.takeAll() {
@@ -760,12 +764,13 @@ struct RelayMachine {
     }
 
     /// Makes sure the timer fires by the earliest deadline. A timer already due earlier is kept: it re-arms.
-    private mutating func rearm(into actions: inout [Action]) {
+    private mutating func rearm(now: NIODeadline, into actions: inout [Action]) {
         var next = self.lastActivity + self.settings.idleTimeout
         switch self.state {
-        case .awaitingGreeting(let waiting):
-            // While connecting, the connect timeout applies; the greeting's deadline is set on connection.
-            next = min(next, waiting.greetingDeadline)
+        case .connecting(let waiting), .awaitingGreeting(let waiting):
+            // While connecting, the connect timeout applies: a greeting deadline passed then is set anew on
+            // connection. Arming at the first one means most sessions schedule one timer, not two.
+            if waiting.greetingDeadline > now { next = min(next, waiting.greetingDeadline) }
         case .awaitingQuitReply(let deadline):
             next = min(next, deadline)
         case .relaying(let relaying):
