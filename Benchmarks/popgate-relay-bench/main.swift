@@ -266,27 +266,22 @@ var targets = [Target(name: "direct", port: upstream.port, child: nil)]
 let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
     "popgate"
 ).path
-if FileManager.default.isExecutableFile(atPath: popgate) {
+/// `popgate serve` from `path`, relaying to the benchmark's upstream.
+func popgateTarget(_ name: String, _ path: String, log: String) throws -> Target {
     let port = try freePort()
-    let child = try Child(
-        "popgate",
-        popgate,
-        ["serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstream.port)", "--log-level", "error"],
-        log: temporary.appendingPathComponent("popgate.log").path
-    )
-    targets.append(Target(name: "popgate serve", port: port, child: child))
+    let arguments = [
+        "serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstream.port)", "--log-level", "error",
+    ]
+    let child = try Child(log, path, arguments, log: temporary.appendingPathComponent("\(log).log").path)
+    return Target(name: name, port: port, child: child)
+}
+if FileManager.default.isExecutableFile(atPath: popgate) {
+    targets.append(try popgateTarget("popgate serve", popgate, log: "popgate"))
 } else {
     print("popgate not found next to the benchmark; build it with: swift build -c release")
 }
 if let before {
-    let port = try freePort()
-    let child = try Child(
-        "popgate-before",
-        before,
-        ["serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstream.port)", "--log-level", "error"],
-        log: temporary.appendingPathComponent("popgate-before.log").path
-    )
-    targets.append(Target(name: "popgate before", port: port, child: child))
+    targets.append(try popgateTarget("popgate before", before, log: "popgate-before"))
 }
 
 // SwiftNIO's floor: the smallest NIO relay, parsing nothing, built with the benchmarks.
