@@ -25,8 +25,10 @@ public final class RawSocket {
         }
     }
 
-    public func send(_ text: String) {
-        var bytes = Array(text.utf8)
+    public func send(_ text: String) { self.sendBytes(Array(text.utf8)) }
+
+    public func sendBytes(_ bytes: [UInt8]) {
+        var bytes = bytes
         var sent = 0
         while sent < bytes.count {
             let n = bytes.withUnsafeMutableBytes { Glibc.send(self.fd, $0.baseAddress! + sent, $0.count - sent, 0) }

@@ -20,6 +20,7 @@ public enum CommandParser {
     public static func parse(_ line: some Collection<UInt8>, utf8Allowed: Bool = false) -> ParsedCommand {
         let bytes = Array(line)
         var issues: [Anomaly] = []
+        if let masked = Self.credentialWithoutSpace(bytes) { return masked }
 
         let keywordEnd = bytes.firstIndex(of: sp) ?? bytes.endIndex
         let keywordBytes = bytes[..<keywordEnd]
@@ -218,6 +219,36 @@ public enum CommandParser {
                 issues: issues
             )
         }
+    }
+
+    /// Keywords whose lines carry a secret after the keyword (RFC 1939 §7, RFC 5034 §4).
+    static let credentialKeywords: Set<String> = ["PASS", "APOP", "AUTH"]
+
+    /// A PASS, APOP or AUTH line whose keyword is not followed by a space (a tab, `:`, a vertical tab, a
+    /// non-breaking space, or nothing): not a command, but a server may still read a password in it, so
+    /// everything after the keyword is a secret, whether or not the line parses.
+    static func credentialWithoutSpace(_ bytes: [UInt8]) -> ParsedCommand? {
+        guard bytes.count > 4, bytes[4] != sp else { return nil }
+        let keyword = String(decoding: bytes[..<4], as: UTF8.self).uppercased()
+        guard Self.credentialKeywords.contains(keyword) else { return nil }
+        let byte = bytes[4]
+        let separator =
+            byte < 0x20 || byte >= 0x7F
+            ? "0x" + (byte < 0x10 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+            : "\"" + String(UnicodeScalar(byte)) + "\""
+        return ParsedCommand(
+            command: nil,
+            keyword: keyword,
+            text: String(decoding: bytes[..<4], as: UTF8.self) + " " + Credential.mask,
+            secretRange: 4..<bytes.count,
+            issues: [
+                Anomaly(
+                    .commandSyntax,
+                    .client,
+                    "\(keyword) is followed by \(separator), not a space; what follows it is masked as a secret"
+                )
+            ]
+        )
     }
 
     /// A decimal message number of 1 or more (R20).

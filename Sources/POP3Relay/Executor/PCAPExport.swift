@@ -84,9 +84,10 @@ final class SessionPCAP {
         self.fromClient(line)
     }
 
-    /// An over-long line: the gateway kept its first octets; the rest is filled in to its full length.
-    func clientOverlongLine(prefix: ByteBuffer, octets: Int) {
-        var line = ExportMask.commandLine(prefix, saslResponse: false)
+    /// An over-long line: the gateway kept its first octets; the rest is filled in to its full length. A SASL
+    /// response is masked whole.
+    func clientOverlongLine(prefix: ByteBuffer, octets: Int, saslResponse: Bool) {
+        var line = ExportMask.commandLine(prefix, saslResponse: saslResponse)
         let fill = max(0, octets - line.readableBytes - 1)
         line.writeRepeatingByte(UInt8(ascii: "~"), count: fill)
         line.writeStaticString("\n")
@@ -111,8 +112,8 @@ final class SessionPCAP {
         switch export {
         case .clientLine(let content, let ending, let saslResponse):
             self.clientLine(content, ending, saslResponse: saslResponse)
-        case .clientOverlongLine(let prefix, let octets):
-            self.clientOverlongLine(prefix: prefix, octets: octets)
+        case .clientOverlongLine(let prefix, let octets, let saslResponse):
+            self.clientOverlongLine(prefix: prefix, octets: octets, saslResponse: saslResponse)
         case .fromClient(let bytes):
             self.fromClient(bytes)
         case .toClient(let bytes, let saslExchange):

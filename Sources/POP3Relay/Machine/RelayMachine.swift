@@ -66,7 +66,7 @@ struct RelayMachine {
     /// What a pcap export is shown: client lines with their secrets still in them (the export masks them).
     enum Export: Sendable, Hashable {
         case clientLine(ByteBuffer, LineFramer.Ending, saslResponse: Bool)
-        case clientOverlongLine(prefix: ByteBuffer, octets: Int)
+        case clientOverlongLine(prefix: ByteBuffer, octets: Int, saslResponse: Bool)
         case fromClient(ByteBuffer)
         case toClient(ByteBuffer, saslExchange: Bool)
     }
@@ -475,7 +475,9 @@ struct RelayMachine {
                     wroteUpstream = self.sendUpstream(wire, into: &actions) || wroteUpstream
                 case .tooLong(let octets, let limit, let inSASL):
                     if self.settings.export {
-                        actions.append(.export(.clientOverlongLine(prefix: line.content, octets: octets)))
+                        actions.append(
+                            .export(.clientOverlongLine(prefix: line.content, octets: octets, saslResponse: inSASL))
+                        )
                     }
                     if inSASL {
                         // It cannot be passed on whole: the exchange is cancelled, and the upstream's -ERR to the
