@@ -95,6 +95,10 @@ public struct RelayConfiguration: Sendable, Hashable {
     public var idleTimeout: TimeAmount = .minutes(10)
     public var connectTimeout: TimeAmount = .seconds(10)
     public var greetingTimeout: TimeAmount = .seconds(30)
+    /// From a command line's first octet to its end: a client that drips a line is cut (nginx mail's `timeout`).
+    public var lineTimeout: TimeAmount = .seconds(60)
+    /// From the connection to a finished login (Dovecot's pre-login limit is 3 minutes).
+    public var loginTimeout: TimeAmount = .minutes(3)
     /// How long open sessions may run on after SIGTERM or SIGINT.
     public var shutdownGrace: TimeAmount = .seconds(10)
     /// After the grace period, how long the sessions then ended may take to close and write their end records.

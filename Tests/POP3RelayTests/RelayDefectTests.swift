@@ -212,4 +212,36 @@ struct RelayDefectTests {
             #expect(printer.ended.withLockedValue { $0.count } == (live ? 1 : 0), "live: \(live)")
         }
     }
+
+    @Test("a client that sends a command one octet at a time is cut by the line time, without QUIT upstream")
+    func drippingClientIsCut() async throws {
+        let seen = NIOLockedBox()
+        try await FaultyUpstream.withGateway(
+            greeting: "+OK hi\r\n",
+            respond: { line in
+                seen.append(line)
+                return "+OK\r\n"
+            },
+            adjust: { $0.lineTimeout = .seconds(1) },
+            body: { gateway in
+                let client = try RawSocket(port: gateway.port)
+                defer { client.close() }
+                _ = client.readAll(seconds: 1)
+                let start = ContinuousClock.now
+                for octet in "USER alice".utf8 {
+                    client.sendBytes([octet])
+                    try await Task.sleep(for: .milliseconds(200))
+                    if ContinuousClock.now - start > .seconds(3) { break }
+                }
+                let text = client.readAll(seconds: 3)
+                #expect(text.hasPrefix("-ERR a command line must end within 1 seconds"), "\(text)")
+                await gateway.sink.waitForEnded(1)
+                #expect(
+                    gateway.sink.ended.withLockedValue { $0.values.first?.ending } == SessionEnd.lineTimeout.rawValue
+                )
+                #expect(seen.lines.isEmpty)
+                #expect(!gateway.sink.anomalies.contains { $0.rule == .autologout })
+            }
+        )
+    }
 }

@@ -206,7 +206,7 @@ struct RelayDovecotTests {
     @Test("an idle session is closed on both sides without QUIT, so DELE marks are not committed")
     func idleTimeout() async throws {
         // Long enough that a login slowed by a loaded machine is not mistaken for idleness.
-        let adjust: (inout RelayConfiguration) -> Void = { $0.idleTimeout = .seconds(3) }
+        let adjust: (inout RelayConfiguration) -> Void = { $0.idleTimeout = .seconds(6) }
         try await Self.withStack(adjust: adjust) { dovecot, gateway in
             try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
                 (s: inout POP3Client.Session) async throws in

@@ -131,6 +131,9 @@ public struct ConversationMachine: Sendable {
     /// counted). A gateway compares it with the commands it let through to know when the upstream is quiet.
     public internal(set) var completedReplies = 0
 
+    /// Whether part of a client line has been taken and its end has not come (an over-long line being read).
+    public var clientLineOpen: Bool { self.clientFramer.pendingOctets > 0 }
+
     /// Whether the oldest command waiting for its reply is an AUTH exchange: server lines may be SASL challenges.
     public var saslExchangeOpen: Bool { self.pending.first?.opensSASL == true }
 

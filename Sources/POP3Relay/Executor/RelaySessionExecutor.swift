@@ -52,6 +52,8 @@ final class RelaySessionExecutor {
         machine.commandLineLimit = configuration.commandLineLimit
         machine.idleTimeout = configuration.idleTimeout
         machine.greetingTimeout = configuration.greetingTimeout
+        machine.lineTimeout = configuration.lineTimeout
+        machine.loginTimeout = configuration.loginTimeout
         machine.quitReplyTimeout = configuration.quitReplyTimeout
         machine.annotate = settings.sink != nil
         machine.export = settings.pcap != nil

@@ -10,6 +10,8 @@ public enum SessionEnd: String, Sendable, Hashable {
     case upstreamUnreachable = "the upstream was unreachable"
     case greetingTimeout = "the upstream sent no greeting in time"
     case idleTimeout = "idle timeout"
+    case lineTimeout = "a command line took too long to complete"
+    case loginTimeout = "the login took too long"
     case refused = "the gateway did not admit the client"
     case shutdown = "the gateway shut down"
     case error = "a connection error"
@@ -53,6 +55,10 @@ struct RelayMachine {
         var commandLineLimit = POP3Defaults.commandLineLimit
         var idleTimeout: TimeAmount = .minutes(10)
         var greetingTimeout: TimeAmount = .seconds(30)
+        /// From a command line's first octet to its end (a client dripping one octet at a time is cut).
+        var lineTimeout: TimeAmount = .seconds(60)
+        /// From the connection to a finished login.
+        var loginTimeout: TimeAmount = .minutes(3)
         /// How long the upstream may take to answer the QUIT of a client that has gone.
         var quitReplyTimeout: TimeAmount = .seconds(5)
         /// Write the plain-language notes (only when someone reads the events).
@@ -138,6 +144,9 @@ struct RelayMachine {
     private var upstreamWritable = true
     private var quitForwarded = false
     private var lastActivity: NIODeadline
+    /// When the client line now being read began; nil between lines.
+    private var lineStarted: NIODeadline?
+    private var loginDeadline: NIODeadline?
     private var armed: NIODeadline?
     private let startedAt: NIODeadline
     private let wallClockAtStart: Double
@@ -152,6 +161,7 @@ struct RelayMachine {
         configuration.commandLineLimit = settings.commandLineLimit
         self.conversation = ConversationMachine(configuration: configuration)
         self.lastActivity = now
+        self.loginDeadline = now + settings.loginTimeout
         self.startedAt = now
         self.wallClockAtStart = wallClock
     }
@@ -401,6 +411,24 @@ struct RelayMachine {
         case .relaying(let relaying) where relaying.quitDeadline.map { now >= $0 } == true:
             self.closeBoth(.clientQuit, into: &actions)
             return
+        case .relaying where self.lineStarted.map { now - $0 >= self.settings.lineTimeout } == true:
+            self.gatewayGivesUp(
+                "a command line must end within \(self.settings.lineTimeout.nanoseconds / 1_000_000_000) seconds of its first octet",
+                .lineTimeout,
+                now: now,
+                into: &actions
+            )
+            return
+        case .relaying, .awaitingGreeting, .connecting:
+            if let login = self.loginDeadline, now >= login {
+                self.gatewayGivesUp(
+                    "a login must finish within \(self.settings.loginTimeout.nanoseconds / 1_000_000_000) seconds of connecting",
+                    .loginTimeout,
+                    now: now,
+                    into: &actions
+                )
+                return
+            }
         case .closing, .closed:
             return
         default:
@@ -442,10 +470,14 @@ struct RelayMachine {
         var wroteUpstream = false
         var wroteClient = false
         var answersDue = false
+        var partialLine = false
         loop: while self.clientInput.readableBytes > 0 {
             let start = self.clientInput.readerIndex
             switch self.conversation.nextClientLine(from: &self.clientInput, at: time, into: &events) {
-            case .needMoreData, .waitForReply:
+            case .needMoreData:
+                partialLine = true
+                break loop
+            case .waitForReply:
                 break loop
             case .unread:
                 // TLS from a client on a plaintext port: passed on as it is, counted.
@@ -500,6 +532,15 @@ struct RelayMachine {
             }
         }
         if self.clientInput.readableBytes == 0 { self.clientInput = Self.drained }
+        // A line begun and not ended (lines waiting behind STLS or for the upstream are not this).
+        if partialLine && self.clientInput.readableBytes > 0 || self.conversation.clientLineOpen {
+            if self.lineStarted == nil {
+                self.lineStarted = now
+                self.rearm(now: now, into: &actions)
+            }
+        } else {
+            self.lineStarted = nil
+        }
         if !events.isEmpty { actions.append(.record(events)) }
         if wroteUpstream { actions.append(.flush(.upstream)) }
         if wroteClient { actions.append(.flush(.client)) }
@@ -640,11 +681,15 @@ struct RelayMachine {
                 self.state = .modifying
                 relaying.answers.upstreamAnswered()
                 self.state = .relaying(relaying)
+                if self.conversation.state == .transaction { self.loginDeadline = nil }
                 if self.conversation.state == .tlsNegotiation {
                     // Invariant 7: plaintext that followed STLS is dropped; the machine has reported it (R31).
                     forward(&self, &actions)
                     self.clientInput = Self.drained
                     self.state = .tunnel
+                    // The login happens inside TLS, out of sight; the TLS end's own limits apply.
+                    self.loginDeadline = nil
+                    self.lineStarted = nil
                     continue
                 }
                 if relaying.answers.localReplyDue {
@@ -740,6 +785,22 @@ struct RelayMachine {
         self.finishIfDone(now: now, into: &actions)
     }
 
+    /// The gateway ends a session on a limit of its own: `-ERR` with the reason, both sides closed, no QUIT.
+    private mutating func gatewayGivesUp(
+        _ reason: String,
+        _ end: SessionEnd,
+        now: NIODeadline,
+        into actions: inout [Action]
+    ) {
+        actions.append(.log(.info, "closing the session: \(reason)"))
+        if self.clientOpen {
+            var events: [ConversationEvent] = [.annotation(.gateway, "The gateway ends the session: \(reason).")]
+            self.sendOwnReply(.err(reason), now: now, events: &events, into: &actions)
+            actions.append(.record(events))
+        }
+        self.closeBoth(end, into: &actions)
+    }
+
     /// Closes both connections; no QUIT goes upstream.
     private mutating func closeBoth(_ reason: SessionEnd, into actions: inout [Action]) {
         switch self.state {
@@ -761,7 +822,11 @@ struct RelayMachine {
         }
         self.state = .closed(reason)
         let time = self.wallClock(now)
-        actions.append(.record(self.conversation.clientClosed(at: time) + self.conversation.serverClosed(at: time)))
+        // Only an upstream that closed on its own can have logged out early (R18); a close of the gateway's is not.
+        let serverClosedAt = reason == .upstreamClosed ? time : nil
+        actions.append(
+            .record(self.conversation.clientClosed(at: time) + self.conversation.serverClosed(at: serverClosedAt))
+        )
         actions.append(.ended(reason))
     }
 
@@ -782,6 +847,8 @@ struct RelayMachine {
         default:
             break
         }
+        if let login = self.loginDeadline { next = min(next, login) }
+        if let line = self.lineStarted { next = min(next, line + self.settings.lineTimeout) }
         if let armed = self.armed, armed <= next { return }
         self.armed = next
         actions.append(.arm(next))

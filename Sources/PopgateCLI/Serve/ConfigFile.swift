@@ -15,7 +15,7 @@ import Yams
 /// pcap: /var/log/popgate/pcap
 /// transcript-bodies: false
 /// live: false
-/// timeouts: { idle: 600, connect: 10, greeting: 30, quit-reply: 5, shutdown-grace: 10, shutdown-drain: 5 }
+/// timeouts: { idle: 600, connect: 10, greeting: 30, line: 60, login: 180, quit-reply: 5, shutdown-grace: 10, shutdown-drain: 5 }
 /// command-line-limit: 255
 /// ```
 enum ConfigFile {
@@ -28,7 +28,7 @@ enum ConfigFile {
         "command-line-limit",
     ]
     static let timeoutKeys: Set<String> = [
-        "idle", "connect", "greeting", "quit-reply", "shutdown-grace", "shutdown-drain",
+        "idle", "connect", "greeting", "line", "login", "quit-reply", "shutdown-grace", "shutdown-drain",
     ]
 
     /// Applies `text` (the file at `path`) on top of `configuration`.
@@ -141,6 +141,8 @@ enum ConfigFile {
                 case "idle": configuration.idleTimeout = amount
                 case "connect": configuration.connectTimeout = amount
                 case "greeting": configuration.greetingTimeout = amount
+                case "line": configuration.lineTimeout = amount
+                case "login": configuration.loginTimeout = amount
                 case "quit-reply": configuration.quitReplyTimeout = amount
                 case "shutdown-drain": configuration.shutdownDrain = amount
                 default: configuration.shutdownGrace = amount

@@ -390,9 +390,58 @@ struct RelayMachineTests {
     @Test("the idle timeout closes both sides without QUIT")
     func idle() {
         var h = Harness.relaying { $0.idleTimeout = .seconds(600) }
-        h.client("USER a\r\n")
-        h.upstream("+OK\r\n")
+        h.client("USER a\r\nPASS b\r\n")
+        h.upstream("+OK\r\n+OK\r\n")
         #expect(h.advance(.seconds(599)) == [])
         #expect(h.advance(.seconds(2)) == ["close upstream", "close client"])
+    }
+
+    @Test("a client that drips a command line is cut once the line has taken the line time, each octet notwithstanding")
+    func drippingClient() {
+        var h = Harness.relaying { $0.lineTimeout = .seconds(60) }
+        h.client("US")
+        #expect(h.advance(.seconds(30)) == [])
+        h.client("E")
+        #expect(h.advance(.seconds(29)) == [])
+        h.client("R")
+        #expect(
+            h.advance(.seconds(1)) == [
+                "client ← -ERR a command line must end within 60 seconds of its first octet\r\n", "close upstream",
+                "close client",
+            ]
+        )
+        h.run { $0.upstreamClosed(now: $1, into: &$2) }
+        #expect(h.run { $0.clientClosed(now: $1, into: &$2) } == ["ended: \(SessionEnd.lineTimeout.rawValue)"])
+        #expect(!h.upstreamWrites.contains { $0.hasPrefix("QUIT") || $0.hasPrefix("USER") })
+        // The gateway's decision, not an early autologout by the server.
+        #expect(!h.anomalies.contains { $0.rule == .autologout })
+    }
+
+    @Test("whole lines waiting behind STLS or a slow upstream are no dripping line")
+    func waitingLinesAreNotDripping() {
+        var h = Harness.relaying { $0.lineTimeout = .seconds(60) }
+        h.client("STLS\r\nCAPA\r\n")
+        #expect(h.advance(.seconds(61)) == [])
+    }
+
+    @Test("a client that does not finish its login in the login time is cut; one that did is not")
+    func loginTimeout() {
+        var h = Harness.relaying { $0.loginTimeout = .seconds(180) }
+        h.client("USER a\r\n")
+        h.upstream("+OK\r\n")
+        #expect(
+            h.advance(.seconds(180)) == [
+                "client ← -ERR a login must finish within 180 seconds of connecting\r\n", "close upstream",
+                "close client",
+            ]
+        )
+        h.run { $0.upstreamClosed(now: $1, into: &$2) }
+        #expect(h.run { $0.clientClosed(now: $1, into: &$2) } == ["ended: \(SessionEnd.loginTimeout.rawValue)"])
+        #expect(!h.anomalies.contains { $0.rule == .autologout })
+
+        var done = Harness.relaying { $0.loginTimeout = .seconds(180) }
+        done.client("USER a\r\nPASS b\r\n")
+        done.upstream("+OK\r\n+OK\r\n")
+        #expect(done.advance(.seconds(200)) == [])
     }
 }
