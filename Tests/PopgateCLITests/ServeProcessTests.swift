@@ -16,8 +16,12 @@ struct ServeProcessTests {
 
     /// Starts `popgate serve` listening on a port the kernel picks, and returns it with the port, read from the
     /// log. (A free port found beforehand can be taken by another test before the gateway binds it.)
-    static func serveOnAnyPort(_ arguments: [String], log: String) async throws -> (ChildProcess, Int) {
-        let process = try Self.serve(["--listen", "127.0.0.1:0"] + arguments, log: log)
+    static func serveOnAnyPort(
+        _ arguments: [String],
+        log: String,
+        listen: Bool = true
+    ) async throws -> (ChildProcess, Int) {
+        let process = try Self.serve((listen ? ["--listen", "127.0.0.1:0"] : []) + arguments, log: log)
         for _ in 0..<500 {
             let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             if let range = output.range(of: "listening on 127.0.0.1:"),
@@ -91,6 +95,65 @@ struct ServeProcessTests {
         let output = try String(contentsOfFile: log, encoding: .utf8)
         #expect(output.contains("session ended: the client quit"))
         #expect(!output.contains("wonderland"))
+        await dovecot.stop()
+    }
+
+    /// Waits until the log holds `text` (it is written as things happen).
+    static func waitForLog(_ log: String, _ text: String) async throws -> Bool {
+        for _ in 0..<250 {
+            if ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains(text) { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    @Test("SIGHUP reloads the configuration for new sessions, a bad one changes nothing, SIGUSR1/2 do no harm")
+    func reload() async throws {
+        let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
+        let path = Self.temporary("reload") + ".yaml"
+        let log = Self.temporary("reload-log")
+        defer {
+            try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: log)
+        }
+        func write(_ text: String) throws { try text.write(toFile: path, atomically: true, encoding: .utf8) }
+        let listener = "listeners:\n  - listen: 127.0.0.1:0\n    upstream: 127.0.0.1:\(dovecot.port)\n"
+        try write(listener)
+        let (process, port) = try await Self.serveOnAnyPort(["--config", path], log: log, listen: false)
+        /// A new session that does not log in: cut at a login limit of 1 s, or not within 2 s.
+        func cutForLogin() async throws -> Bool {
+            let client = try RawSocket(port: port)
+            defer { client.close() }
+            return client.readAll(seconds: 2).contains("-ERR a login must finish within 1 seconds")
+        }
+        try await POP3Client.withSession(host: "127.0.0.1", port: port) { (s: inout POP3Client.Session) async throws in
+            _ = try await s.send("USER alice")
+            #expect(try await s.send("PASS wonderland").isOK)
+            #expect(try await cutForLogin() == false)
+
+            // A new limit, and a listener that cannot change without a restart.
+            try write(listener.replacingOccurrences(of: ":0\n", with: ":1\n") + "timeouts: { login: 1 }\n")
+            process.signal(SIGHUP)
+            #expect(try await Self.waitForLog(log, "listeners changed but are not reloaded"))
+            #expect(try await cutForLogin())
+            #expect(try await s.send("STAT").firstLine.hasPrefix("+OK 1 "))
+
+            // A file that does not load: nothing changes, and the log says why.
+            try write(listener + "timeouts: { login: nonsense }\n")
+            process.signal(SIGHUP)
+            #expect(try await Self.waitForLog(log, "reload failed, the configuration in force is kept"))
+            #expect(try await cutForLogin())
+
+            process.signal(SIGUSR1)
+            process.signal(SIGUSR2)
+            #expect(try await Self.waitForLog(log, "SIGUSR2 received; it does nothing here"))
+            #expect(try await Self.waitForLog(log, "SIGUSR1 received; it does nothing here"))
+            #expect(try await s.send("STAT").firstLine.hasPrefix("+OK 1 "))
+            #expect(try await s.send("QUIT").isOK)
+        }
+        #expect(process.isRunning)
+        process.signal(SIGTERM)
+        #expect(await process.wait(seconds: 10) == 0)
         await dovecot.stop()
     }
 

@@ -29,6 +29,11 @@ extension Popgate {
                   popgate serve --listen 127.0.0.1:1110 --upstream 127.0.0.1:110 --pcap /tmp/pop-pcap
                   popgate serve --config popgate.yaml
 
+                Signals: SIGTERM or SIGINT shut down gracefully (open sessions get --grace seconds). SIGHUP \
+                reloads the configuration (the file and these flags) for new sessions; a reload that fails \
+                changes nothing and logs why; listeners and output directories are kept until a restart. \
+                SIGUSR1 and SIGUSR2 do nothing but log that they came.
+
                 Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT), 2 for a configuration problem.
                 """
         )
@@ -121,8 +126,17 @@ extension Popgate {
                 Terminal.shared.error("popgate serve: \(error)")
                 throw ExitCode(2)
             }
+            // Taken before serving, so that a SIGHUP right after start does not end the process.
+            let signals = await ReloadService.trapping()
+            let command = self
+            let reload = ReloadService(
+                signals: signals,
+                server: server,
+                load: { try command.relayConfiguration() },
+                logger: logger
+            )
             let group = ServiceGroup(
-                services: [server],
+                services: [server, reload],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
