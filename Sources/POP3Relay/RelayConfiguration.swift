@@ -107,6 +107,20 @@ public struct RelayConfiguration: Sendable, Hashable {
     public var quitReplyTimeout: TimeAmount = .seconds(5)
     /// RFC 2449 §4 / R3: the longest client line the gateway forwards.
     public var commandLineLimit = POP3Defaults.commandLineLimit
+    /// Sessions open at once; past it a client is told the gateway is at capacity. Nil: derived from the
+    /// descriptor limit (``maximumSessions(descriptorLimit:)``).
+    public var maxConnections: Int?
 
     public init() {}
+
+    /// Descriptors kept free for listeners, logs and the process itself.
+    public static let reservedDescriptors = 32
+
+    /// The sessions that fit in `descriptorLimit` descriptors: each has two sockets, and while its files are
+    /// open, two transcript files and a pcap file.
+    public func maximumSessions(descriptorLimit: Int) -> Int {
+        if let maxConnections { return maxConnections }
+        let perSession = 2 + (self.transcripts == nil ? 0 : 2) + (self.pcap == nil ? 0 : 1)
+        return max(1, (descriptorLimit - Self.reservedDescriptors) / perSession)
+    }
 }

@@ -51,8 +51,10 @@ struct RelayDefectTests {
                     try channel.pipeline.syncOperations.addHandler(CountingUpstream(open: open, accepted: accepted))
                 }
             }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let gateway = try await Gateway.start(upstreamPort: upstream.localAddress!.port!)
+            // An address of its own: a port another test's process freed and this one took cannot bring it
+            // strangers' connections.
+            .bind(host: "127.0.0.57", port: 0).get()
+        let gateway = try await Gateway.start(upstreamPort: upstream.localAddress!.port!, upstreamHost: "127.0.0.57")
         for _ in 0..<500 {
             try RawSocket(port: gateway.port).reset()
         }
@@ -63,7 +65,10 @@ struct RelayDefectTests {
         {
             try await Task.sleep(for: .milliseconds(50))
         }
-        #expect(open.withLockedValue { $0 } == 0, "of \(accepted.withLockedValue { $0 }) upstream connections")
+        #expect(
+            open.withLockedValue { $0 } == 0,
+            "of \(accepted.withLockedValue { $0 }) upstream connections; \(gateway.server.registry.sessionsInMemory) sessions in memory, \(gateway.server.registry.count) open, endings: \(Dictionary(grouping: gateway.sink.ended.withLockedValue { $0.values.map { $0.ending ?? "?" } }, by: { $0 }).mapValues(\.count))"
+        )
         #expect(gateway.server.registry.sessionsInMemory == 0)
         await gateway.stop()
         try await upstream.close()
@@ -243,5 +248,51 @@ struct RelayDefectTests {
                 #expect(!gateway.sink.anomalies.contains { $0.rule == .autologout })
             }
         )
+    }
+
+    @Test("at max-connections the next client is told the gateway is at capacity, and service comes back")
+    func atCapacity() async throws {
+        try await FaultyUpstream.withGateway(
+            greeting: "+OK hi\r\n",
+            respond: { _ in "+OK\r\n" },
+            adjust: { $0.maxConnections = 3 },
+            body: { gateway in
+                var held: [RawSocket] = []
+                for _ in 0..<3 {
+                    let client = try RawSocket(port: gateway.port)
+                    #expect(client.readAll(seconds: 1).hasPrefix("+OK hi"))
+                    held.append(client)
+                }
+                let excess = try RawSocket(port: gateway.port)
+                #expect(
+                    excess.readAll(seconds: 2)
+                        == "-ERR [SYS/TEMP] the gateway is at capacity (3 sessions); try again later\r\n"
+                )
+                excess.close()
+                held.removeFirst().close()
+                await gateway.sink.waitForEnded(2)
+                let again = try RawSocket(port: gateway.port)
+                #expect(again.readAll(seconds: 1).hasPrefix("+OK hi"))
+                again.close()
+                for client in held { client.close() }
+                #expect(
+                    gateway.sink.ended.withLockedValue {
+                        $0.values.contains { $0.ending == SessionEnd.atCapacity.rawValue }
+                    }
+                )
+            }
+        )
+    }
+
+    @Test("the default session limit is what the descriptor limit fits, counting the files each session keeps")
+    func derivedLimit() {
+        var configuration = RelayConfiguration()
+        #expect(configuration.maximumSessions(descriptorLimit: 65_536) == (65_536 - 32) / 2)
+        configuration.transcripts = "/tmp/t"
+        configuration.pcap = "/tmp/p"
+        #expect(configuration.maximumSessions(descriptorLimit: 1024) == (1024 - 32) / 5)
+        #expect(configuration.maximumSessions(descriptorLimit: 10) == 1)
+        configuration.maxConnections = 7
+        #expect(configuration.maximumSessions(descriptorLimit: 1024) == 7)
     }
 }

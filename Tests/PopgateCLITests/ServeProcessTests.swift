@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import POP3Core
 import POP3NIO
+import POP3Server
 import PopgateTestSupport
 import Testing
 
@@ -155,6 +156,61 @@ struct ServeProcessTests {
         process.signal(SIGTERM)
         #expect(await process.wait(seconds: 10) == 0)
         await dovecot.stop()
+    }
+
+    @Test(
+        "a low descriptor limit: the excess is told the gateway is at capacity or out of descriptors, never that the upstream is unreachable; service recovers",
+        arguments: [false, true]
+    )
+    func lowDescriptorLimit(_ explicitLimit: Bool) async throws {
+        let binary = try #require(popgateBinary(), "build the popgate product first (swift build)")
+        // The embedded server keeps every unauthenticated connection open, whatever else the machine runs.
+        let upstream = try await EmbeddedPOP3Server.start(EmbeddedPOP3Server.Configuration())
+        let log = Self.temporary("fd-log")
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        // Without a limit of its own the gateway derives one from the 64 descriptors; with a limit above what
+        // fits, the descriptors run out first.
+        let process = try ChildProcess(
+            "/usr/bin/prlimit",
+            [
+                "--nofile=64:64", binary.path, "serve", "--listen", "127.0.0.1:0", "--upstream",
+                "127.0.0.1:\(upstream.port)",
+            ]
+                + (explicitLimit ? ["--max-connections", "200"] : []),
+            output: log
+        )
+        #expect(try await Self.waitForLog(log, "listening on 127.0.0.1:"))
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        let range = try #require(output.range(of: "listening on 127.0.0.1:"))
+        let port = try #require(Int(output[range.upperBound...].prefix { $0.isNumber }))
+        var clients: [RawSocket] = []
+        var greetings: [String] = []
+        for _ in 0..<40 {
+            let client = try RawSocket(port: port)
+            greetings.append(client.readAll(seconds: 1))
+            clients.append(client)
+        }
+        #expect(greetings.contains { $0.hasPrefix("+OK") })
+        #expect(!greetings.contains { $0.contains("unreachable") }, "\(greetings)")
+        if explicitLimit {
+            #expect(greetings.contains { $0.contains("out of file descriptors") } || greetings.contains { $0.isEmpty })
+            #expect(try await Self.waitForLog(log, "out of file descriptors"))
+        } else {
+            #expect(greetings.contains { $0.hasPrefix("-ERR [SYS/TEMP] the gateway is at capacity") }, "\(greetings)")
+        }
+        for client in clients { client.close() }
+        // Service comes back by itself.
+        var recovered = false
+        for _ in 0..<50 where !recovered {
+            try await Task.sleep(for: .milliseconds(100))
+            let client = try RawSocket(port: port)
+            recovered = client.readAll(seconds: 1).hasPrefix("+OK")
+            client.close()
+        }
+        #expect(recovered)
+        process.signal(SIGTERM)
+        _ = await process.wait(seconds: 10)
+        try await upstream.stop()
     }
 
     @Test("a 50 MB message retrieved by a slow client grows the gateway's memory by less than 16 MB")

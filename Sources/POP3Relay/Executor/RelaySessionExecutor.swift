@@ -234,9 +234,21 @@ final class RelaySessionExecutor {
                 bootstrap.connect(host: self.settings.upstream.host, port: self.settings.upstream.port)
             }
         // Success arrives as the upstream channel's channelActive; only a failure is taken from here.
+        let registry = self.settings.registry
+        let logger = self.settings.logger
         connected.assumeIsolated().whenFailure { error in
-            bound.value.run(.now()) { $0.upstreamConnectFailed("\(error)", now: $1, into: &$2) }
+            let exhausted = Self.outOfDescriptors(error)
+            if exhausted { registry.descriptorsExhausted(logger: logger) }
+            bound.value.run(.now()) {
+                $0.upstreamConnectFailed("\(error)", outOfDescriptors: exhausted, now: $1, into: &$2)
+            }
         }
+    }
+
+    /// Whether `error` says this process has no descriptor left (EMFILE) or the system none (ENFILE).
+    static func outOfDescriptors(_ error: any Error) -> Bool {
+        guard let error = error as? IOError else { return false }
+        return error.errnoCode == EMFILE || error.errnoCode == ENFILE
     }
 
     private func finish(_ how: SessionEnd) {

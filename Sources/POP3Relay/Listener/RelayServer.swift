@@ -7,6 +7,10 @@ import POP3Core
 import POP3NIO
 import ServiceLifecycle
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -122,12 +126,15 @@ public final class RelayServer: Service, Sendable {
         quiesce: ServerQuiescingHelper
     ) async throws -> any Channel {
         let upstreamAddress = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
+        let registry = self.registry
+        let logger = self.logger
         return try await ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                    try channel.pipeline.syncOperations.addHandler(AcceptErrors(registry: registry, logger: logger))
                 }
             }
             // A client that shuts down its side after its last command still gets its replies.
@@ -153,19 +160,33 @@ public final class RelayServer: Service, Sendable {
             value += 1
             return value
         }
+        let configuration = self.configuration
         return RelaySessionExecutor.Settings(
             id: "\(self.idPrefix)-\(number)",
             listener: listener,
             upstream: upstream,
             upstreamAddress: address,
-            configuration: self.configuration,
-            admission: self.admission.withLockedValue { $0 },
+            configuration: configuration,
+            admission: CapacityLimit(
+                next: self.admission.withLockedValue { $0 },
+                registry: self.registry,
+                maximum: configuration.maximumSessions(descriptorLimit: Self.descriptorLimit)
+            ),
             sink: self.sink,
             pcap: self.pcap,
             logger: self.logger,
             registry: self.registry
         )
     }
+
+    /// The descriptors sessions may use: this process's soft limit less those it holds already (event loops,
+    /// signals, logs), read once.
+    static let descriptorLimit: Int = {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        let held = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
+        return max(0, Int(clamping: limit.rlim_cur) - held)
+    }()
 
     public func run() async throws {
         try await self.bind()
@@ -234,5 +255,24 @@ public final class RelayServer: Service, Sendable {
                 finish(true)
             }
         }
+    }
+}
+
+/// Counts and logs (rate-limited) the accepts that failed for want of descriptors; NIO's accept back-off then
+/// pauses accepting, and service recovers by itself once sessions end.
+private final class AcceptErrors: ChannelInboundHandler, Sendable {
+    typealias InboundIn = any Channel
+
+    let registry: SessionRegistry
+    let logger: Logger
+
+    init(registry: SessionRegistry, logger: Logger) {
+        self.registry = registry
+        self.logger = logger
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if RelaySessionExecutor.outOfDescriptors(error) { self.registry.descriptorsExhausted(logger: self.logger) }
+        context.fireErrorCaught(error)
     }
 }

@@ -1,3 +1,4 @@
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
@@ -12,6 +13,8 @@ public final class SessionRegistry: Sendable {
 
     private let state = NIOLockedValueBox(State())
     private let inMemory = NIOLockedValueBox(0)
+    /// Times the descriptors ran out, and when that was last logged.
+    private let exhaustion = NIOLockedValueBox((count: 0, logged: NIODeadline?.none))
 
     public init() {}
 
@@ -37,6 +40,24 @@ public final class SessionRegistry: Sendable {
 
     func sessionCreated() { self.inMemory.withLockedValue { $0 += 1 } }
     func sessionReleased() { self.inMemory.withLockedValue { $0 -= 1 } }
+
+    /// How often the gateway ran out of file descriptors (accepting, or connecting upstream).
+    public var descriptorExhaustions: Int { self.exhaustion.withLockedValue { $0.count } }
+
+    /// Counts a time the descriptors ran out, and logs it at most once every 10 seconds.
+    func descriptorsExhausted(logger: Logger) {
+        let now = NIODeadline.now()
+        let (count, log) = self.exhaustion.withLockedValue { state -> (Int, Bool) in
+            state.count += 1
+            guard state.logged.map({ now - $0 >= .seconds(10) }) ?? true else { return (state.count, false) }
+            state.logged = now
+            return (state.count, true)
+        }
+        guard log else { return }
+        logger.error(
+            "out of file descriptors (\(count) time\(count == 1 ? "" : "s") so far): raise the limit (ulimit -n) or lower max-connections; this is logged at most every 10 s"
+        )
+    }
 
     /// Waits until every session has ended or `timeout` has passed; returns whether all ended.
     public func waitUntilEmpty(timeout: TimeAmount) async -> Bool {

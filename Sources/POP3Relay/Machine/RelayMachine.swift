@@ -13,6 +13,8 @@ public enum SessionEnd: String, Sendable, Hashable {
     case lineTimeout = "a command line took too long to complete"
     case loginTimeout = "the login took too long"
     case refused = "the gateway did not admit the client"
+    case atCapacity = "the gateway was at capacity"
+    case outOfDescriptors = "the gateway ran out of file descriptors"
     case shutdown = "the gateway shut down"
     case error = "a connection error"
 }
@@ -22,6 +24,8 @@ public enum AdmissionDecision: Sendable, Hashable {
     case admit
     /// The client is told `-ERR [SYS/PERM] reason` and the connection closes.
     case refuse(reason: String)
+    /// The client is told `-ERR [SYS/TEMP] reason` (try again later) and the connection closes.
+    case busy(reason: String)
 }
 
 /// One relayed session, as a pure machine: events in, actions out. No channels, no clock, no I/O.
@@ -204,13 +208,19 @@ struct RelayMachine {
             actions.append(.connectUpstream)
             self.rearm(now: now, into: &actions)
         case .refuse(let reason):
-            var events: [ConversationEvent] = []
-            self.sendOwnReply(.err(reason, code: .sysPerm), now: now, events: &events, into: &actions)
-            actions.append(.record(events))
-            actions.append(.flush(.client))
-            actions.append(.close(.client))
-            self.state = .closing(.refused)
+            self.refuse(.err(reason, code: .sysPerm), .refused, now: now, into: &actions)
+        case .busy(let reason):
+            self.refuse(.err(reason, code: .sysTemp), .atCapacity, now: now, into: &actions)
         }
+    }
+
+    private mutating func refuse(_ reply: Reply, _ end: SessionEnd, now: NIODeadline, into actions: inout [Action]) {
+        var events: [ConversationEvent] = []
+        self.sendOwnReply(reply, now: now, events: &events, into: &actions)
+        actions.append(.record(events))
+        actions.append(.flush(.client))
+        actions.append(.close(.client))
+        self.state = .closing(end)
     }
 
     mutating func upstreamConnected(now: NIODeadline, into actions: inout [Action]) {
@@ -226,10 +236,27 @@ struct RelayMachine {
         actions.append(.resumeReading(.upstream))
     }
 
-    mutating func upstreamConnectFailed(_ error: String, now: NIODeadline, into actions: inout [Action]) {
+    /// `outOfDescriptors`: the gateway itself could not make the connection (EMFILE, ENFILE), so the upstream is
+    /// not to blame and the client is told so.
+    mutating func upstreamConnectFailed(
+        _ error: String,
+        outOfDescriptors: Bool = false,
+        now: NIODeadline,
+        into actions: inout [Action]
+    ) {
         self.upstream = .closed
         guard case .connecting = self.state else {
             self.finishIfDone(now: now, into: &actions)
+            return
+        }
+        if outOfDescriptors {
+            // Logged by the executor, rate-limited: at this point many sessions fail alike.
+            self.replyAndClose(
+                "the gateway is out of file descriptors; try again later",
+                reason: .outOfDescriptors,
+                now: now,
+                into: &actions
+            )
             return
         }
         actions.append(.log(.warning, "cannot reach the upstream \(self.settings.upstream): \(error)"))

@@ -17,6 +17,7 @@ import Yams
 /// live: false
 /// timeouts: { idle: 600, connect: 10, greeting: 30, line: 60, login: 180, quit-reply: 5, shutdown-grace: 10, shutdown-drain: 5 }
 /// command-line-limit: 255
+/// max-connections: 5000
 /// ```
 enum ConfigFile {
     struct Problem: Error, CustomStringConvertible {
@@ -25,7 +26,7 @@ enum ConfigFile {
 
     static let topLevelKeys: Set<String> = [
         "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
-        "command-line-limit",
+        "command-line-limit", "max-connections",
     ]
     static let timeoutKeys: Set<String> = [
         "idle", "connect", "greeting", "line", "login", "quit-reply", "shutdown-grace", "shutdown-drain",
@@ -109,6 +110,12 @@ enum ConfigFile {
         if let value = map["live"] {
             guard let flag = value as? Bool else { throw problem("live", "expected true or false") }
             configuration.live = flag
+        }
+        if let value = map["max-connections"] {
+            guard let limit = value as? Int, limit >= 1 else {
+                throw problem("max-connections", "expected a number of sessions, at least 1")
+            }
+            configuration.maxConnections = limit
         }
         if let value = map["command-line-limit"] {
             guard let limit = value as? Int, limit >= 255 else {

@@ -85,6 +85,12 @@ extension Popgate {
         @Option(help: "Seconds open sessions may go on after SIGTERM/SIGINT (default 10).")
         var grace: Double?
 
+        @Option(
+            help:
+                "Sessions open at once; more are told the gateway is at capacity (default: what the descriptor limit fits)."
+        )
+        var maxConnections: Int?
+
         @Option(help: "A YAML file with any of these settings, and several listeners.", completion: .file())
         var config: String?
 
@@ -191,6 +197,10 @@ extension Popgate {
             if let t = try seconds(self.connectTimeout, "connect-timeout") { configuration.connectTimeout = t }
             if let t = try seconds(self.greetingTimeout, "greeting-timeout") { configuration.greetingTimeout = t }
             if let t = try seconds(self.grace, "grace") { configuration.shutdownGrace = t }
+            if let limit = self.maxConnections {
+                guard limit >= 1 else { throw ConfigFile.Problem(description: "--max-connections must be at least 1") }
+                configuration.maxConnections = limit
+            }
             return configuration
         }
     }

@@ -36,13 +36,16 @@ struct Gateway {
     let sink: RecordingSink
     var port: Int { self.server.boundAddresses.first?.port ?? 0 }
 
-    static func start(upstreamPort: Int, adjust: (inout RelayConfiguration) -> Void = { _ in }) async throws -> Gateway
-    {
+    static func start(
+        upstreamPort: Int,
+        upstreamHost: String = "127.0.0.1",
+        adjust: (inout RelayConfiguration) -> Void = { _ in }
+    ) async throws -> Gateway {
         var configuration = RelayConfiguration()
         configuration.listeners = [
             .init(
                 listen: [Endpoint(host: "127.0.0.1", port: 0)],
-                upstream: Endpoint(host: "127.0.0.1", port: upstreamPort)
+                upstream: Endpoint(host: upstreamHost, port: upstreamPort)
             )
         ]
         configuration.shutdownGrace = .milliseconds(200)
