@@ -81,7 +81,7 @@ struct RelayDefectTests {
             defer { client.close() }
             client.send("USER alice\r\nPASS wonderland\r\nDELE 1\r\nQUIT\r\n")
             client.shutdownWrite()
-            let lines = client.readAll().split(separator: "\r\n")
+            let lines = await client.readAll().split(separator: "\r\n")
             #expect(lines.count == 5, "\(lines)")
             #expect(lines.allSatisfy { $0.hasPrefix("+OK") }, "\(lines)")
             await gateway.sink.waitForEnded(1)
@@ -97,7 +97,7 @@ struct RelayDefectTests {
             defer { client.close() }
             client.send("USER alice\r\nPASS wonderland\r\nDELE 1\r\n")
             client.shutdownWrite()
-            let lines = client.readAll().split(separator: "\r\n")
+            let lines = await client.readAll().split(separator: "\r\n")
             await gateway.sink.waitForEnded(1)
             #expect(lines.count == 4, "\(lines) \(gateway.sink.ended.withLockedValue { $0 })")
             try await Task.sleep(for: .milliseconds(300))
@@ -143,11 +143,11 @@ struct RelayDefectTests {
                 let client = try RawSocket(port: gateway.port)
                 defer { client.close() }
                 client.send("NOOP\r\n")
-                #expect(client.readAll(seconds: 1).contains("unasked 4"))
+                #expect(await client.readAll(seconds: 1).contains("unasked 4"))
                 // A command waits for its reply, and a malformed line behind it for both.
                 client.send("NOOP\r\nX\u{1}Y\r\n")
                 // At once, not at the idle timeout: the read gives up after a second without data.
-                #expect(client.readAll(seconds: 1).contains("-ERR control characters are not allowed"))
+                #expect(await client.readAll(seconds: 1).contains("-ERR control characters are not allowed"))
             }
         )
     }
@@ -161,7 +161,7 @@ struct RelayDefectTests {
             body: { gateway in
                 let client = try RawSocket(port: gateway.port)
                 defer { client.close() }
-                let text = client.readAll(seconds: 5)
+                let text = await client.readAll(seconds: 5)
                 #expect(text.hasPrefix("-ERR [SYS/TEMP] upstream 127.0.0.1:"), "\(text)")
                 #expect(text.hasSuffix("did not greet in time\r\n"), "\(text)")
             }
@@ -183,7 +183,7 @@ struct RelayDefectTests {
                 // The refused line waits for the NOOP's reply, and the QUIT behind it.
                 client.send("NOOP\r\n\u{1}\r\nQUIT\r\n")
                 client.shutdownWrite()
-                let lines = client.readAll(seconds: 5).split(separator: "\r\n")
+                let lines = await client.readAll(seconds: 5).split(separator: "\r\n")
                 #expect(lines.count == 4, "\(lines)")
                 #expect(lines.last == "+OK bye")
                 await gateway.sink.waitForEnded(1)
@@ -231,14 +231,14 @@ struct RelayDefectTests {
             body: { gateway in
                 let client = try RawSocket(port: gateway.port)
                 defer { client.close() }
-                _ = client.readAll(seconds: 1)
+                _ = await client.readAll(seconds: 1)
                 let start = ContinuousClock.now
                 for octet in "USER alice".utf8 {
                     client.sendBytes([octet])
                     try await Task.sleep(for: .milliseconds(200))
                     if ContinuousClock.now - start > .seconds(3) { break }
                 }
-                let text = client.readAll(seconds: 3)
+                let text = await client.readAll(seconds: 3)
                 #expect(text.hasPrefix("-ERR a command line must end within 1 seconds"), "\(text)")
                 await gateway.sink.waitForEnded(1)
                 #expect(
@@ -260,19 +260,19 @@ struct RelayDefectTests {
                 var held: [RawSocket] = []
                 for _ in 0..<3 {
                     let client = try RawSocket(port: gateway.port)
-                    #expect(client.readAll(seconds: 1).hasPrefix("+OK hi"))
+                    #expect(await client.readAll(seconds: 1).hasPrefix("+OK hi"))
                     held.append(client)
                 }
                 let excess = try RawSocket(port: gateway.port)
                 #expect(
-                    excess.readAll(seconds: 2)
+                    await excess.readAll(seconds: 2)
                         == "-ERR [SYS/TEMP] the gateway is at capacity (3 sessions); try again later\r\n"
                 )
                 excess.close()
                 held.removeFirst().close()
                 await gateway.sink.waitForEnded(2)
                 let again = try RawSocket(port: gateway.port)
-                #expect(again.readAll(seconds: 1).hasPrefix("+OK hi"))
+                #expect(await again.readAll(seconds: 1).hasPrefix("+OK hi"))
                 again.close()
                 for client in held { client.close() }
                 #expect(

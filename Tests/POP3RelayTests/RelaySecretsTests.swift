@@ -40,13 +40,13 @@ struct RelaySecretsTests {
                     client.sendBytes(line + [0x0D, 0x0A])
                     client.send("QUIT\r\n")
                     client.shutdownWrite()
-                    _ = client.readAll(seconds: 5)
+                    _ = await client.readAll(seconds: 5)
                     client.close()
                 }
                 let sasl = try RawSocket(port: gateway.port)
                 sasl.send("AUTH PLAIN\r\n" + String(repeating: "U0VDUkVU", count: 2500) + "\r\nQUIT\r\n")
                 sasl.shutdownWrite()
-                _ = sasl.readAll(seconds: 5)
+                _ = await sasl.readAll(seconds: 5)
                 sasl.close()
                 await gateway.sink.waitForEnded(separators.count + 1)
             }

@@ -125,7 +125,7 @@ struct ServeProcessTests {
         func cutForLogin() async throws -> Bool {
             let client = try RawSocket(port: port)
             defer { client.close() }
-            return client.readAll(seconds: 2).contains("-ERR a login must finish within 1 seconds")
+            return await client.readAll(seconds: 2).contains("-ERR a login must finish within 1 seconds")
         }
         try await POP3Client.withSession(host: "127.0.0.1", port: port) { (s: inout POP3Client.Session) async throws in
             _ = try await s.send("USER alice")
@@ -187,7 +187,7 @@ struct ServeProcessTests {
         var greetings: [String] = []
         for _ in 0..<40 {
             let client = try RawSocket(port: port)
-            greetings.append(client.readAll(seconds: 1))
+            greetings.append(await client.readAll(seconds: 1))
             clients.append(client)
         }
         #expect(greetings.contains { $0.hasPrefix("+OK") })
@@ -204,7 +204,7 @@ struct ServeProcessTests {
         for _ in 0..<50 where !recovered {
             try await Task.sleep(for: .milliseconds(100))
             let client = try RawSocket(port: port)
-            recovered = client.readAll(seconds: 1).hasPrefix("+OK")
+            recovered = await client.readAll(seconds: 1).hasPrefix("+OK")
             client.close()
         }
         #expect(recovered)

@@ -1,10 +1,12 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// A plain TCP client on loopback, for what a NIO client would not do: shut down only its sending side (as
 /// `printf … | nc` does), or reset the connection at once.
-public final class RawSocket {
+public final class RawSocket: @unchecked Sendable {
     public let fd: Int32
 
     public init(port: Int) throws {
@@ -40,14 +42,22 @@ public final class RawSocket {
     /// Sends FIN: nothing more from this side, replies may still come.
     public func shutdownWrite() { shutdown(self.fd, Int32(SHUT_WR)) }
 
-    /// Reads until the peer closes or `seconds` pass without data.
-    public func readAll(seconds: Int = 10) -> String {
+    /// Reads until the peer closes or `seconds` pass without data. The wait blocks a thread of its own, never
+    /// one of the few that run the tests' tasks.
+    public func readAll(seconds: Int = 10) async -> String {
+        let fd = self.fd
+        return await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: Self.readAll(fd, seconds: seconds)) }
+        }
+    }
+
+    private static func readAll(_ fd: Int32, seconds: Int) -> String {
         var timeout = timeval(tv_sec: seconds, tv_usec: 0)
-        setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = buffer.withUnsafeMutableBytes { recv(self.fd, $0.baseAddress, $0.count, 0) }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n <= 0 { break }
             out += buffer[0..<n]
         }
