@@ -27,7 +27,8 @@ extension Popgate {
                   popgate serve --listen 127.0.0.1:1110 --listen [::1]:1110 --upstream 127.0.0.1:110 --live
                   popgate serve --listen 0.0.0.0:110 --upstream pop://legacy.internal --transcripts /var/log/popgate
                   popgate serve --listen 127.0.0.1:1110 --upstream 127.0.0.1:110 --pcap /tmp/pop-pcap
-                  popgate serve --config popgate.yaml
+                  popgate serve --listen 0.0.0.0:110 --upstream 10.0.0.5:110 --max-connections 2000
+                  popgate serve --config popgate.yaml      (then: kill -HUP PID to reload it)
 
                 Signals: SIGTERM or SIGINT shut down gracefully (open sessions get --grace seconds). SIGHUP \
                 reloads the configuration (the file and these flags) for new sessions; a reload that fails \
