@@ -174,12 +174,6 @@ struct RelayMachine {
         self.wallClockAtStart + Double((now - self.startedAt).nanoseconds) / 1e9
     }
 
-    /// Whether the session has ended (both sides closed, the end recorded).
-    var isClosed: Bool {
-        if case .closed = self.state { return true }
-        return false
-    }
-
     /// Whether a side may be read now: reads stop while the other side cannot take more (invariant 4).
     func mayRead(_ side: Side) -> Bool {
         switch side {
@@ -679,6 +673,8 @@ struct RelayMachine {
         var events: [ConversationEvent] = []
         var forwardFrom = self.upstreamInput.readerIndex
         var saslExchange = self.conversation.saslExchangeOpen
+        // Client lines can be read after this: the greeting came, or a reply let lines behind STLS go on.
+        var clientLinesMayGoOn = false
         func forward(_ machine: inout RelayMachine, _ actions: inout [Action]) {
             let end = machine.upstreamInput.readerIndex
             guard end > forwardFrom, machine.clientOpen else {
@@ -702,7 +698,8 @@ struct RelayMachine {
                 continue
             case .greeted:
                 forward(&self, &actions)
-                self.greeted(now: now, events: &events, into: &actions)
+                self.greeted(now: now, into: &actions)
+                clientLinesMayGoOn = true
             case .replyEnded:
                 guard case .relaying(var relaying) = self.state else { continue }
                 self.state = .modifying
@@ -724,7 +721,7 @@ struct RelayMachine {
                     _ = self.writeLocalReplies(now: now, events: &events, into: &actions)
                 }
                 // Lines behind an STLS that was refused can go on now.
-                self.readClientLinesLater = true
+                clientLinesMayGoOn = true
             }
             if self.conversation.state == .notPOP3,
                 self.stopFollowingUpstream(now: now, events: &events, into: &actions)
@@ -736,8 +733,7 @@ struct RelayMachine {
         forward(&self, &actions)
         if self.upstreamInput.readableBytes == 0 { self.upstreamInput = Self.drained }
         if !events.isEmpty { actions.append(.record(events)) }
-        if self.readClientLinesLater {
-            self.readClientLinesLater = false
+        if clientLinesMayGoOn {
             if case .relaying = self.state, self.clientInput.readableBytes > 0 {
                 self.readClientLines(now: now, into: &actions)
             } else {
@@ -746,14 +742,11 @@ struct RelayMachine {
         }
     }
 
-    private var readClientLinesLater = false
-
     /// The upstream greeted: the client's lines are read from now on, those that came early first.
-    private mutating func greeted(now: NIODeadline, events: inout [ConversationEvent], into actions: inout [Action]) {
+    private mutating func greeted(now: NIODeadline, into actions: inout [Action]) {
         guard case .awaitingGreeting = self.state else { return }
         self.state = .relaying(Relaying())
         self.rearm(now: now, into: &actions)
-        self.readClientLinesLater = true
     }
 
     /// The upstream went away unasked: answer what can still be answered, then close.
