@@ -18,14 +18,18 @@ public enum OutputFiles {
         }
     }
 
-    /// Writes all of `bytes` to `fd`, as far as the disk takes them.
-    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) {
-        guard fd >= 0, let base = bytes.baseAddress else { return }
+    /// Writes all of `bytes` to `fd`; false when the disk refused some (errno says why).
+    @discardableResult
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard fd >= 0 else { return false }
+        guard let base = bytes.baseAddress else { return true }
         var offset = 0
         while offset < bytes.count {
             let n = write(fd, base + offset, bytes.count - offset)
-            if n <= 0 { return }
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { return false }
             offset += n
         }
+        return true
     }
 }

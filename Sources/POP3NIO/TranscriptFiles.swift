@@ -1,144 +1,93 @@
 import Dispatch
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 import POP3Core
 
-#if canImport(Glibc)
-import Glibc
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
 #endif
 
 /// Writes each session's transcript to two files in a directory: `ID.txt` (annotated text) and `ID.jsonl`
-/// (JSON lines, schema version 1). Rendering happens on the caller's thread; the disk is written from a
-/// serial queue, so event loops never block on it. Files are flushed when a session ends and by ``flush()``.
+/// (JSON lines, schema version 1). Rendering happens on the caller's thread; ``OutputWriter`` writes the
+/// disk, in batches, at least once a second, so the files grow while the session goes and an idle session
+/// holds no descriptor.
 public final class TranscriptFiles: ConversationSink {
     private struct Open {
         var text: TranscriptRenderer
         var json: TranscriptRenderer
-        var textFile: Int32
-        var jsonFile: Int32
-        var textBuffer: [UInt8] = []
-        var jsonBuffer: [UInt8] = []
+        var textFile: OutputWriter.File
+        var jsonFile: OutputWriter.File
     }
 
     private let directory: String
     private let bodies: Bool
     private let sessions = NIOLockedValueBox<[String: Open]>([:])
-    private let queue = DispatchQueue(label: "popgate.transcripts")
-    private let flushThreshold = 64 * 1024
+    public let writer: OutputWriter
 
-    /// Creates the directory if needed and checks that it can be written.
-    private let logger: Logger?
-    private let failures = NIOLockedValueBox(0)
-
-    /// Creates the directory if needed and checks that it can be written. `logger` hears of the first session
-    /// whose files cannot be opened; later ones are counted (``failedSessions``).
-    public init(directory: String, bodies: Bool, logger: Logger? = nil) throws {
+    /// Creates the directory if needed and checks that it can be written. The writer may be shared with
+    /// other outputs; the default one logs to `logger`.
+    public init(directory: String, bodies: Bool, writer: OutputWriter? = nil, logger: Logger? = nil) throws {
         self.directory = directory
         self.bodies = bodies
-        self.logger = logger
+        self.writer = writer ?? OutputWriter(logger: logger)
         try OutputFiles.prepare(directory, for: "transcript directory")
     }
 
-    /// Sessions that got no transcript because their files could not be opened.
-    public var failedSessions: Int { self.failures.withLockedValue { $0 } }
-
     public func sessionStarted(_ session: SessionInfo, time: Double) {
         let base = self.directory + "/" + session.id
-        let flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC
-        let textFile = open(base + ".txt", flags, 0o640)
-        let textError = errno
-        let jsonFile = open(base + ".jsonl", flags, 0o640)
-        let jsonError = errno
-        guard textFile >= 0, jsonFile >= 0 else {
-            if textFile >= 0 { close(textFile) }
-            if jsonFile >= 0 { close(jsonFile) }
-            let reason = String(cString: strerror(textFile < 0 ? textError : jsonError))
-            let first = self.failures.withLockedValue { count in
-                count += 1
-                return count == 1
-            }
-            if first {
-                self.logger?.error(
-                    "cannot open the transcript of session \(session.id) in \(self.directory): \(reason); sessions without a transcript are counted from now on, not logged"
-                )
-            }
-            return
-        }
         var text = TranscriptRenderer(session: session.id, format: .text, showBodies: self.bodies)
         var json = TranscriptRenderer(session: session.id, format: .json, showBodies: self.bodies)
-        var open = Open(text: text, json: json, textFile: textFile, jsonFile: jsonFile)
-        Self.append(text.start(time: time, client: session.client, server: session.server), to: &open.textBuffer)
-        Self.append(json.start(time: time, client: session.client, server: session.server), to: &open.jsonBuffer)
-        open.text = text
-        open.json = json
+        let open = Open(
+            text: text,
+            json: json,
+            textFile: self.writer.open(base + ".txt", note: Self.note(text)),
+            jsonFile: self.writer.open(base + ".jsonl", note: Self.note(json))
+        )
+        open.textFile.append(Self.bytes(text.start(time: time, client: session.client, server: session.server)))
+        open.jsonFile.append(Self.bytes(json.start(time: time, client: session.client, server: session.server)))
         self.sessions.withLockedValue { $0[session.id] = open }
     }
 
     public func events(_ events: [ConversationEvent], session: SessionInfo, time: Double) {
-        let write: (Int32, [UInt8], Int32, [UInt8])? = self.sessions.withLockedValue { sessions in
-            guard var open = sessions[session.id] else { return nil }
+        self.sessions.withLockedValue { sessions in
+            guard var open = sessions[session.id] else { return }
+            var text: [String] = []
+            var json: [String] = []
             for event in events {
-                Self.append(open.text.render(event, time: time), to: &open.textBuffer)
-                Self.append(open.json.render(event, time: time), to: &open.jsonBuffer)
+                text += open.text.render(event, time: time)
+                json += open.json.render(event, time: time)
             }
-            defer { sessions[session.id] = open }
-            guard open.textBuffer.count + open.jsonBuffer.count >= self.flushThreshold else { return nil }
-            defer {
-                open.textBuffer.removeAll(keepingCapacity: true)
-                open.jsonBuffer.removeAll(keepingCapacity: true)
-            }
-            return (open.textFile, open.textBuffer, open.jsonFile, open.jsonBuffer)
-        }
-        if let (tf, tb, jf, jb) = write {
-            self.queue.async {
-                Self.writeAll(tf, tb)
-                Self.writeAll(jf, jb)
-            }
+            sessions[session.id] = open
+            if !text.isEmpty { open.textFile.append(Self.bytes(text)) }
+            if !json.isEmpty { open.jsonFile.append(Self.bytes(json)) }
         }
     }
 
     public func sessionEnded(_ session: SessionInfo, time: Double, summary: SessionSummary) {
         guard var open = self.sessions.withLockedValue({ $0.removeValue(forKey: session.id) }) else { return }
-        Self.append(open.text.end(time: time, summary: summary.description), to: &open.textBuffer)
-        Self.append(open.json.end(time: time, summary: summary.description), to: &open.jsonBuffer)
-        let finished = open
-        self.queue.async {
-            Self.writeAll(finished.textFile, finished.textBuffer)
-            Self.writeAll(finished.jsonFile, finished.jsonBuffer)
-            close(finished.textFile)
-            close(finished.jsonFile)
-        }
+        open.textFile.append(Self.bytes(open.text.end(time: time, summary: summary.description)))
+        open.jsonFile.append(Self.bytes(open.json.end(time: time, summary: summary.description)))
+        open.textFile.close()
+        open.jsonFile.close()
     }
 
-    /// Writes what every open session has so far and waits until the disk has it.
-    public func flush() {
-        let pending = self.sessions.withLockedValue { sessions -> [(Int32, [UInt8], Int32, [UInt8])] in
-            var out: [(Int32, [UInt8], Int32, [UInt8])] = []
-            for (id, var open) in sessions {
-                out.append((open.textFile, open.textBuffer, open.jsonFile, open.jsonBuffer))
-                open.textBuffer.removeAll(keepingCapacity: true)
-                open.jsonBuffer.removeAll(keepingCapacity: true)
-                sessions[id] = open
-            }
-            return out
-        }
-        self.queue.sync {
-            for (tf, tb, jf, jb) in pending {
-                Self.writeAll(tf, tb)
-                Self.writeAll(jf, jb)
-            }
-        }
+    /// Writes what every session has so far and waits until the disk has it.
+    public func flush() { self.writer.flush() }
+
+    private static func note(_ renderer: TranscriptRenderer) -> @Sendable (String) -> ByteBuffer {
+        { reason in Self.bytes(renderer.stopped(time: Date().timeIntervalSince1970, reason: reason)) }
     }
 
-    private static func append(_ lines: [String], to buffer: inout [UInt8]) {
+    private static func bytes(_ lines: [String]) -> ByteBuffer {
+        var buffer = ByteBuffer()
         for line in lines {
-            buffer.append(contentsOf: line.utf8)
-            buffer.append(0x0A)
+            buffer.writeString(line)
+            buffer.writeInteger(UInt8(0x0A))
         }
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { OutputFiles.writeAll(fd, $0) }
+        return buffer
     }
 }
 

@@ -110,17 +110,19 @@ public struct RelayConfiguration: Sendable, Hashable {
     /// Sessions open at once; past it a client is told the gateway is at capacity. Nil: derived from the
     /// descriptor limit (``maximumSessions(descriptorLimit:)``).
     public var maxConnections: Int?
+    /// Transcript and pcap octets the disk may be behind on, in all (a file may be an eighth of it behind);
+    /// past it a file ends with a note and the session goes on without it.
+    public var outputBuffer = 64 << 20
 
     public init() {}
 
-    /// Descriptors kept free for listeners, logs and the process itself.
+    /// Descriptors kept free for listeners, logs, the output writer's one open file and the process itself.
     public static let reservedDescriptors = 32
 
-    /// The sessions that fit in `descriptorLimit` descriptors: each has two sockets, and while its files are
-    /// open, two transcript files and a pcap file.
+    /// The sessions that fit in `descriptorLimit` descriptors: two sockets each (their transcript and pcap
+    /// files are opened only while the output writer writes them, one at a time).
     public func maximumSessions(descriptorLimit: Int) -> Int {
         if let maxConnections { return maxConnections }
-        let perSession = 2 + (self.transcripts == nil ? 0 : 2) + (self.pcap == nil ? 0 : 1)
-        return max(1, (descriptorLimit - Self.reservedDescriptors) / perSession)
+        return max(1, (descriptorLimit - Self.reservedDescriptors) / 2)
     }
 }

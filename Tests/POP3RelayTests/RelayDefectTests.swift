@@ -284,13 +284,13 @@ struct RelayDefectTests {
         )
     }
 
-    @Test("the default session limit is what the descriptor limit fits, counting the files each session keeps")
+    @Test("the default session limit is what the descriptor limit fits: two sockets a session, outputs or not")
     func derivedLimit() {
         var configuration = RelayConfiguration()
         #expect(configuration.maximumSessions(descriptorLimit: 65_536) == (65_536 - 32) / 2)
         configuration.transcripts = "/tmp/t"
         configuration.pcap = "/tmp/p"
-        #expect(configuration.maximumSessions(descriptorLimit: 1024) == (1024 - 32) / 5)
+        #expect(configuration.maximumSessions(descriptorLimit: 1024) == (1024 - 32) / 2)
         #expect(configuration.maximumSessions(descriptorLimit: 10) == 1)
         configuration.maxConnections = 7
         #expect(configuration.maximumSessions(descriptorLimit: 1024) == 7)

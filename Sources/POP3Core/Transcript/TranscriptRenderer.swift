@@ -40,37 +40,53 @@ public struct TranscriptRenderer: Sendable {
     // MARK: - Session boundaries
 
     public mutating func start(time: Double, client: String?, server: String?) -> [String] {
-        switch self.format {
-        case .json:
-            var record = TranscriptRecord(
-                session: self.session,
-                time: TranscriptRecord.timestamp(time),
-                kind: "session-start"
-            )
-            record.client = client
-            record.server = server
-            return [record.jsonLine()]
-        case .text:
-            let peers = [client, server].compactMap { $0 }.joined(separator: " → ")
-            return [self.paint("── session \(self.session)  \(peers)  \(TranscriptRecord.timestamp(time))", .header)]
-        }
+        let peers = [client, server].compactMap { $0 }.joined(separator: " → ")
+        return [
+            self.boundary(
+                "session-start",
+                time: time,
+                text: "── session \(self.session)  \(peers)  \(TranscriptRecord.timestamp(time))"
+            ) {
+                $0.client = client
+                $0.server = server
+            }
+        ]
     }
 
     public mutating func end(time: Double, summary: String) -> [String] {
-        var lines = self.flushOpaque(time: time)
+        self.flushOpaque(time: time)
+            + [
+                self.boundary("session-end", time: time, text: "── end of session \(self.session): \(summary)") {
+                    $0.note = summary
+                }
+            ]
+    }
+
+    /// The last line of a transcript whose writer fell behind: where and why it stops.
+    public func stopped(time: Double, reason: String) -> [String] {
+        let note = "the transcript stops here: \(reason); the session goes on"
+        return [
+            self.boundary("transcript-stopped", time: time, text: "── session \(self.session): \(note)") {
+                $0.note = note
+            }
+        ]
+    }
+
+    /// A session-level line: a header in text, a record of `kind` in JSON.
+    private func boundary(
+        _ kind: String,
+        time: Double,
+        text: String,
+        _ fill: (inout TranscriptRecord) -> Void
+    ) -> String {
         switch self.format {
         case .json:
-            var record = TranscriptRecord(
-                session: self.session,
-                time: TranscriptRecord.timestamp(time),
-                kind: "session-end"
-            )
-            record.note = summary
-            lines.append(record.jsonLine())
+            var record = TranscriptRecord(session: self.session, time: TranscriptRecord.timestamp(time), kind: kind)
+            fill(&record)
+            return record.jsonLine()
         case .text:
-            lines.append(self.paint("── end of session \(self.session): \(summary)", .header))
+            return self.paint(text, .header)
         }
-        return lines
     }
 
     // MARK: - Events

@@ -14,13 +14,15 @@ import Glibc
 /// NIOExtras' `NIOWritePCAPHandler` makes the packets. It does not sit in the relay's pipeline: there it
 /// would record passwords, and masking in the pipeline would mask them upstream too. Each session instead
 /// feeds a private `EmbeddedChannel` holding the handler with copies of its bytes, secrets masked keeping
-/// their length (``ExportMask``). Files are written from one serial queue, so event loops never wait on disk.
+/// their length (``ExportMask``). ``OutputWriter`` writes the files, so event loops never wait on the disk,
+/// and memory stays bounded whatever the peers send: a session whose file falls behind ends it with a note.
 public final class PCAPExport: Sendable {
     let directory: String
-    private let queue = DispatchQueue(label: "popgate.pcap")
+    public let writer: OutputWriter
 
-    public init(directory: String) throws {
+    public init(directory: String, writer: OutputWriter = OutputWriter()) throws {
         self.directory = directory
+        self.writer = writer
         try OutputFiles.prepare(directory, for: "pcap directory")
     }
 
@@ -31,15 +33,15 @@ public final class PCAPExport: Sendable {
         guard let local = SessionPCAP.ipAddress(gateway) ?? (try? SocketAddress(ipAddress: "127.0.0.1", port: 110)),
             let remote = SessionPCAP.ipAddress(client) ?? (try? SocketAddress(ipAddress: "127.0.0.1", port: 1))
         else { return nil }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { return nil }
-        return SessionPCAP(fd: fd, queue: self.queue, local: local, remote: remote)
+        let file = self.writer.open(
+            path,
+            note: { reason in SessionPCAP.note("export of session \(id) stops here: \(reason); the session goes on") }
+        )
+        return SessionPCAP(file: file, local: local, remote: remote)
     }
 
-    /// Waits until everything handed to the queue so far is on disk.
-    public func flush() {
-        self.queue.sync {}
-    }
+    /// Waits until everything written so far is on disk.
+    public func flush() { self.writer.flush() }
 
 }
 
@@ -47,16 +49,22 @@ public final class PCAPExport: Sendable {
 /// the gateway's listening socket (`NIOWritePCAPHandler` in server mode).
 final class SessionPCAP {
     private let channel: EmbeddedChannel
-    private let fd: Int32
-    private let queue: DispatchQueue
+    private let file: OutputWriter.File
+    private let state: State
     private var challenges = ExportMask.Challenges()
-    private var closed = false
 
-    fileprivate init(fd: Int32, queue: DispatchQueue, local: SocketAddress, remote: SocketAddress) {
-        self.fd = fd
-        self.queue = queue
+    /// Shared with the handler's sink, on the session's event loop.
+    private final class State {
+        /// The session ended, or its file fell behind and takes nothing more.
+        var closed = false
+    }
+
+    fileprivate init(file: OutputWriter.File, local: SocketAddress, remote: SocketAddress) {
+        self.file = file
+        let state = State()
+        self.state = state
         let sink: (ByteBuffer) -> Void = { bytes in
-            queue.async { bytes.withUnsafeReadableBytes { OutputFiles.writeAll(fd, $0) } }
+            if !file.append(bytes) { state.closed = true }
         }
         let handler = NIOWritePCAPHandler(
             mode: .server,
@@ -73,7 +81,7 @@ final class SessionPCAP {
 
     /// Bytes from the client (already masked where they hold a secret).
     func fromClient(_ bytes: ByteBuffer) {
-        guard !self.closed, bytes.readableBytes > 0 else { return }
+        guard !self.state.closed, bytes.readableBytes > 0 else { return }
         _ = try? self.channel.writeInbound(bytes)
     }
 
@@ -84,19 +92,17 @@ final class SessionPCAP {
         self.fromClient(line)
     }
 
-    /// An over-long line: the gateway kept its first octets; the rest is filled in to its full length. A SASL
-    /// response is masked whole.
+    /// An over-long line: the first octets the gateway kept (masked as any line), then its length; the rest is
+    /// not kept anywhere, so it costs nothing whatever its size.
     func clientOverlongLine(prefix: ByteBuffer, octets: Int, saslResponse: Bool) {
         var line = ExportMask.commandLine(prefix, saslResponse: saslResponse)
-        let fill = max(0, octets - line.readableBytes - 1)
-        line.writeRepeatingByte(UInt8(ascii: "~"), count: fill)
-        line.writeStaticString("\n")
+        line.writeString(" [popgate: \(octets) octets in all; the rest is not recorded]\r\n")
         self.fromClient(line)
     }
 
     /// Bytes to the client: the upstream's, or the gateway's own replies. `saslOpen` masks challenge texts.
     func toClient(_ bytes: ByteBuffer, saslOpen: Bool = false) {
-        guard !self.closed, bytes.readableBytes > 0 else { return }
+        guard !self.state.closed, bytes.readableBytes > 0 else { return }
         let shown: ByteBuffer
         if saslOpen {
             shown = self.challenges.mask(bytes)
@@ -123,11 +129,43 @@ final class SessionPCAP {
 
     /// Writes the closing packets and closes the file once the queue has written everything before it.
     func finish() {
-        guard !self.closed else { return }
-        self.closed = true
-        _ = try? self.channel.finish(acceptAlreadyClosed: true)
-        let fd = self.fd
-        self.queue.async { close(fd) }
+        if !self.state.closed {
+            _ = try? self.channel.finish(acceptAlreadyClosed: true)
+            self.state.closed = true
+        }
+        self.file.close()
+    }
+
+    /// A note in the file itself: a syslog datagram on loopback, which Wireshark and tshark show as text beside
+    /// the session's TCP stream without touching it.
+    static func note(_ text: String) -> ByteBuffer {
+        let payload = Array("<13>popgate: \(text)".utf8)
+        var time = timeval()
+        gettimeofday(&time, nil)
+        var record = ByteBuffer()
+        let packet = 4 + 20 + 8 + payload.count
+        record.writeInteger(UInt32(truncatingIfNeeded: time.tv_sec), endianness: .host)
+        record.writeInteger(UInt32(truncatingIfNeeded: time.tv_usec), endianness: .host)
+        record.writeInteger(UInt32(packet), endianness: .host)
+        record.writeInteger(UInt32(packet), endianness: .host)
+        record.writeInteger(UInt32(2), endianness: .host)  // BSD loopback: IPv4
+        let loopback: UInt32 = 0x7F00_0001
+        let ipLength = UInt16(20 + 8 + payload.count)
+        // The IPv4 header, with its checksum.
+        var header: [UInt16] = [
+            0x4500, ipLength, 0, 0x4000, 0xFF11, 0, UInt16(loopback >> 16), UInt16(loopback & 0xFFFF),
+        ]
+        header += [UInt16(loopback >> 16), UInt16(loopback & 0xFFFF)]
+        var sum = header.reduce(UInt32(0)) { $0 + UInt32($1) }
+        while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
+        header[5] = ~UInt16(sum)
+        for word in header { record.writeInteger(word) }
+        record.writeInteger(UInt16(514))
+        record.writeInteger(UInt16(514))
+        record.writeInteger(UInt16(8 + payload.count))
+        record.writeInteger(UInt16(0))  // no UDP checksum
+        record.writeBytes(payload)
+        return record
     }
 
     static func ipAddress(_ address: SocketAddress?) -> SocketAddress? {

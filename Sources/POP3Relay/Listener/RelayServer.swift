@@ -41,6 +41,8 @@ public final class RelayServer: Service, Sendable {
     private let sink: (any ConversationSink)?
     private let files: TranscriptFiles?
     private let pcap: PCAPExport?
+    /// Writes the transcripts and the pcap export.
+    let writer: OutputWriter
     private let group: any EventLoopGroup
     private let counter = NIOLockedValueBox(0)
     private let idPrefix: String
@@ -61,11 +63,14 @@ public final class RelayServer: Service, Sendable {
         self.admission = NIOLockedValueBox(admission)
         self.logger = logger
         self.group = group
+        // One writer for every file, so the memory bound is one.
+        let writer = OutputWriter(limits: .init(total: configuration.outputBuffer), logger: logger)
+        self.writer = writer
         let files = try configuration.transcripts.map {
-            try TranscriptFiles(directory: $0, bodies: configuration.transcriptBodies, logger: logger)
+            try TranscriptFiles(directory: $0, bodies: configuration.transcriptBodies, writer: writer)
         }
         self.files = files
-        self.pcap = try configuration.pcap.map { try PCAPExport(directory: $0) }
+        self.pcap = try configuration.pcap.map { try PCAPExport(directory: $0, writer: writer) }
         var all = sinks
         if configuration.live {
             all.append(live ?? TranscriptPrinter(output: { lines in print(lines.joined(separator: "\n")) }))
@@ -232,8 +237,7 @@ public final class RelayServer: Service, Sendable {
         }
         // Each session's end record comes once both of its connections have closed.
         _ = await self.registry.waitUntilEmpty(timeout: configuration.shutdownDrain)
-        self.files?.flush()
-        self.pcap?.flush()
+        self.writer.flush()
         self.state.withLockedValue { $0 = .shutdown }
         self.logger.info("stopped")
     }

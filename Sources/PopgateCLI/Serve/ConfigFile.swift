@@ -18,6 +18,7 @@ import Yams
 /// timeouts: { idle: 600, connect: 10, greeting: 30, line: 60, login: 180, quit-reply: 5, shutdown-grace: 10, shutdown-drain: 5 }
 /// command-line-limit: 255
 /// max-connections: 5000
+/// output-buffer-mib: 64
 /// ```
 enum ConfigFile {
     struct Problem: Error, CustomStringConvertible {
@@ -26,7 +27,7 @@ enum ConfigFile {
 
     static let topLevelKeys: Set<String> = [
         "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
-        "command-line-limit", "max-connections",
+        "command-line-limit", "max-connections", "output-buffer-mib",
     ]
     static let timeoutKeys: Set<String> = [
         "idle", "connect", "greeting", "line", "login", "quit-reply", "shutdown-grace", "shutdown-drain",
@@ -116,6 +117,12 @@ enum ConfigFile {
                 throw problem("max-connections", "expected a number of sessions, at least 1")
             }
             configuration.maxConnections = limit
+        }
+        if let value = map["output-buffer-mib"] {
+            guard let mib = value as? Int, (1...65536).contains(mib) else {
+                throw problem("output-buffer-mib", "expected a number of MiB from 1 to 65536")
+            }
+            configuration.outputBuffer = mib << 20
         }
         if let value = map["command-line-limit"] {
             guard let limit = value as? Int, limit >= 255 else {

@@ -44,6 +44,7 @@ struct ReloadService: Service {
         if new.pcap != old.pcap { kept.append("pcap") }
         if new.transcriptBodies != old.transcriptBodies { kept.append("transcript-bodies") }
         if new.live != old.live { kept.append("live") }
+        if new.outputBuffer != old.outputBuffer { kept.append("output-buffer-mib") }
         var applied = new
         // What was opened at start stays as it is; the rest applies to new sessions.
         applied.listeners = old.listeners
@@ -51,6 +52,7 @@ struct ReloadService: Service {
         applied.pcap = old.pcap
         applied.transcriptBodies = old.transcriptBodies
         applied.live = old.live
+        applied.outputBuffer = old.outputBuffer
         self.server.reconfigure(applied)
         if kept.isEmpty {
             self.logger.info("reloaded the configuration; new sessions use it")
