@@ -24,6 +24,11 @@ let messageMiB = option("--message-mib", 10)
 let rounds = option("--rounds", 2)
 let idleSessions = option("--idle", 1000)
 let before = arguments.firstIndex(of: "--before").map { arguments[$0 + 1] }
+/// `--transcripts`: each popgate also runs a second time writing transcripts (text and JSON lines).
+let withTranscripts = arguments.contains("--transcripts") || arguments.contains("--transcripts-in")
+/// `--transcripts-in DIR`: where those transcripts go (the benchmark's temporary directory by default); a
+/// tmpfs such as /dev/shm separates popgate's cost from the file system's cost of making files.
+let transcriptsIn = arguments.firstIndex(of: "--transcripts-in").map { arguments[$0 + 1] }
 /// `--only popgate,haproxy`: measure only the targets whose names start with one of these (direct always runs).
 let only = arguments.firstIndex(of: "--only").map { arguments[$0 + 1].split(separator: ",").map(String.init) }
 let user = "bench"
@@ -267,21 +272,33 @@ let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathCom
     "popgate"
 ).path
 /// `popgate serve` from `path`, relaying to the benchmark's upstream.
-func popgateTarget(_ name: String, _ path: String, log: String) throws -> Target {
+func popgateTarget(_ name: String, _ path: String, log: String, transcripts: Bool = false) throws -> Target {
     let port = try freePort()
-    let arguments = [
+    var arguments = [
         "serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstream.port)", "--log-level", "error",
     ]
+    if transcripts {
+        let base = transcriptsIn.map { URL(fileURLWithPath: $0) } ?? temporary
+        arguments += ["--transcripts", base.appendingPathComponent("popgate-bench-\(getpid())-\(log)").path]
+    }
     let child = try Child(log, path, arguments, log: temporary.appendingPathComponent("\(log).log").path)
     return Target(name: name, port: port, child: child)
 }
 if FileManager.default.isExecutableFile(atPath: popgate) {
     targets.append(try popgateTarget("popgate serve", popgate, log: "popgate"))
+    if withTranscripts {
+        targets.append(try popgateTarget("popgate +transcripts", popgate, log: "popgate-t", transcripts: true))
+    }
 } else {
     print("popgate not found next to the benchmark; build it with: swift build -c release")
 }
 if let before {
     targets.append(try popgateTarget("popgate before", before, log: "popgate-before"))
+    if withTranscripts {
+        targets.append(
+            try popgateTarget("popgate before +transcripts", before, log: "popgate-before-t", transcripts: true)
+        )
+    }
 }
 
 // SwiftNIO's floor: the smallest NIO relay, parsing nothing, built with the benchmarks.
@@ -455,13 +472,19 @@ if results.contains(where: { $0.2 + $0.4 > 0 }) {
 } else {
     try? FileManager.default.removeItem(at: temporary)
 }
+if let transcriptsIn {
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: transcriptsIn)) ?? []
+    where entry.hasPrefix("popgate-bench-\(getpid())-") {
+        try? FileManager.default.removeItem(atPath: transcriptsIn + "/" + entry)
+    }
+}
 
 let direct = results.first { $0.0 == "direct" }
 let haproxyResult = results.first { $0.0.hasPrefix("haproxy") }
 let nginxResult = results.first { $0.0.hasPrefix("nginx") }
 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
 print(
-    pad("target", 16) + pad("sessions/s", 12) + pad("× direct", 10) + pad("× haproxy", 11) + pad("× nginx", 9)
+    pad("target", 28) + pad("sessions/s", 12) + pad("× direct", 10) + pad("× haproxy", 11) + pad("× nginx", 9)
         + pad("RETR MB/s", 11) + pad("× direct", 10) + pad("× haproxy", 11) + pad("× nginx", 9) + "failures"
 )
 for (name, sessions, sessionFailures, retr, retrFailures) in results {
@@ -472,7 +495,7 @@ for (name, sessions, sessionFailures, retr, retrFailures) in results {
     let sn = nginxResult.map { String(format: "%.2f", sessions / $0.1) } ?? "-"
     let rn = nginxResult.map { String(format: "%.2f", retr / $0.3) } ?? "-"
     print(
-        pad(name, 16) + pad(String(format: "%.0f", sessions), 12) + pad(sd, 10) + pad(sh, 11) + pad(sn, 9)
+        pad(name, 28) + pad(String(format: "%.0f", sessions), 12) + pad(sd, 10) + pad(sh, 11) + pad(sn, 9)
             + pad(String(format: "%.0f", retr / 1e6), 11) + pad(rd, 10) + pad(rh, 11) + pad(rn, 9)
             + "\(sessionFailures + retrFailures)"
     )
@@ -492,7 +515,7 @@ func cpuTable(_ title: String, _ figures: [String: (CPU, Int)], unit: Double, _ 
             (anchor.map { String(format: "  %.2f × haproxy's", value.0 / $0) } ?? "")
             + (floor.map { String(format: "  %.2f × NIO glue's", value.0 / $0) } ?? "")
         print(
-            "  " + pad(title, 14) + pad(name, 16) + pad(String(format: format, value.0), 9)
+            "  " + pad(title, 14) + pad(name, 28) + pad(String(format: format, value.0), 9)
                 + pad("(kernel " + String(format: format, value.1) + ")", 17) + ratio
         )
     }
@@ -504,6 +527,6 @@ if !idleMemory.isEmpty {
     print("")
     print("Memory per idle logged-in session (\(idleSessions) sessions, growth of the resident set):")
     for (name, octets) in idleMemory {
-        print("  " + pad(name, 16) + String(format: "%.1f KB", octets / 1000))
+        print("  " + pad(name, 28) + String(format: "%.1f KB", octets / 1000))
     }
 }

@@ -21,8 +21,10 @@ public final class OutputWriter: Sendable {
         public var perFile: Int
         /// Unwritten octets all files together may have.
         public var total: Int
-        /// Unwritten octets that start a write before the interval is up.
+        /// Unwritten octets of one file that start its write before the interval is up.
         public var batch: Int
+        /// Unwritten octets of all files that start writing them all before the interval is up.
+        public var pressure: Int
         /// The longest an appended octet waits for the disk, in seconds.
         public var interval: Double
 
@@ -31,6 +33,7 @@ public final class OutputWriter: Sendable {
             self.total = max(total, 1 << 20)
             self.perFile = max(self.total / 8, 1 << 20)
             self.batch = min(256 << 10, self.perFile / 4)
+            self.pressure = self.total / 4
             self.interval = interval
         }
     }
@@ -56,7 +59,7 @@ public final class OutputWriter: Sendable {
         var path: String
         /// What to write when the file falls behind.
         var note: @Sendable (String) -> ByteBuffer
-        var buffer: ByteBuffer?
+        var buffer = Chunks()
         /// Octets handed to the queue and not yet written.
         var writing = 0
         var created = false
@@ -71,10 +74,14 @@ public final class OutputWriter: Sendable {
         var nextID = 0
         /// Files with something to write, or closed.
         var dirty: Set<Int> = []
+        /// Of those, the ones to write at once: closed, or with a batch to write. The rest wait for the
+        /// interval, so that a session's end does not make every other session's file open for a few lines.
+        var urgent: Set<Int> = []
         /// Unwritten octets, in buffers and on the queue.
         var unwritten = 0
         var drainScheduled = false
         var kicked = false
+        var pressed = false
         var failures = 0
         var fellBehind = 0
     }
@@ -112,7 +119,7 @@ public final class OutputWriter: Sendable {
 
     /// Writes everything appended so far and waits until the disk has it.
     public func flush() {
-        self.queue.async { self.drain() }
+        self.queue.async { self.drain(all: true) }
         self.queue.sync {}
     }
 
@@ -121,13 +128,14 @@ public final class OutputWriter: Sendable {
             case nothing
             case schedule
             case kick
+            case press
             case fellBehind(String, String)
         }
         let count = bytes.readableBytes
         let (taken, then): (Bool, Then) = self.state.withLockedValue { state in
             guard var file = state.files[id], !file.stopped, !file.closing else { return (false, .nothing) }
             guard count > 0 else { return (true, .nothing) }
-            let held = (file.buffer?.readableBytes ?? 0) + file.writing
+            let held = file.buffer.octets + file.writing
             if held + count > self.limits.perFile || state.unwritten + count > self.limits.total {
                 let reason =
                     held + count > self.limits.perFile
@@ -135,18 +143,23 @@ public final class OutputWriter: Sendable {
                     : "the disk is \(state.unwritten) octets behind on all files (the limit is \(self.limits.total))"
                 let note = file.note(reason)
                 file.stopped = true
-                file.buffer.appendOrSet(note)
+                file.buffer.append(note)
                 state.unwritten += note.readableBytes
                 state.fellBehind += 1
                 state.files[id] = file
                 state.dirty.insert(id)
+                state.urgent.insert(id)
                 return (false, .fellBehind(file.path, reason))
             }
-            file.buffer.appendOrSet(bytes)
+            file.buffer.append(bytes)
             state.files[id] = file
             state.unwritten += count
             state.dirty.insert(id)
-            if state.unwritten >= self.limits.batch, !state.kicked {
+            if state.unwritten >= self.limits.pressure, !state.pressed {
+                state.pressed = true
+                return (true, .press)
+            }
+            if file.buffer.octets >= self.limits.batch, state.urgent.insert(id).inserted, !state.kicked {
                 state.kicked = true
                 return (true, .kick)
             }
@@ -159,10 +172,11 @@ public final class OutputWriter: Sendable {
         switch then {
         case .nothing: break
         case .schedule: self.schedule()
-        case .kick: self.queue.async { self.drain() }
+        case .kick: self.queue.async { self.drain(all: false) }
+        case .press: self.queue.async { self.drain(all: true) }
         case .fellBehind(let path, let reason):
             self.logger?.warning("output to \(path) stops here: \(reason); the session goes on")
-            self.queue.async { self.drain() }
+            self.queue.async { self.drain(all: false) }
         }
         return taken
     }
@@ -172,33 +186,39 @@ public final class OutputWriter: Sendable {
             guard state.files[id] != nil else { return false }
             state.files[id]!.closing = true
             state.dirty.insert(id)
+            state.urgent.insert(id)
             guard !state.kicked else { return false }
             state.kicked = true
             return true
         }
-        if kick { self.queue.async { self.drain() } }
+        if kick { self.queue.async { self.drain(all: false) } }
     }
 
     private func schedule() {
-        self.queue.asyncAfter(deadline: .now() + self.limits.interval) { self.drain() }
+        self.queue.asyncAfter(deadline: .now() + self.limits.interval) { self.drain(all: true) }
     }
 
-    /// On the queue: writes every dirty file's buffer.
-    private func drain() {
+    /// On the queue: writes the urgent files' buffers, or with `all` every dirty file's.
+    private func drain(all: Bool) {
         struct Work {
             var id: Int
             var path: String
-            var bytes: ByteBuffer?
+            var bytes: Chunks
             var created: Bool
             var closing: Bool
             var failed: Bool
         }
+        var scheduleAgain = false
         let work: [Work] = self.state.withLockedValue { state in
             state.kicked = false
-            state.drainScheduled = false
+            if all {
+                state.drainScheduled = false
+                state.pressed = false
+            }
+            let ids = all ? state.dirty : state.urgent
             var work: [Work] = []
-            work.reserveCapacity(state.dirty.count)
-            for id in state.dirty {
+            work.reserveCapacity(ids.count)
+            for id in ids {
                 guard var file = state.files[id] else { continue }
                 work.append(
                     Work(
@@ -210,20 +230,30 @@ public final class OutputWriter: Sendable {
                         failed: file.failed
                     )
                 )
-                file.writing += file.buffer?.readableBytes ?? 0
-                file.buffer = nil
+                file.writing += file.buffer.octets
+                file.buffer = Chunks()
                 file.created = true
                 state.files[id] = file
             }
-            state.dirty.removeAll(keepingCapacity: true)
+            if all {
+                state.dirty.removeAll(keepingCapacity: true)
+            } else {
+                state.dirty.subtract(ids)
+                // What waits for the interval has a drain coming.
+                if !state.dirty.isEmpty, !state.drainScheduled {
+                    state.drainScheduled = true
+                    scheduleAgain = true
+                }
+            }
+            state.urgent.removeAll(keepingCapacity: true)
             return work
         }
+        if scheduleAgain { self.schedule() }
         var failed: [(id: Int, path: String, error: Int32)] = []
         for item in work where !item.failed {
-            let bytes = item.bytes ?? ByteBuffer()
             // A file closed with nothing in it is still made, once.
-            guard bytes.readableBytes > 0 || (!item.created && item.closing) else { continue }
-            if let error = Self.write(bytes, to: item.path, creating: !item.created) {
+            guard item.bytes.octets > 0 || (!item.created && item.closing) else { continue }
+            if let error = Self.write(item.bytes, to: item.path, creating: !item.created) {
                 failed.append((item.id, item.path, error))
             }
         }
@@ -237,7 +267,7 @@ public final class OutputWriter: Sendable {
                 state.files[failure.id]?.stopped = true
             }
             for item in work {
-                let written = item.bytes?.readableBytes ?? 0
+                let written = item.bytes.octets
                 state.unwritten -= written
                 if item.closing {
                     state.files[item.id] = nil
@@ -255,26 +285,34 @@ public final class OutputWriter: Sendable {
     }
 
     /// Opens `path` for this write only; the error, if any.
-    private static func write(_ bytes: ByteBuffer, to path: String, creating: Bool) -> Int32? {
+    private static func write(_ bytes: Chunks, to path: String, creating: Bool) -> Int32? {
         let flags = O_WRONLY | O_CLOEXEC | (creating ? O_CREAT | O_TRUNC : O_APPEND)
         let fd = Glibc.open(path, flags, 0o640)
         guard fd >= 0 else { return errno }
         defer { Glibc.close(fd) }
-        let ok = bytes.withUnsafeReadableBytes { OutputFiles.writeAll(fd, $0) }
-        return ok ? nil : errno
+        for chunk in bytes.chunks {
+            guard chunk.withUnsafeReadableBytes({ OutputFiles.writeAll(fd, $0) }) else { return errno }
+        }
+        return nil
     }
 }
 
-extension Optional where Wrapped == ByteBuffer {
-    fileprivate mutating func appendOrSet(_ bytes: ByteBuffer) {
-        if self == nil {
-            // A copy, so a slice never keeps a larger buffer alive.
-            var copy = ByteBufferAllocator().buffer(capacity: max(bytes.readableBytes, 1024))
-            copy.writeImmutableBuffer(bytes)
-            self = copy
-        } else {
-            var bytes = bytes
-            self!.writeBuffer(&bytes)
+/// A file's unwritten octets in chunks of at most 64 KiB (or one append): small appends share one, and a long
+/// backlog is never copied to grow a buffer. Copies, so a slice never keeps a larger buffer alive.
+private struct Chunks {
+    static let size = 64 << 10
+    private(set) var chunks: [ByteBuffer] = []
+    private(set) var octets = 0
+
+    mutating func append(_ bytes: ByteBuffer) {
+        self.octets += bytes.readableBytes
+        // A chunk grows up to the size (a quiet session's few lines cost little), then the next one starts.
+        if let last = self.chunks.indices.last, self.chunks[last].readableBytes + bytes.readableBytes <= Self.size {
+            self.chunks[last].writeImmutableBuffer(bytes)
+            return
         }
+        var chunk = ByteBufferAllocator().buffer(capacity: bytes.readableBytes)
+        chunk.writeImmutableBuffer(bytes)
+        self.chunks.append(chunk)
     }
 }

@@ -54,15 +54,16 @@ public final class TranscriptFiles: ConversationSink {
     public func events(_ events: [ConversationEvent], session: SessionInfo, time: Double) {
         self.sessions.withLockedValue { sessions in
             guard var open = sessions[session.id] else { return }
-            var text: [String] = []
-            var json: [String] = []
+            // Each event's lines go to the buffer at once, so a long pipelined batch holds no array of strings.
+            var text = ByteBuffer()
+            var json = ByteBuffer()
             for event in events {
-                text += open.text.render(event, time: time)
-                json += open.json.render(event, time: time)
+                Self.write(open.text.render(event, time: time), to: &text)
+                Self.write(open.json.render(event, time: time), to: &json)
             }
             sessions[session.id] = open
-            if !text.isEmpty { open.textFile.append(Self.bytes(text)) }
-            if !json.isEmpty { open.jsonFile.append(Self.bytes(json)) }
+            if text.readableBytes > 0 { open.textFile.append(text) }
+            if json.readableBytes > 0 { open.jsonFile.append(json) }
         }
     }
 
@@ -83,11 +84,15 @@ public final class TranscriptFiles: ConversationSink {
 
     private static func bytes(_ lines: [String]) -> ByteBuffer {
         var buffer = ByteBuffer()
+        Self.write(lines, to: &buffer)
+        return buffer
+    }
+
+    private static func write(_ lines: [String], to buffer: inout ByteBuffer) {
         for line in lines {
             buffer.writeString(line)
             buffer.writeInteger(UInt8(0x0A))
         }
-        return buffer
     }
 }
 

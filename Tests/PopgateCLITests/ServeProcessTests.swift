@@ -158,6 +158,58 @@ struct ServeProcessTests {
         await dovecot.stop()
     }
 
+    @Test("SIGHUP twenty times while 100 sessions run: every session completes, every transcript has its end")
+    func reloadUnderLoad() async throws {
+        let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
+        let path = Self.temporary("reload-load") + ".yaml"
+        let log = Self.temporary("reload-load-log")
+        let transcripts = Self.temporary("reload-load-t")
+        defer {
+            for file in [path, log, transcripts] { try? FileManager.default.removeItem(atPath: file) }
+        }
+        let listener =
+            "listeners:\n  - listen: 127.0.0.1:0\n    upstream: 127.0.0.1:\(dovecot.port)\ntranscripts: \(transcripts)\n"
+        try listener.write(toFile: path, atomically: true, encoding: .utf8)
+        let (process, port) = try await Self.serveOnAnyPort(["--config", path], log: log, listen: false)
+        // Four clients, 25 sessions each, one after another: log in, read, leave.
+        let script = """
+            import poplib, threading
+            ok = []
+            def run():
+                for _ in range(25):
+                    p = poplib.POP3('127.0.0.1', \(port), timeout=20)
+                    p.user('alice'); p.pass_('wonderland'); p.stat(); p.retr(1); p.quit(); ok.append(1)
+            threads = [threading.Thread(target=run) for _ in range(4)]
+            for t in threads: t.start()
+            for t in threads: t.join()
+            print(len(ok))
+            """
+        let load = Task { try await runTool("python3", ["-c", script]) }
+        for round in 0..<20 {
+            try (listener + "timeouts: { login: \(60 + round) }\n").write(
+                toFile: path,
+                atomically: true,
+                encoding: .utf8
+            )
+            process.signal(SIGHUP)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let completed = try await load.value.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(completed == "100")
+        #expect(process.isRunning)
+        process.signal(SIGTERM)
+        #expect(await process.wait(seconds: 10) == 0)
+        await dovecot.stop()
+        let logged = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(logged.components(separatedBy: "reloaded the configuration").count - 1 >= 10)
+        let texts = try FileManager.default.contentsOfDirectory(atPath: transcripts).filter { $0.hasSuffix(".txt") }
+        #expect(texts.count == 100)
+        for file in texts {
+            let text = try String(contentsOfFile: transcripts + "/" + file, encoding: .utf8)
+            #expect(text.contains("end of session") && text.contains("the client quit"), "\(file): \(text.suffix(300))")
+        }
+    }
+
     @Test(
         "a low descriptor limit: the excess is told the gateway is at capacity or out of descriptors, never that the upstream is unreachable; service recovers",
         arguments: [false, true]

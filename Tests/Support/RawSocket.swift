@@ -51,7 +51,15 @@ public final class RawSocket: @unchecked Sendable {
         }
     }
 
-    private static func readAll(_ fd: Int32, seconds: Int) -> String {
+    /// Reads until what came so far holds `marker`, the peer closes, or `seconds` pass without data.
+    public func readUntil(_ marker: String, seconds: Int = 10) async -> String {
+        let fd = self.fd
+        return await withCheckedContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(returning: Self.readAll(fd, seconds: seconds, until: marker)) }
+        }
+    }
+
+    private static func readAll(_ fd: Int32, seconds: Int, until marker: String? = nil) -> String {
         var timeout = timeval(tv_sec: seconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var out: [UInt8] = []
@@ -60,6 +68,7 @@ public final class RawSocket: @unchecked Sendable {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n <= 0 { break }
             out += buffer[0..<n]
+            if let marker, String(decoding: out, as: UTF8.self).contains(marker) { break }
         }
         return String(decoding: out, as: UTF8.self)
     }
