@@ -28,11 +28,11 @@ public final class OutputWriter: Sendable {
         /// The longest an appended octet waits for the disk, in seconds.
         public var interval: Double
 
-        /// `total` octets in all; each file an eighth of them, at least 1 MiB.
+        /// `total` octets in all; each file half of them, at least 1 MiB.
         public init(total: Int = 64 << 20, interval: Double = 1) {
             self.total = max(total, 1 << 20)
-            self.perFile = max(self.total / 8, 1 << 20)
-            self.batch = min(256 << 10, self.perFile / 4)
+            self.perFile = max(self.total / 2, 1 << 20)
+            self.batch = min(1 << 20, self.perFile / 4)
             self.pressure = self.total / 4
             self.interval = interval
         }

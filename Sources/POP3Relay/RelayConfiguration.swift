@@ -110,7 +110,7 @@ public struct RelayConfiguration: Sendable, Hashable {
     /// Sessions open at once; past it a client is told the gateway is at capacity. Nil: derived from the
     /// descriptor limit (``maximumSessions(descriptorLimit:)``).
     public var maxConnections: Int?
-    /// Transcript and pcap octets the disk may be behind on, in all (a file may be an eighth of it behind);
+    /// Transcript and pcap octets the disk may be behind on, in all (a file may be half of it behind);
     /// past it a file ends with a note and the session goes on without it.
     public var outputBuffer = 64 << 20
 
