@@ -74,12 +74,40 @@ public struct RelayConfiguration: Sendable, Hashable {
     /// Addresses that accept clients, all forwarding to one upstream.
     public struct Listener: Sendable, Hashable {
         public var listen: [Endpoint]
+        /// Addresses whose clients speak TLS from the first octet (POP3S, RFC 8314); they need `certificate`.
+        public var listenTLS: [Endpoint] = []
         public var upstream: Endpoint
+        /// The gateway's certificate chain and key (PEM, or DER for the key): with them it terminates TLS on
+        /// `listenTLS` and answers STLS itself on `listen`.
+        public var certificate: String?
+        public var key: String?
+        /// On `listen`: USER, PASS, APOP and AUTH before STLS are refused, not forwarded.
+        public var requireTLS = false
 
         public init(listen: [Endpoint], upstream: Endpoint) {
             self.listen = listen
             self.upstream = upstream
         }
+
+        /// What is missing for this listener's TLS settings to make sense, if anything.
+        public var tlsProblem: String? {
+            if (self.certificate == nil) != (self.key == nil) {
+                return self.certificate == nil ? "a key needs its certificate (cert)" : "a certificate needs its key"
+            }
+            if !self.listenTLS.isEmpty, self.certificate == nil { return "a TLS listener needs a certificate and key" }
+            if self.requireTLS, self.certificate == nil {
+                return "require-tls needs a certificate and key, so that clients can use STLS"
+            }
+            return nil
+        }
+    }
+
+    /// The oldest TLS version clients may use (NIOSSL's own floor is TLS 1.0: it is set here always).
+    public enum TLSFloor: String, Sendable, Hashable, CaseIterable {
+        case tls10 = "1.0"
+        case tls11 = "1.1"
+        case tls12 = "1.2"
+        case tls13 = "1.3"
     }
 
     public var listeners: [Listener] = []
@@ -99,6 +127,10 @@ public struct RelayConfiguration: Sendable, Hashable {
     public var lineTimeout: TimeAmount = .seconds(60)
     /// From the connection to a finished login (Dovecot's pre-login limit is 3 minutes).
     public var loginTimeout: TimeAmount = .minutes(3)
+    /// From a TLS client's connection to the end of its handshake.
+    public var handshakeTimeout: TimeAmount = .seconds(10)
+    /// The oldest TLS version a client may use.
+    public var tlsMinimumVersion: TLSFloor = .tls12
     /// How long open sessions may run on after SIGTERM or SIGINT.
     public var shutdownGrace: TimeAmount = .seconds(10)
     /// After the grace period, how long the sessions then ended may take to close and write their end records.

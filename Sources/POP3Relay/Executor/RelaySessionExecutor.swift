@@ -1,6 +1,8 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import POP3Core
 import POP3NIO
 
@@ -29,6 +31,8 @@ final class RelaySessionExecutor {
         var pcap: PCAPExport?
         var logger: Logger
         var registry: SessionRegistry
+        /// The client's connection is TLS the gateway terminates, from its first octet.
+        var clientTLS = false
     }
 
     private let settings: Settings
@@ -57,6 +61,8 @@ final class RelaySessionExecutor {
         machine.quitReplyTimeout = configuration.quitReplyTimeout
         machine.annotate = settings.sink != nil
         machine.export = settings.pcap != nil
+        machine.clientTLS = settings.clientTLS
+        machine.handshakeTimeout = configuration.handshakeTimeout
         self.machine = RelayMachine(settings: machine, now: .now(), wallClock: Date().timeIntervalSince1970)
         self.recorder = SessionRecorder(
             sink: settings.sink,
@@ -88,6 +94,15 @@ final class RelaySessionExecutor {
     }
 
     func upstreamAdded(_ context: ChannelHandlerContext) { self.upstream = context }
+
+    func clientTLSEstablished(_ context: ChannelHandlerContext) {
+        let version = RelayConfiguration.TLSFloor.name(try? context.pipeline.syncOperations.nioSSL_tlsVersion())
+        self.run(.now()) { $0.clientTLSEstablished(version: version, now: $1, into: &$2) }
+    }
+
+    func tlsHelloSeen(_ hello: TLSHello) {
+        self.run(nil) { machine, _, actions in machine.tlsHelloSeen(hello, into: &actions) }
+    }
 
     func read(_ side: RelayMachine.Side, _ bytes: ByteBuffer) {
         switch side {
@@ -121,7 +136,9 @@ final class RelaySessionExecutor {
 
     func failed(_ side: RelayMachine.Side, _ error: any Error) {
         switch side {
-        case .client: self.run(.now()) { $0.clientFailed("\(error)", now: $1, into: &$2) }
+        case .client:
+            let reason = Self.describe(error)
+            self.run(.now()) { $0.clientFailed(reason, now: $1, into: &$2) }
         case .upstream: self.upstream?.close(promise: nil)
         }
     }
@@ -245,6 +262,29 @@ final class RelaySessionExecutor {
         }
     }
 
+    /// An error as a log line can say it: BoringSSL's reason code (`UNSUPPORTED_PROTOCOL`) rather than the
+    /// whole error stack with its source paths.
+    static func describe(_ error: any Error) -> String {
+        let text = "\(error)"
+        let marker = "OPENSSL_internal:"
+        guard error is NIOSSLError || error is BoringSSLError,
+            let start = text.indices.first(where: { text[$0...].hasPrefix(marker) })
+        else { return text }
+        let code = text[text.index(start, offsetBy: marker.count)...].prefix {
+            $0.isLetter || $0.isNumber || $0 == "_"
+        }
+        switch code {
+        case "WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "PACKET_LENGTH_TOO_LONG":
+            return "what the client sent is not TLS (\(code))"
+        case "UNSUPPORTED_PROTOCOL":
+            return "the client offered only TLS versions older than the gateway accepts (\(code))"
+        case "NO_SHARED_CIPHER":
+            return "the client and the gateway share no cipher suite (\(code))"
+        default:
+            return code.isEmpty ? text : String(code)
+        }
+    }
+
     /// Whether `error` says this process has no descriptor left (EMFILE) or the system none (ENFILE).
     static func outOfDescriptors(_ error: any Error) -> Bool {
         guard let error = error as? IOError else { return false }
@@ -332,6 +372,8 @@ final class RelayHandler: ChannelDuplexHandler {
             self.executor.shutdown()
         } else if case .inputClosed? = event as? ChannelEvent, self.side == .client {
             self.executor.clientInputClosed()
+        } else if case .handshakeCompleted? = event as? TLSUserEvent, self.side == .client {
+            self.executor.clientTLSEstablished(context)
         }
         context.fireUserInboundEventTriggered(event)
     }

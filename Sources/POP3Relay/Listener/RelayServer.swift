@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOExtras
 import NIOPosix
+import NIOSSL
 import POP3Core
 import POP3NIO
 import ServiceLifecycle
@@ -45,6 +46,8 @@ public final class RelayServer: Service, Sendable {
     let writer: OutputWriter
     private let group: any EventLoopGroup
     private let counter = NIOLockedValueBox(0)
+    /// Each listener's TLS, by its index in the configuration, read once at start.
+    private let tls: [Int: ClientTLS]
     private let idPrefix: String
 
     /// - Parameters:
@@ -59,6 +62,16 @@ public final class RelayServer: Service, Sendable {
         logger: Logger = Logger(label: "popgate"),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws {
+        var tls: [Int: ClientTLS] = [:]
+        for (index, listener) in configuration.listeners.enumerated() {
+            guard let certificate = listener.certificate, let key = listener.key else { continue }
+            tls[index] = try ClientTLS.load(
+                certificate: certificate,
+                key: key,
+                minimum: configuration.tlsMinimumVersion
+            )
+        }
+        self.tls = tls
         self.current = NIOLockedValueBox(configuration)
         self.admission = NIOLockedValueBox(admission)
         self.logger = logger
@@ -105,17 +118,31 @@ public final class RelayServer: Service, Sendable {
         guard case .initial = self.state.withLockedValue({ $0 }) else { return }
         var bound: [(channel: any Channel, quiesce: ServerQuiescingHelper)] = []
         do {
-            for listener in self.configuration.listeners {
-                for endpoint in listener.listen {
+            for (index, listener) in self.configuration.listeners.enumerated() {
+                let tls = self.tls[index]
+                if let tls, tls.daysLeft() < 14 {
+                    self.logger.warning(
+                        "the certificate in \(tls.certificatePath) expires in \(tls.daysLeft()) days"
+                    )
+                }
+                let endpoints = listener.listen.map { ($0, false) } + listener.listenTLS.map { ($0, true) }
+                for (endpoint, implicitTLS) in endpoints {
                     let quiesce = ServerQuiescingHelper(group: self.group)
-                    let channel = try await self.bind(endpoint, upstream: listener.upstream, quiesce: quiesce)
+                    let channel = try await self.bind(
+                        endpoint,
+                        upstream: listener.upstream,
+                        tls: implicitTLS ? tls : nil,
+                        quiesce: quiesce
+                    )
                     bound.append((channel, quiesce))
                     // The port bound, which is the one to use when port 0 asked for any free port.
                     let actual = Endpoint(
                         host: channel.localAddress?.ipAddress ?? endpoint.host,
                         port: channel.localAddress?.port ?? endpoint.port
                     )
-                    self.logger.info("listening on \(actual), relaying to \(listener.upstream)")
+                    self.logger.info(
+                        "listening on \(actual)\(implicitTLS ? " (TLS)" : ""), relaying to \(listener.upstream)"
+                    )
                 }
             }
         } catch {
@@ -128,6 +155,7 @@ public final class RelayServer: Service, Sendable {
     private func bind(
         _ endpoint: Endpoint,
         upstream: Endpoint,
+        tls: ClientTLS?,
         quiesce: ServerQuiescingHelper
     ) async throws -> any Channel {
         let upstreamAddress = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
@@ -145,11 +173,16 @@ public final class RelayServer: Service, Sendable {
             // A client that shuts down its side after its last command still gets its replies.
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [self] channel in
-                let executor = RelaySessionExecutor(
-                    self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
-                )
+                var settings = self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
+                settings.clientTLS = tls != nil
+                let executor = RelaySessionExecutor(settings)
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(RelayHandler(.client, executor: executor))
+                    let pipeline = channel.pipeline.syncOperations
+                    if let tls {
+                        try pipeline.addHandler(HelloTap { executor.tlsHelloSeen($0) })
+                        try pipeline.addHandler(tls.handler())
+                    }
+                    try pipeline.addHandler(RelayHandler(.client, executor: executor))
                 }
             }
             .bind(host: endpoint.host, port: endpoint.port)

@@ -15,6 +15,8 @@ public enum SessionEnd: String, Sendable, Hashable {
     case refused = "the gateway did not admit the client"
     case atCapacity = "the gateway was at capacity"
     case outOfDescriptors = "the gateway ran out of file descriptors"
+    case handshakeFailed = "the TLS handshake with the client failed"
+    case handshakeTimeout = "the client did not finish its TLS handshake in time"
     case shutdown = "the gateway shut down"
     case error = "a connection error"
 }
@@ -71,6 +73,9 @@ struct RelayMachine {
         var export = false
         /// Client octets read and not yet passed on before reading the client stops.
         var maximumClientBacklog = 64 * 1024
+        /// The client's connection is TLS from its first octet: the session starts once the handshake is done.
+        var clientTLS = false
+        var handshakeTimeout: TimeAmount = .seconds(10)
     }
 
     /// What a pcap export is shown: client lines with their secrets still in them (the export masks them).
@@ -112,6 +117,8 @@ struct RelayMachine {
     }
 
     private enum State: Sendable {
+        /// A TLS client's handshake, before anything else: no upstream is asked for a client that cannot do it.
+        case handshaking(deadline: NIODeadline)
         case admitting
         case connecting(Waiting)
         case awaitingGreeting(Waiting)
@@ -156,6 +163,8 @@ struct RelayMachine {
     private let wallClockAtStart: Double
     private(set) var clientOctets = 0
     private(set) var upstreamOctets = 0
+    /// Whether the client's side is encrypted, with TLS the gateway terminates.
+    private(set) var clientEncrypted = false
 
     /// `now` and `wallClock` (seconds since 1970) are the same instant: transcripts get wall-clock times.
     init(settings: Settings, now: NIODeadline, wallClock: Double) {
@@ -190,7 +199,30 @@ struct RelayMachine {
 
     mutating func clientConnected(now: NIODeadline, into actions: inout [Action]) {
         guard case .admitting = self.state else { return }
+        if self.settings.clientTLS {
+            self.state = .handshaking(deadline: now + self.settings.handshakeTimeout)
+            self.rearm(now: now, into: &actions)
+            return
+        }
         actions.append(.admit)
+    }
+
+    /// The client's TLS handshake is done (`version` as negotiated): the session begins.
+    mutating func clientTLSEstablished(version: String, now: NIODeadline, into actions: inout [Action]) {
+        guard case .handshaking = self.state else { return }
+        self.clientEncrypted = true
+        self.state = .admitting
+        self.lastActivity = now
+        actions.append(
+            .record([.annotation(.gateway, "\(version) with the client; the gateway holds the other end of it.")])
+        )
+        actions.append(.admit)
+    }
+
+    /// A side's first TLS handshake message, read as it passed: the client's ClientHello, the gateway's
+    /// ServerHello.
+    mutating func tlsHelloSeen(_ hello: TLSHello, into actions: inout [Action]) {
+        actions.append(.record([.tls(hello.kind == .clientHello ? .client : .gateway, hello)]))
     }
 
     mutating func admitted(_ decision: AdmissionDecision, now: NIODeadline, into actions: inout [Action]) {
@@ -288,7 +320,7 @@ struct RelayMachine {
                 self.conversation.clientSpokeEarly(into: &events)
                 if !events.isEmpty { actions.append(.record(events)) }
             }
-        case .admitting, .awaitingQuitReply, .closing, .closed, .modifying:
+        case .handshaking, .admitting, .awaitingQuitReply, .closing, .closed, .modifying:
             break
         }
     }
@@ -304,6 +336,8 @@ struct RelayMachine {
         guard !self.clientInputClosed else { return }
         self.clientInputClosed = true
         switch self.state {
+        case .handshaking:
+            self.closeBoth(.handshakeFailed, into: &actions)
         case .tunnel, .admitting:
             self.closeBoth(self.quitForwarded ? .clientQuit : .clientVanished, into: &actions)
         case .connecting, .awaitingGreeting, .relaying:
@@ -327,6 +361,8 @@ struct RelayMachine {
             self.rearm(now: now, into: &actions)
         case .awaitingQuitReply:
             break
+        case .handshaking:
+            self.state = .closing(.handshakeFailed)
         default:
             // Invariant 3: closing without QUIT leaves every DELE mark uncommitted.
             if self.upstream == .open { actions.append(.close(.upstream)) }
@@ -337,7 +373,14 @@ struct RelayMachine {
 
     /// An I/O error on the client's connection (a reset, a broken pipe): it is gone.
     mutating func clientFailed(_ error: String, now: NIODeadline, into actions: inout [Action]) {
-        actions.append(.log(.debug, "client connection error: \(error)"))
+        if case .handshaking = self.state {
+            // The client's doing (garbage, plaintext, a version or cipher it cannot have): said once, at info.
+            actions.append(.log(.info, "TLS handshake with the client failed: \(error)"))
+            actions.append(.record([.annotation(.client, "The TLS handshake failed: \(error).")]))
+            self.state = .closing(.handshakeFailed)
+        } else {
+            actions.append(.log(.debug, "client connection error: \(error)"))
+        }
         if self.clientOpen { actions.append(.close(.client)) }
         self.clientClosed(now: now, into: &actions)
     }
@@ -366,7 +409,7 @@ struct RelayMachine {
                 self.upstreamInput.writeBuffer(&bytes)
             }
             self.readUpstreamUnits(now: now, into: &actions)
-        case .admitting, .connecting, .closed, .modifying:
+        case .handshaking, .admitting, .connecting, .closed, .modifying:
             break
         }
     }
@@ -404,7 +447,7 @@ struct RelayMachine {
             self.state = .closing(self.quitForwarded ? .clientQuit : .upstreamClosed)
         case .awaitingQuitReply:
             self.state = .closing(.clientQuit)
-        case .admitting, .closing, .closed, .modifying:
+        case .handshaking, .admitting, .closing, .closed, .modifying:
             break
         }
         self.finishIfDone(now: now, into: &actions)
@@ -415,6 +458,14 @@ struct RelayMachine {
     mutating func deadlineReached(now: NIODeadline, into actions: inout [Action]) {
         self.armed = nil
         switch self.state {
+        case .handshaking(let deadline) where now >= deadline:
+            let seconds = self.settings.handshakeTimeout.nanoseconds / 1_000_000_000
+            actions.append(.log(.info, "closing a client that did not finish its TLS handshake in \(seconds) s"))
+            actions.append(
+                .record([.annotation(.client, "The client did not finish its TLS handshake within \(seconds) s.")])
+            )
+            self.closeBoth(.handshakeTimeout, into: &actions)
+            return
         case .awaitingQuitReply(let deadline) where now >= deadline:
             actions.append(.close(.upstream))
             self.state = .closing(.clientQuit)
@@ -858,7 +909,7 @@ struct RelayMachine {
             // While connecting, the connect timeout applies: a greeting deadline passed then is set anew on
             // connection. Arming at the first one means most sessions schedule one timer, not two.
             if waiting.greetingDeadline > now { next = min(next, waiting.greetingDeadline) }
-        case .awaitingQuitReply(let deadline):
+        case .awaitingQuitReply(let deadline), .handshaking(let deadline):
             next = min(next, deadline)
         case .relaying(let relaying):
             if let quit = relaying.quitDeadline { next = min(next, quit) }

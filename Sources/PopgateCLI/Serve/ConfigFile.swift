@@ -10,12 +10,17 @@ import Yams
 ///   - listen: [127.0.0.1:1110, "[::1]:1110"]
 ///     upstream: mail.example.org:110
 ///   - listen: 127.0.0.1:2110
+///     listen-tls: 127.0.0.1:2995
+///     cert: /etc/popgate/cert.pem
+///     key: /etc/popgate/key.pem
+///     require-tls: true
 ///     upstream: pop://legacy.example.org
+/// tls-min-version: "1.2"
 /// transcripts: /var/log/popgate
 /// pcap: /var/log/popgate/pcap
 /// transcript-bodies: false
 /// live: false
-/// timeouts: { idle: 600, connect: 10, greeting: 30, line: 60, login: 180, quit-reply: 5, shutdown-grace: 10, shutdown-drain: 5 }
+/// timeouts: { idle: 600, connect: 10, greeting: 30, handshake: 10, line: 60, login: 180, quit-reply: 5, shutdown-grace: 10, shutdown-drain: 5 }
 /// command-line-limit: 255
 /// max-connections: 5000
 /// output-buffer-mib: 64
@@ -27,10 +32,12 @@ enum ConfigFile {
 
     static let topLevelKeys: Set<String> = [
         "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
-        "command-line-limit", "max-connections", "output-buffer-mib",
+        "command-line-limit", "max-connections", "output-buffer-mib", "listen-tls", "cert", "key", "require-tls",
+        "tls-min-version",
     ]
+    static let listenerKeys: Set<String> = ["listen", "listen-tls", "upstream", "cert", "key", "require-tls"]
     static let timeoutKeys: Set<String> = [
-        "idle", "connect", "greeting", "line", "login", "quit-reply", "shutdown-grace", "shutdown-drain",
+        "idle", "connect", "greeting", "handshake", "line", "login", "quit-reply", "shutdown-grace", "shutdown-drain",
     ]
 
     /// Applies `text` (the file at `path`) on top of `configuration`.
@@ -64,17 +71,34 @@ enum ConfigFile {
         }
         func listener(_ map: [String: Any], key: String) throws -> RelayConfiguration.Listener {
             func sub(_ name: String) -> String { key.isEmpty ? name : "\(key).\(name)" }
-            for k in map.keys.sorted() where k != "listen" && k != "upstream" {
-                throw problem(sub(k), "unknown setting; a listener has listen and upstream")
+            for k in map.keys.sorted() where !listenerKeys.contains(k) {
+                throw problem(sub(k), "unknown setting; a listener has \(listenerKeys.sorted().joined(separator: ", "))")
             }
-            guard let listen = map["listen"] else { throw problem(sub("listen"), "missing") }
+            guard map["listen"] != nil || map["listen-tls"] != nil else {
+                throw problem(sub("listen"), "missing (or listen-tls)")
+            }
             guard let upstreamValue = map["upstream"] else { throw problem(sub("upstream"), "missing") }
             guard let upstreamText = upstreamValue as? String else {
                 throw problem(sub("upstream"), "expected HOST:PORT or pop://HOST[:PORT]")
             }
             let upstream: Endpoint
             do { upstream = try Endpoint(parsing: upstreamText) } catch { throw problem(sub("upstream"), "\(error)") }
-            return .init(listen: try endpoints(listen, key: sub("listen")), upstream: upstream)
+            var listener = RelayConfiguration.Listener(
+                listen: try map["listen"].map { try endpoints($0, key: sub("listen")) } ?? [],
+                upstream: upstream
+            )
+            listener.listenTLS = try map["listen-tls"].map { try endpoints($0, key: sub("listen-tls")) } ?? []
+            for name in ["cert", "key"] {
+                guard let value = map[name] else { continue }
+                guard let file = value as? String, !file.isEmpty else { throw problem(sub(name), "expected a file") }
+                if name == "cert" { listener.certificate = file } else { listener.key = file }
+            }
+            if let value = map["require-tls"] {
+                guard let flag = value as? Bool else { throw problem(sub("require-tls"), "expected true or false") }
+                listener.requireTLS = flag
+            }
+            if let problemText = listener.tlsProblem { throw problem(key.isEmpty ? "listen-tls" : key, problemText) }
+            return listener
         }
 
         if let list = map["listeners"] {
@@ -86,11 +110,17 @@ enum ConfigFile {
                 configuration.listeners.append(try listener(entry, key: "listeners[\(index)]"))
             }
         }
-        if map["listen"] != nil || map["upstream"] != nil {
+        if map["listen"] != nil || map["listen-tls"] != nil || map["upstream"] != nil {
             var shorthand: [String: Any] = [:]
-            shorthand["listen"] = map["listen"]
-            shorthand["upstream"] = map["upstream"]
+            for name in listenerKeys { shorthand[name] = map[name] }
             configuration.listeners.append(try listener(shorthand, key: ""))
+        }
+        if let value = map["tls-min-version"] {
+            let text = (value as? String) ?? (value as? Double).map { String($0) } ?? ""
+            guard let floor = RelayConfiguration.TLSFloor(rawValue: text) else {
+                throw problem("tls-min-version", "expected one of 1.0, 1.1, 1.2, 1.3 (as text: \"1.2\")")
+            }
+            configuration.tlsMinimumVersion = floor
         }
         if let value = map["transcripts"] {
             guard let directory = value as? String, !directory.isEmpty else {
@@ -155,6 +185,7 @@ enum ConfigFile {
                 case "idle": configuration.idleTimeout = amount
                 case "connect": configuration.connectTimeout = amount
                 case "greeting": configuration.greetingTimeout = amount
+                case "handshake": configuration.handshakeTimeout = amount
                 case "line": configuration.lineTimeout = amount
                 case "login": configuration.loginTimeout = amount
                 case "quit-reply": configuration.quitReplyTimeout = amount

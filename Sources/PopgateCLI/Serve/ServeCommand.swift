@@ -28,6 +28,7 @@ extension Popgate {
                   popgate serve --listen 0.0.0.0:110 --upstream pop://legacy.internal --transcripts /var/log/popgate
                   popgate serve --listen 127.0.0.1:1110 --upstream 127.0.0.1:110 --pcap /tmp/pop-pcap
                   popgate serve --listen 0.0.0.0:110 --upstream 10.0.0.5:110 --max-connections 2000
+                  popgate serve --listen-tls 0.0.0.0:995 --cert cert.pem --key key.pem --upstream 10.0.0.5:110
                   popgate serve --config popgate.yaml      (then: kill -HUP PID to reload it)
 
                 Signals: SIGTERM or SIGINT shut down gracefully (open sessions get --grace seconds). SIGHUP \
@@ -44,6 +45,24 @@ extension Popgate {
             help: "Address to accept clients on, HOST:PORT or [IPv6]:PORT (repeatable; port 0: any free port, logged)."
         )
         var listen: [String] = []
+
+        @Option(
+            name: .customLong("listen-tls"),
+            help: "Address to accept TLS clients on (POP3S, usually port 995); needs --cert and --key (repeatable)."
+        )
+        var listenTLS: [String] = []
+
+        @Option(help: "The gateway's certificate chain, PEM (its own certificate first).", completion: .file())
+        var cert: String?
+
+        @Option(help: "The certificate's private key, PEM or DER.", completion: .file())
+        var key: String?
+
+        @Option(help: "The oldest TLS version clients may use: 1.0, 1.1, 1.2 or 1.3 (default 1.2).")
+        var tlsMinVersion: String?
+
+        @Option(help: "Seconds a TLS client has to finish its handshake (default 10).")
+        var handshakeTimeout: Double?
 
         @Option(help: "The POP3 server to relay to: HOST:PORT or pop://HOST[:PORT].")
         var upstream: String?
@@ -162,9 +181,9 @@ extension Popgate {
                 }
                 try ConfigFile.apply(text, path: path, to: &configuration)
             }
-            if !self.listen.isEmpty || self.upstream != nil {
-                guard !self.listen.isEmpty else {
-                    throw ConfigFile.Problem(description: "--upstream needs at least one --listen")
+            if !self.listen.isEmpty || !self.listenTLS.isEmpty || self.upstream != nil {
+                guard !self.listen.isEmpty || !self.listenTLS.isEmpty else {
+                    throw ConfigFile.Problem(description: "--upstream needs at least one --listen or --listen-tls")
                 }
                 guard let upstream = self.upstream else {
                     throw ConfigFile.Problem(description: "--listen needs --upstream HOST:PORT")
@@ -174,11 +193,29 @@ extension Popgate {
                         throw ConfigFile.Problem(description: "--listen: \(error)")
                     }
                 }
+                let listenTLS = try self.listenTLS.map { text in
+                    do { return try Endpoint(parsing: text, listening: true) } catch {
+                        throw ConfigFile.Problem(description: "--listen-tls: \(error)")
+                    }
+                }
                 let target: Endpoint
                 do { target = try Endpoint(parsing: upstream) } catch {
                     throw ConfigFile.Problem(description: "--upstream: \(error)")
                 }
-                configuration.listeners.append(.init(listen: listen, upstream: target))
+                var listener = RelayConfiguration.Listener(listen: listen, upstream: target)
+                listener.listenTLS = listenTLS
+                listener.certificate = self.cert
+                listener.key = self.key
+                if let problem = listener.tlsProblem { throw ConfigFile.Problem(description: "--cert/--key: \(problem)") }
+                configuration.listeners.append(listener)
+            } else if self.cert != nil || self.key != nil {
+                throw ConfigFile.Problem(description: "--cert and --key go with --listen or --listen-tls and --upstream")
+            }
+            if let text = self.tlsMinVersion {
+                guard let floor = RelayConfiguration.TLSFloor(rawValue: text) else {
+                    throw ConfigFile.Problem(description: "--tls-min-version: expected 1.0, 1.1, 1.2 or 1.3")
+                }
+                configuration.tlsMinimumVersion = floor
             }
             guard !configuration.listeners.isEmpty else {
                 throw ConfigFile.Problem(
@@ -197,6 +234,7 @@ extension Popgate {
             if let t = try seconds(self.idleTimeout, "idle-timeout") { configuration.idleTimeout = t }
             if let t = try seconds(self.connectTimeout, "connect-timeout") { configuration.connectTimeout = t }
             if let t = try seconds(self.greetingTimeout, "greeting-timeout") { configuration.greetingTimeout = t }
+            if let t = try seconds(self.handshakeTimeout, "handshake-timeout") { configuration.handshakeTimeout = t }
             if let t = try seconds(self.grace, "grace") { configuration.shutdownGrace = t }
             if let limit = self.maxConnections {
                 guard limit >= 1 else { throw ConfigFile.Problem(description: "--max-connections must be at least 1") }

@@ -1,0 +1,154 @@
+import NIOCore
+import NIOSSL
+import POP3Core
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The gateway's end of TLS with clients: its certificate and key, read and checked once, as one NIOSSL
+/// context that every session's handler shares.
+public struct ClientTLS: Sendable {
+    public struct Problem: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    let context: NIOSSLContext
+    public let certificatePath: String
+    /// When the certificate stops being valid, in seconds since 1970.
+    public let notValidAfter: Int
+
+    /// Reads `certificate` (a PEM chain, the gateway's own first) and `key` (PEM, or DER: the format is read
+    /// from the file, never guessed from its name). A missing or unreadable file, a certificate out of its
+    /// validity, or a key that is not the certificate's is a ``Problem`` naming the file.
+    public static func load(
+        certificate: String,
+        key: String,
+        minimum: RelayConfiguration.TLSFloor,
+        now: Double = Date().timeIntervalSince1970
+    ) throws -> ClientTLS {
+        let certificateBytes = try Self.read(certificate, "certificate")
+        let chain: [NIOSSLCertificate]
+        do {
+            chain = try NIOSSLCertificate.fromPEMBytes(certificateBytes)
+        } catch {
+            throw Problem(description: "\(certificate): not a PEM certificate chain (\(error))")
+        }
+        guard let leaf = chain.first else { throw Problem(description: "\(certificate): holds no certificate") }
+        if Double(leaf.notValidAfter) < now {
+            throw Problem(description: "\(certificate): the certificate expired on \(Self.day(Int(leaf.notValidAfter)))")
+        }
+        if Double(leaf.notValidBefore) > now {
+            throw Problem(
+                description: "\(certificate): the certificate is not valid before \(Self.day(Int(leaf.notValidBefore)))"
+            )
+        }
+        let keyBytes = try Self.read(key, "key")
+        let pem = String(decoding: keyBytes.prefix(4096), as: UTF8.self).contains("-----BEGIN")
+        let privateKey: NIOSSLPrivateKey
+        do {
+            privateKey = try NIOSSLPrivateKey(bytes: keyBytes, format: pem ? .pem : .der)
+        } catch {
+            throw Problem(description: "\(key): not a \(pem ? "PEM" : "DER") private key (\(error))")
+        }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) },
+            privateKey: .privateKey(privateKey)
+        )
+        configuration.minimumTLSVersion = minimum.version
+        // A client that does not answer close_notify does not hold its session's end record for long.
+        configuration.shutdownTimeout = .seconds(2)
+        let context: NIOSSLContext
+        do {
+            context = try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw Problem(description: "\(key): the key does not belong to the certificate in \(certificate) (\(error))")
+        }
+        return ClientTLS(context: context, certificatePath: certificate, notValidAfter: Int(leaf.notValidAfter))
+    }
+
+    /// Whole days until the certificate expires.
+    public func daysLeft(now: Double = Date().timeIntervalSince1970) -> Int {
+        Int((Double(self.notValidAfter) - now) / 86_400)
+    }
+
+    /// A new handler for one client connection.
+    func handler() -> NIOSSLServerHandler { NIOSSLServerHandler(context: self.context) }
+
+    private static func read(_ path: String, _ what: String) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist"
+            throw Problem(description: "\(path): the \(what) file \(reason)")
+        }
+        return Array(data)
+    }
+
+    private static func day(_ time: Int) -> String {
+        String(TranscriptRecord.timestamp(Double(time)).prefix(10))
+    }
+}
+
+extension RelayConfiguration.TLSFloor {
+    var version: TLSVersion {
+        switch self {
+        case .tls10: .tlsv1
+        case .tls11: .tlsv11
+        case .tls12: .tlsv12
+        case .tls13: .tlsv13
+        }
+    }
+
+    /// How NIOSSL's negotiated version reads in a transcript.
+    static func name(_ version: TLSVersion?) -> String {
+        switch version {
+        case .tlsv1?: "TLS 1.0"
+        case .tlsv11?: "TLS 1.1"
+        case .tlsv12?: "TLS 1.2"
+        case .tlsv13?: "TLS 1.3"
+        case nil: "TLS"
+        }
+    }
+}
+
+/// Sits below the TLS handler and reads, without changing them, the first handshake message each way: the
+/// client's ClientHello (the server name it asked for, the version it offered) and the gateway's ServerHello
+/// (the version and cipher suite chosen). NIOSSL has no accessor for the cipher suite.
+final class HelloTap: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var inbound: [UInt8]? = []
+    private var outbound: [UInt8]? = []
+    private let seen: (TLSHello) -> Void
+
+    init(seen: @escaping (TLSHello) -> Void) { self.seen = seen }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        Self.look(at: Self.unwrapInboundIn(data), held: &self.inbound, seen: self.seen)
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        Self.look(at: Self.unwrapOutboundIn(data), held: &self.outbound, seen: self.seen)
+        context.write(data, promise: promise)
+    }
+
+    /// Keeps the first octets of a direction until its hello reads whole (at most 16 KiB), then stops looking.
+    private static func look(at bytes: ByteBuffer, held: inout [UInt8]?, seen: (TLSHello) -> Void) {
+        guard var octets = held else { return }
+        octets += bytes.readableBytesView.prefix(16_384 - octets.count)
+        switch TLSHello.parse(octets) {
+        case .hello(let hello):
+            held = nil
+            seen(hello)
+        case .notTLS:
+            held = nil
+        case .incomplete:
+            held = octets.count < 16_384 ? octets : nil
+        }
+    }
+}
