@@ -13,6 +13,13 @@ public struct TLSHello: Sendable, Hashable {
     /// The server's chosen cipher suite.
     public var cipherSuite: UInt16?
 
+    public init(kind: Kind, version: UInt16, serverName: String? = nil, cipherSuite: UInt16? = nil) {
+        self.kind = kind
+        self.version = version
+        self.serverName = serverName
+        self.cipherSuite = cipherSuite
+    }
+
     public var versionName: String { Self.name(ofVersion: self.version) }
 
     public static func name(ofVersion version: UInt16) -> String {

@@ -38,7 +38,9 @@ public struct ClientTLS: Sendable {
         }
         guard let leaf = chain.first else { throw Problem(description: "\(certificate): holds no certificate") }
         if Double(leaf.notValidAfter) < now {
-            throw Problem(description: "\(certificate): the certificate expired on \(Self.day(Int(leaf.notValidAfter)))")
+            throw Problem(
+                description: "\(certificate): the certificate expired on \(Self.day(Int(leaf.notValidAfter)))"
+            )
         }
         if Double(leaf.notValidBefore) > now {
             throw Problem(
@@ -64,7 +66,9 @@ public struct ClientTLS: Sendable {
         do {
             context = try NIOSSLContext(configuration: configuration)
         } catch {
-            throw Problem(description: "\(key): the key does not belong to the certificate in \(certificate) (\(error))")
+            throw Problem(
+                description: "\(key): the key does not belong to the certificate in \(certificate) (\(error))"
+            )
         }
         return ClientTLS(context: context, certificatePath: certificate, notValidAfter: Int(leaf.notValidAfter))
     }

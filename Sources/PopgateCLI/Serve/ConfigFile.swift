@@ -72,7 +72,10 @@ enum ConfigFile {
         func listener(_ map: [String: Any], key: String) throws -> RelayConfiguration.Listener {
             func sub(_ name: String) -> String { key.isEmpty ? name : "\(key).\(name)" }
             for k in map.keys.sorted() where !listenerKeys.contains(k) {
-                throw problem(sub(k), "unknown setting; a listener has \(listenerKeys.sorted().joined(separator: ", "))")
+                throw problem(
+                    sub(k),
+                    "unknown setting; a listener has \(listenerKeys.sorted().joined(separator: ", "))"
+                )
             }
             guard map["listen"] != nil || map["listen-tls"] != nil else {
                 throw problem(sub("listen"), "missing (or listen-tls)")

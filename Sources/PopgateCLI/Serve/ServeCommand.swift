@@ -206,10 +206,14 @@ extension Popgate {
                 listener.listenTLS = listenTLS
                 listener.certificate = self.cert
                 listener.key = self.key
-                if let problem = listener.tlsProblem { throw ConfigFile.Problem(description: "--cert/--key: \(problem)") }
+                if let problem = listener.tlsProblem {
+                    throw ConfigFile.Problem(description: "--cert/--key: \(problem)")
+                }
                 configuration.listeners.append(listener)
             } else if self.cert != nil || self.key != nil {
-                throw ConfigFile.Problem(description: "--cert and --key go with --listen or --listen-tls and --upstream")
+                throw ConfigFile.Problem(
+                    description: "--cert and --key go with --listen or --listen-tls and --upstream"
+                )
             }
             if let text = self.tlsMinVersion {
                 guard let floor = RelayConfiguration.TLSFloor(rawValue: text) else {
