@@ -33,6 +33,10 @@ final class RelaySessionExecutor {
         var registry: SessionRegistry
         /// The client's connection is TLS the gateway terminates, from its first octet.
         var clientTLS = false
+        /// The listener's TLS: for `clientTLS`, or for the STLS the gateway answers on a plaintext port.
+        var tls: ClientTLS?
+        /// Before TLS, logins are refused.
+        var requireTLS = false
     }
 
     private let settings: Settings
@@ -62,6 +66,8 @@ final class RelaySessionExecutor {
         machine.annotate = settings.sink != nil
         machine.export = settings.pcap != nil
         machine.clientTLS = settings.clientTLS
+        machine.terminatesSTLS = settings.tls != nil && !settings.clientTLS
+        machine.requireTLS = settings.requireTLS
         machine.handshakeTimeout = configuration.handshakeTimeout
         self.machine = RelayMachine(settings: machine, now: .now(), wallClock: Date().timeIntervalSince1970)
         self.recorder = SessionRecorder(
@@ -226,6 +232,21 @@ final class RelaySessionExecutor {
             logger.log(level: level, "\(message)")
         case .ended(let how):
             self.finish(how)
+        case .startTLS:
+            self.startTLS()
+        }
+    }
+
+    /// After the gateway's +OK to STLS: TLS goes in front of everything on the client's connection, with the tap
+    /// that reads the hellos below it. Bytes not yet read are the client's handshake from here on.
+    private func startTLS() {
+        guard let client = self.client, let tls = self.settings.tls else { return }
+        let pipeline = client.pipeline.syncOperations
+        do {
+            try pipeline.addHandler(tls.handler(), position: .first)
+            try pipeline.addHandler(HelloTap { self.tlsHelloSeen($0) }, position: .first)
+        } catch {
+            self.failed(.client, error)
         }
     }
 

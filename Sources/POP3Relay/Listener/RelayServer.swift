@@ -131,7 +131,9 @@ public final class RelayServer: Service, Sendable {
                     let channel = try await self.bind(
                         endpoint,
                         upstream: listener.upstream,
-                        tls: implicitTLS ? tls : nil,
+                        tls: tls,
+                        implicitTLS: implicitTLS,
+                        requireTLS: listener.requireTLS,
                         quiesce: quiesce
                     )
                     bound.append((channel, quiesce))
@@ -156,6 +158,8 @@ public final class RelayServer: Service, Sendable {
         _ endpoint: Endpoint,
         upstream: Endpoint,
         tls: ClientTLS?,
+        implicitTLS: Bool,
+        requireTLS: Bool,
         quiesce: ServerQuiescingHelper
     ) async throws -> any Channel {
         let upstreamAddress = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
@@ -174,11 +178,13 @@ public final class RelayServer: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [self] channel in
                 var settings = self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
-                settings.clientTLS = tls != nil
+                settings.clientTLS = implicitTLS
+                settings.tls = tls
+                settings.requireTLS = requireTLS && !implicitTLS
                 let executor = RelaySessionExecutor(settings)
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    if let tls {
+                    if implicitTLS, let tls {
                         try pipeline.addHandler(HelloTap { executor.tlsHelloSeen($0) })
                         try pipeline.addHandler(tls.handler())
                     }

@@ -14,6 +14,14 @@ struct AnswerQueue: Sendable {
         case upstream
         /// The gateway's own reply (a refused line), written when it reaches the head.
         case local(ByteBuffer)
+        /// The gateway's +OK to STLS: once written, TLS begins, and nothing may follow it in plaintext.
+        case startTLS(ByteBuffer)
+    }
+
+    /// A reply of the gateway's, taken off the head.
+    struct LocalReply: Sendable, Hashable {
+        var bytes: ByteBuffer
+        var startsTLS: Bool
     }
 
     /// Upstream slots at the head, before `rest`.
@@ -29,7 +37,7 @@ struct AnswerQueue: Sendable {
 
     /// Whether a reply of the gateway's is at the head, to be written now.
     var localReplyDue: Bool {
-        guard self.upstreamAhead == 0, case .local? = self.rest?.first else { return false }
+        guard self.upstreamAhead == 0, let first = self.rest?.first, first != .upstream else { return false }
         return true
     }
 
@@ -48,11 +56,20 @@ struct AnswerQueue: Sendable {
     }
 
     /// The gateway's replies now at the head, taken off in order.
-    mutating func takeLocalReplies() -> [ByteBuffer] {
+    mutating func takeLocalReplies() -> [LocalReply] {
         guard self.upstreamAhead == 0, self.rest != nil else { return [] }
-        var replies: [ByteBuffer] = []
-        while case .local(let reply)? = self.rest!.first {
-            replies.append(reply)
+        var replies: [LocalReply] = []
+        loop: while let first = self.rest!.first {
+            switch first {
+            case .local(let reply):
+                replies.append(LocalReply(bytes: reply, startsTLS: false))
+            case .startTLS(let reply):
+                replies.append(LocalReply(bytes: reply, startsTLS: true))
+                self.rest!.removeFirst()
+                break loop
+            case .upstream:
+                break loop
+            }
             self.rest!.removeFirst()
         }
         self.normalize()

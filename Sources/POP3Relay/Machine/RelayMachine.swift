@@ -75,6 +75,10 @@ struct RelayMachine {
         var maximumClientBacklog = 64 * 1024
         /// The client's connection is TLS from its first octet: the session starts once the handshake is done.
         var clientTLS = false
+        /// On a plaintext port with a certificate: the gateway answers STLS itself and offers it in CAPA.
+        var terminatesSTLS = false
+        /// Before TLS, USER, PASS, APOP and AUTH are refused, not forwarded.
+        var requireTLS = false
         var handshakeTimeout: TimeAmount = .seconds(10)
     }
 
@@ -102,6 +106,9 @@ struct RelayMachine {
         case log(Logger.Level, String)
         /// Both sides are closed: the session's end record.
         case ended(SessionEnd)
+        /// The gateway's +OK to STLS is written and flushed: TLS begins on the client's connection now, and
+        /// ``clientTLSEstablished(version:now:into:)`` reports its end.
+        case startTLS
     }
 
     /// Before the upstream greets. What the client sends meanwhile waits, unread, as a server's socket would
@@ -114,6 +121,15 @@ struct RelayMachine {
         var answers = AnswerQueue()
         /// The client shut down its side after QUIT: the upstream's answer is awaited until then.
         var quitDeadline: NIODeadline? = nil
+        /// The upstream's CAPA listing, while the gateway edits it for what it offers.
+        var capa: CAPAEdit? = nil
+        /// After the gateway's +OK to STLS, until the handshake ends by then.
+        var tlsDeadline: NIODeadline? = nil
+    }
+
+    /// An upstream CAPA listing on its way to the client.
+    struct CAPAEdit: Sendable {
+        var sawSTLS = false
     }
 
     private enum State: Sendable {
@@ -209,6 +225,22 @@ struct RelayMachine {
 
     /// The client's TLS handshake is done (`version` as negotiated): the session begins.
     mutating func clientTLSEstablished(version: String, now: NIODeadline, into actions: inout [Action]) {
+        if case .relaying(var relaying) = self.state, relaying.tlsDeadline != nil {
+            // After STLS: POP3 goes on inside TLS, back in AUTHORIZATION, capabilities forgotten (RFC 2595 §4).
+            self.state = .modifying
+            relaying.tlsDeadline = nil
+            self.state = .relaying(relaying)
+            self.clientEncrypted = true
+            self.lastActivity = now
+            let note = ConversationEvent.annotation(
+                .gateway,
+                "\(version) with the client after STLS; the gateway holds the other end of it."
+            )
+            actions.append(.record([note] + self.conversation.tlsEstablished()))
+            self.rearm(now: now, into: &actions)
+            actions.append(.resumeReading(.client))
+            return
+        }
         guard case .handshaking = self.state else { return }
         self.clientEncrypted = true
         self.state = .admitting
@@ -299,6 +331,8 @@ struct RelayMachine {
     mutating func clientRead(_ bytes: ByteBuffer, now: NIODeadline, into actions: inout [Action]) {
         self.clientOctets += bytes.readableBytes
         self.lastActivity = now
+        // Between the +OK to STLS and the handshake's end the TLS handler takes every octet; none is plaintext.
+        if self.startingTLS { return }
         switch self.state {
         case .tunnel:
             var events: [ConversationEvent] = []
@@ -373,7 +407,7 @@ struct RelayMachine {
 
     /// An I/O error on the client's connection (a reset, a broken pipe): it is gone.
     mutating func clientFailed(_ error: String, now: NIODeadline, into actions: inout [Action]) {
-        if case .handshaking = self.state {
+        if self.startingTLS || { if case .handshaking = self.state { true } else { false } }() {
             // The client's doing (garbage, plaintext, a version or cipher it cannot have): said once, at info.
             actions.append(.log(.info, "TLS handshake with the client failed: \(error)"))
             actions.append(.record([.annotation(.client, "The TLS handshake failed: \(error).")]))
@@ -483,6 +517,11 @@ struct RelayMachine {
         case .relaying(let relaying) where relaying.quitDeadline.map { now >= $0 } == true:
             self.closeBoth(.clientQuit, into: &actions)
             return
+        case .relaying(let relaying) where relaying.tlsDeadline.map { now >= $0 } == true:
+            let seconds = self.settings.handshakeTimeout.nanoseconds / 1_000_000_000
+            actions.append(.log(.info, "closing a client that did not finish its TLS handshake in \(seconds) s"))
+            self.closeBoth(.handshakeTimeout, into: &actions)
+            return
         case .relaying where self.lineStarted.map { now - $0 >= self.settings.lineTimeout } == true:
             self.gatewayGivesUp(
                 "a command line must end within \(self.settings.lineTimeout.nanoseconds / 1_000_000_000) seconds of its first octet",
@@ -564,8 +603,12 @@ struct RelayMachine {
                     if self.settings.export {
                         actions.append(.export(.clientLine(line.content, line.ending, saslResponse: false)))
                     }
-                    if let refusal {
+                    if let refusal = refusal ?? self.gatewayRefusal(parsed.command) {
                         self.expect(.local(Self.reply(.err(refusal))))
+                        answersDue = true
+                    } else if case .stls? = parsed.command, self.settings.terminatesSTLS {
+                        // The gateway ends TLS itself; the upstream never sees STLS.
+                        self.expect(.startTLS(Self.reply(.ok("Begin TLS negotiation"))))
                         answersDue = true
                     } else {
                         wroteUpstream = self.sendUpstream(wire, into: &actions) || wroteUpstream
@@ -640,6 +683,38 @@ struct RelayMachine {
         return true
     }
 
+    /// Whether the gateway's +OK to STLS is out and the handshake has not ended.
+    var startingTLS: Bool {
+        if case .relaying(let relaying) = self.state { return relaying.tlsDeadline != nil }
+        return false
+    }
+
+    /// A line the gateway refuses for a policy of its own, with the reason; nil to let it go on.
+    private func gatewayRefusal(_ command: Command?) -> String? {
+        guard let command else { return nil }
+        switch command {
+        case .user, .pass, .apop, .auth:
+            guard self.settings.requireTLS, !self.clientEncrypted else { return nil }
+            return "TLS is required here: send STLS first, or connect to the POP3S port (995)"
+        case .stls:
+            guard self.clientEncrypted, self.settings.terminatesSTLS || self.settings.clientTLS else { return nil }
+            return "TLS is already active"
+        default:
+            return nil
+        }
+    }
+
+    /// The +OK to STLS is written: the executor puts TLS in place before anything else is read.
+    private mutating func beginClientTLS(now: NIODeadline, into actions: inout [Action]) {
+        guard case .relaying(var relaying) = self.state else { return }
+        self.state = .modifying
+        relaying.tlsDeadline = now + self.settings.handshakeTimeout
+        self.state = .relaying(relaying)
+        actions.append(.flush(.client))
+        actions.append(.startTLS)
+        self.rearm(now: now, into: &actions)
+    }
+
     private mutating func expect(_ slot: AnswerQueue.Slot) {
         // Replies of an upstream that is not POP3 are not followed: there is nothing to wait for.
         if slot == .upstream, self.conversation.state == .notPOP3 { return }
@@ -660,7 +735,22 @@ struct RelayMachine {
         let replies = relaying.answers.takeLocalReplies()
         self.state = .relaying(relaying)
         for reply in replies {
-            self.sendOwnReply(reply, now: now, events: &events, into: &actions)
+            if reply.startsTLS {
+                // What followed STLS is shown to the conversation, which reports it (R31), then dropped.
+                if self.clientInput.readableBytes > 0 {
+                    _ = self.conversation.nextClientLine(
+                        from: &self.clientInput,
+                        at: self.wallClock(now),
+                        into: &events
+                    )
+                }
+                self.sendOwnReply(reply.bytes, now: now, events: &events, into: &actions)
+                self.clientInput = Self.drained
+                self.lineStarted = nil
+                self.beginClientTLS(now: now, into: &actions)
+            } else {
+                self.sendOwnReply(reply.bytes, now: now, events: &events, into: &actions)
+            }
         }
         return !replies.isEmpty
     }
@@ -742,7 +832,19 @@ struct RelayMachine {
                 forward(&self, &actions)
                 saslExchange = self.conversation.saslExchangeOpen
             }
-            switch self.conversation.nextServerUnit(from: &self.upstreamInput, at: time, into: &events) {
+            let unitStart = self.upstreamInput.readerIndex
+            let eventsBefore = events.count
+            let step = self.conversation.nextServerUnit(from: &self.upstreamInput, at: time, into: &events)
+            if self.editsCAPA, step == .read || step == .replyEnded {
+                self.editCAPA(
+                    unit: unitStart,
+                    since: eventsBefore,
+                    events: &events,
+                    forwardFrom: &forwardFrom,
+                    into: &actions
+                )
+            }
+            switch step {
             case .needMoreData:
                 break loop
             case .read:
@@ -793,6 +895,102 @@ struct RelayMachine {
         }
     }
 
+    // MARK: - CAPA, as the gateway offers it
+
+    /// Whether this listener's gateway holds TLS for its clients, so that CAPA must say what the gateway offers.
+    private var editsCAPA: Bool { self.settings.terminatesSTLS || self.settings.clientTLS }
+
+    /// Whether the client may still be offered STLS.
+    private var offersSTLS: Bool { self.settings.terminatesSTLS && !self.clientEncrypted && !self.startingTLS }
+
+    /// Edits the upstream's CAPA reply on its way, a line at a time: STLS is offered exactly when the gateway
+    /// offers it; channel-binding (`-PLUS`) SASL mechanisms, which cannot pass a TLS end, are taken out; before TLS
+    /// where TLS is required, USER and SASL are withheld. Everything else goes as the upstream said it. An upstream
+    /// that refuses CAPA gets the client the gateway's own list (STLS) instead. `unit` is where this unit began.
+    private mutating func editCAPA(
+        unit: Int,
+        since first: Int,
+        events: inout [ConversationEvent],
+        forwardFrom: inout Int,
+        into actions: inout [Action]
+    ) {
+        guard case .relaying(var relaying) = self.state else { return }
+        let input = self.upstreamInput
+        let clientOpen = self.clientOpen
+        let export = self.settings.export
+        func write(_ bytes: ByteBuffer) {
+            guard clientOpen, bytes.readableBytes > 0 else { return }
+            if export { actions.append(.export(.toClient(bytes, saslExchange: false))) }
+            actions.append(.write(.client, bytes))
+        }
+        /// What came before the unit goes on as it was.
+        func passUpToUnit() {
+            var before = input
+            before.moveReaderIndex(to: forwardFrom)
+            if unit > forwardFrom, let slice = before.readSlice(length: unit - forwardFrom) { write(slice) }
+            forwardFrom = unit
+        }
+        /// The unit itself is replaced, or dropped.
+        func replace(_ replacement: ByteBuffer?) {
+            passUpToUnit()
+            if let replacement { write(replacement) }
+            forwardFrom = input.readerIndex
+        }
+        var notes: [ConversationEvent] = []
+        for event in events[first...] {
+            switch event {
+            case .reply(let reply) where reply.inResponseTo == "CAPA":
+                if case .ok? = reply.reply?.status, reply.multiline {
+                    relaying.capa = CAPAEdit()
+                } else if self.offersSTLS {
+                    let own = "+OK Capability list follows\r\nSTLS\r\n.\r\n"
+                    replace(ByteBuffer(string: own))
+                    notes.append(.annotation(.gateway, "The upstream has no CAPA; the client got the gateway's: STLS."))
+                }
+            case .bodyLine(let text) where relaying.capa != nil:
+                let name = text.split(separator: " ").first.map { $0.uppercased() } ?? ""
+                let before = !self.clientEncrypted && self.settings.requireTLS
+                if name == "STLS" {
+                    if self.offersSTLS, relaying.capa?.sawSTLS == false {
+                        relaying.capa?.sawSTLS = true
+                    } else {
+                        replace(nil)
+                        notes.append(.annotation(.gateway, "STLS taken out of CAPA: the gateway holds TLS here."))
+                    }
+                } else if before, name == "USER" || name == "SASL" {
+                    replace(nil)
+                    notes.append(.annotation(.gateway, "\(name) withheld from CAPA until TLS: it is required here."))
+                } else if name == "SASL" {
+                    let words = text.split(separator: " ").map(String.init)
+                    let kept = words.dropFirst().filter { !$0.uppercased().hasSuffix("-PLUS") }
+                    if kept.count < words.count - 1 {
+                        replace(
+                            kept.isEmpty ? nil : ByteBuffer(string: (["SASL"] + kept).joined(separator: " ") + "\r\n")
+                        )
+                        notes.append(
+                            .annotation(
+                                .gateway,
+                                "Channel-binding (-PLUS) SASL mechanisms taken out: they cannot pass the gateway's TLS."
+                            )
+                        )
+                    }
+                }
+            case .bodyEnd where relaying.capa != nil:
+                if self.offersSTLS, relaying.capa?.sawSTLS == false {
+                    // Before the terminating dot, which goes on as the upstream sent it.
+                    passUpToUnit()
+                    write(ByteBuffer(string: "STLS\r\n"))
+                    notes.append(.annotation(.gateway, "STLS added to CAPA: the gateway offers it here."))
+                }
+                relaying.capa = nil
+            default:
+                break
+            }
+        }
+        self.state = .relaying(relaying)
+        events += notes
+    }
+
     /// The upstream greeted: the client's lines are read from now on, those that came early first.
     private mutating func greeted(now: NIODeadline, into actions: inout [Action]) {
         guard case .awaitingGreeting = self.state else { return }
@@ -814,7 +1012,7 @@ struct RelayMachine {
                 switch slot {
                 case .local(let reply):
                     self.sendOwnReply(reply, now: now, events: &events, into: &actions)
-                case .upstream:
+                case .upstream, .startTLS:
                     let reason = "upstream \(self.settings.upstream) closed the connection"
                     self.sendOwnReply(.err(reason, code: .sysTemp), now: now, events: &events, into: &actions)
                 }
@@ -913,6 +1111,7 @@ struct RelayMachine {
             next = min(next, deadline)
         case .relaying(let relaying):
             if let quit = relaying.quitDeadline { next = min(next, quit) }
+            if let tls = relaying.tlsDeadline { next = min(next, tls) }
         case .closing, .closed:
             return
         default:

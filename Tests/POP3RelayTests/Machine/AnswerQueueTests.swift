@@ -17,11 +17,11 @@ struct AnswerQueueTests {
         #expect(queue.takeLocalReplies().isEmpty)
         queue.upstreamAnswered()
         #expect(queue.localReplyDue)
-        #expect(queue.takeLocalReplies() == [a, b])
+        #expect(queue.takeLocalReplies().map(\.bytes) == [a, b])
         queue.upstreamAnswered()
         #expect(!queue.localReplyDue)
         queue.upstreamAnswered()
-        #expect(queue.takeLocalReplies() == [a])
+        #expect(queue.takeLocalReplies().map(\.bytes) == [a])
         #expect(queue.isEmpty && !queue.owesUpstream)
     }
 
@@ -34,5 +34,20 @@ struct AnswerQueueTests {
         #expect(queue.count == 1 && queue.localReplyDue && !queue.owesUpstream)
         #expect(queue.takeAll() == [.local(a)])
         #expect(queue.isEmpty)
+    }
+
+    @Test("the gateway's +OK to STLS comes out last of what is due: nothing is taken after it")
+    func startTLSEndsTheTake() {
+        var queue = AnswerQueue()
+        let refusal = ByteBuffer(string: "-ERR a\r\n")
+        let begin = ByteBuffer(string: "+OK Begin TLS negotiation\r\n")
+        for slot in [AnswerQueue.Slot.upstream, .local(refusal), .startTLS(begin), .local(refusal)] {
+            queue.append(slot)
+        }
+        #expect(queue.takeLocalReplies().isEmpty)
+        queue.upstreamAnswered()
+        let taken = queue.takeLocalReplies()
+        #expect(taken.map(\.bytes) == [refusal, begin] && taken.map(\.startsTLS) == [false, true])
+        #expect(queue.localReplyDue && queue.count == 1)
     }
 }

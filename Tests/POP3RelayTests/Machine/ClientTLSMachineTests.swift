@@ -64,4 +64,112 @@ struct ClientTLSMachineTests {
         }
         #expect(events == [.tls(.client, client), .tls(.gateway, server)])
     }
+
+    // MARK: - STLS answered by the gateway
+
+    static func stls(requireTLS: Bool = false) -> Harness {
+        Harness.relaying {
+            $0.terminatesSTLS = true
+            $0.requireTLS = requireTLS
+        }
+    }
+
+    static let capa = "+OK\r\nUSER\r\nSASL PLAIN SCRAM-SHA-256-PLUS SCRAM-SHA-256\r\nPIPELINING\r\n.\r\n"
+
+    @Test("CAPA through a gateway with a certificate: STLS added, -PLUS mechanisms out, the rest as it came")
+    func capaEdited() {
+        var h = Self.stls()
+        h.client("CAPA\r\n")
+        #expect(h.upstreamWrites == ["CAPA\r\n"])
+        h.upstream(Self.capa)
+        #expect(
+            h.toClient.hasSuffix("+OK\r\nUSER\r\nSASL PLAIN SCRAM-SHA-256\r\nPIPELINING\r\nSTLS\r\n.\r\n"),
+            "\(h.toClient)"
+        )
+        // An upstream that offers STLS itself: offered once, not twice.
+        var twice = Self.stls()
+        twice.client("CAPA\r\n")
+        twice.upstream("+OK\r\nSTLS\r\nUSER\r\n.\r\n")
+        #expect(twice.toClient.hasSuffix("+OK\r\nSTLS\r\nUSER\r\n.\r\n"), "\(twice.toClient)")
+    }
+
+    @Test("an upstream that refuses CAPA: the client gets the gateway's own list, with STLS")
+    func capaRefused() {
+        var h = Self.stls()
+        h.client("CAPA\r\n")
+        h.upstream("-ERR unknown command\r\n")
+        #expect(h.toClient.hasSuffix("+OK Capability list follows\r\nSTLS\r\n.\r\n"), "\(h.toClient)")
+    }
+
+    @Test("STLS is answered by the gateway, never sent upstream; after the handshake POP3 goes on, CAPA without STLS")
+    func stlsAnswered() {
+        var h = Self.stls()
+        #expect(h.client("STLS\r\n") == ["client ← +OK Begin TLS negotiation\r\n", "start TLS"])
+        #expect(h.upstreamWrites.isEmpty)
+        #expect(h.machine.startingTLS && !h.machine.clientEncrypted)
+        h.run { $0.clientTLSEstablished(version: "TLS 1.3", now: $1, into: &$2) }
+        #expect(h.machine.clientEncrypted && !h.machine.startingTLS)
+        #expect(h.machine.conversation.state == .authorization)
+        h.client("CAPA\r\n")
+        #expect(h.upstreamWrites == ["CAPA\r\n"])
+        h.upstream("+OK\r\nSTLS\r\nUSER\r\n.\r\n")
+        #expect(h.toClient.hasSuffix("+OK\r\nUSER\r\n.\r\n"), "\(h.toClient)")
+        // A second STLS inside TLS is the gateway's to refuse.
+        #expect(h.client("STLS\r\n") == ["client ← -ERR TLS is already active\r\n"])
+        #expect(h.anomalies.map(\.rule).filter { $0 != .stlsAdvertised } == [.stlsUnderTLS], "\(h.anomalies)")
+    }
+
+    @Test("plaintext sent after STLS in the same read is dropped and reported (R31), never forwarded")
+    func injectionSameRead() {
+        var h = Self.stls()
+        h.client("STLS\r\nUSER evil\r\nPASS evil\r\n")
+        #expect(h.upstreamWrites.isEmpty)
+        #expect(h.anomalies.filter { $0.rule == .stls }.count == 1, "\(h.anomalies)")
+        h.run { $0.clientTLSEstablished(version: "TLS 1.3", now: $1, into: &$2) }
+        h.client("USER alice\r\n")
+        #expect(h.upstreamWrites == ["USER alice\r\n"])
+    }
+
+    @Test("plaintext sent while the +OK to STLS waits behind a pipelined reply is dropped and reported too")
+    func injectionBehindPipelinedReply() {
+        var h = Self.stls()
+        h.client("NOOP\r\nSTLS\r\n")
+        #expect(h.upstreamWrites == ["NOOP\r\n"])
+        // Another read before the upstream answers the NOOP: the +OK to STLS is not out yet.
+        h.client("USER evil\r\n")
+        #expect(h.upstreamWrites == ["NOOP\r\n"])
+        #expect(h.upstream("+OK\r\n").suffix(2) == ["client ← +OK Begin TLS negotiation\r\n", "start TLS"])
+        #expect(h.anomalies.filter { $0.rule == .stls }.count == 1, "\(h.anomalies)")
+        #expect(
+            h.anomalies.first { $0.rule == .stls }?.reason.hasPrefix("11 octets of plaintext followed STLS") == true
+        )
+        #expect(h.upstreamWrites == ["NOOP\r\n"])
+    }
+
+    @Test("require TLS: logins before STLS are refused locally; CAPA withholds USER and SASL; after TLS they go on")
+    func requireTLS() {
+        var h = Self.stls(requireTLS: true)
+        for line in ["USER alice", "PASS secret", "APOP alice 0123456789abcdef0123456789abcdef", "AUTH PLAIN"] {
+            #expect(
+                h.client(line + "\r\n")
+                    == ["client ← -ERR TLS is required here: send STLS first, or connect to the POP3S port (995)\r\n"]
+            )
+        }
+        #expect(h.upstreamWrites.isEmpty)
+        h.client("CAPA\r\n")
+        h.upstream(Self.capa)
+        #expect(h.toClient.hasSuffix("+OK\r\nPIPELINING\r\nSTLS\r\n.\r\n"), "\(h.toClient)")
+        h.client("STLS\r\n")
+        h.run { $0.clientTLSEstablished(version: "TLS 1.3", now: $1, into: &$2) }
+        h.client("USER alice\r\n")
+        #expect(h.upstreamWrites == ["CAPA\r\n", "USER alice\r\n"])
+    }
+
+    @Test("a client that never finishes the handshake after STLS is closed at the handshake time, without QUIT")
+    func stlsHandshakeTimeout() {
+        var h = Self.stls()
+        h.client("STLS\r\n")
+        #expect(h.advance(.seconds(10)) == ["close upstream", "close client"])
+        #expect(!h.upstreamWrites.contains("QUIT\r\n"))
+    }
 }

@@ -34,6 +34,7 @@ struct Harness {
         case .write(let side, let bytes): "\(side) ← \(String(buffer: bytes))"
         case .close(let side): "close \(side)"
         case .ended(let how): "ended: \(how.rawValue)"
+        case .startTLS: "start TLS"
         case .flush, .arm, .resumeReading, .record, .export, .log: nil
         }
     }
@@ -79,6 +80,11 @@ struct Harness {
     var written: String {
         self.all.compactMap { if case .write(let side, let b) = $0 { "\(side) ← \(String(buffer: b))" } else { nil } }
             .joined()
+    }
+
+    /// Everything written to the client, as one text.
+    var toClient: String {
+        self.all.compactMap { if case .write(.client, let b) = $0 { String(buffer: b) } else { nil } }.joined()
     }
 
     var upstreamWrites: [String] {
