@@ -7,39 +7,60 @@ import Testing
 struct ServeTLSTests {
     static let message = Array("Subject: over TLS\r\n\r\nHello through the gateway.\r\n".utf8)
 
-    /// The gateway on a TLS port the kernel picks, in front of `dovecot`.
-    static func serveTLS(
-        _ certificates: TestCertificates,
-        dovecot: Dovecot,
-        extra: [String] = [],
-        log: String
-    ) async throws -> (ChildProcess, Int) {
-        try await ServeProcessTests.serveOnAnyPort(
-            [
-                "--listen-tls", "127.0.0.1:0", "--cert", certificates.certificate, "--key", certificates.key,
-                "--upstream", "127.0.0.1:\(dovecot.port)",
-            ] + extra,
-            log: log,
-            listen: false
-        )
+    /// Certificates, a plaintext Dovecot, and the gateway in front of it on a port the kernel picks: a TLS port,
+    /// or (`stls`) a plaintext one where the gateway answers STLS.
+    struct Stack {
+        let certificates: TestCertificates
+        let dovecot: Dovecot
+        let log = ServeProcessTests.temporary("tls-log")
+        let transcripts = ServeProcessTests.temporary("tls-transcripts")
+        var process: ChildProcess?
+        var port = 0
+
+        static func start(stls: Bool = false, _ extra: [String] = []) async throws -> Stack {
+            var stack = Stack(
+                certificates: try await TestCertificates.make(),
+                dovecot: try Dovecot(messages: [message])
+            )
+            try await stack.serve(stls: stls, extra)
+            return stack
+        }
+
+        mutating func serve(stls: Bool = false, _ extra: [String] = []) async throws {
+            (self.process, self.port) = try await ServeProcessTests.serveOnAnyPort(
+                (stls ? ["--listen", "127.0.0.1:0"] : ["--listen-tls", "127.0.0.1:0"])
+                    + [
+                        "--cert", self.certificates.certificate, "--key", self.certificates.key, "--upstream",
+                        "127.0.0.1:\(self.dovecot.port)", "--transcripts", self.transcripts,
+                    ] + extra,
+                log: self.log,
+                listen: false
+            )
+        }
+
+        /// Stops the gateway (exit 0 expected) and returns the transcripts' text files.
+        func stopGateway() async throws -> [String] {
+            self.process?.signal(SIGTERM)
+            #expect(await self.process?.wait(seconds: 10) == 0)
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: self.transcripts)) ?? []
+            return try files.filter { $0.hasSuffix(".txt") }.sorted().map {
+                try String(contentsOfFile: self.transcripts + "/" + $0, encoding: .utf8)
+            }
+        }
+
+        var gatewayLog: String { (try? String(contentsOfFile: self.log, encoding: .utf8)) ?? "" }
+
+        func remove() async {
+            await self.dovecot.stop()
+            self.certificates.remove()
+            for path in [self.log, self.transcripts] { try? FileManager.default.removeItem(atPath: path) }
+        }
     }
 
     @Test("curl pop3s:// and poplib's POP3_SSL read the message through the gateway; the transcript names TLS 1.3")
     func realClients() async throws {
-        let certificates = try await TestCertificates.make()
-        let dovecot = try Dovecot(messages: [Self.message])
-        let log = ServeProcessTests.temporary("tls-log")
-        let transcripts = ServeProcessTests.temporary("tls-transcripts")
-        defer {
-            certificates.remove()
-            for path in [log, transcripts] { try? FileManager.default.removeItem(atPath: path) }
-        }
-        let (process, port) = try await Self.serveTLS(
-            certificates,
-            dovecot: dovecot,
-            extra: ["--transcripts", transcripts],
-            log: log
-        )
+        let stack = try await Stack.start()
+        let (certificates, port) = (stack.certificates, stack.port)
         let curl = try await runTool(
             "curl",
             [
@@ -60,13 +81,10 @@ struct ServeTLSTests {
         let poplib = try await runTool("python3", ["-c", script])
         #expect(poplib.hasPrefix("1 TLSv1.3 "), "\(poplib)")
         #expect(poplib.contains("Hello through the gateway."))
-        process.signal(SIGTERM)
-        #expect(await process.wait(seconds: 10) == 0)
-        await dovecot.stop()
-        let texts = try FileManager.default.contentsOfDirectory(atPath: transcripts).filter { $0.hasSuffix(".txt") }
+        let texts = try await stack.stopGateway()
+        await stack.remove()
         #expect(texts.count == 2)
-        for file in texts {
-            let text = try String(contentsOfFile: transcripts + "/" + file, encoding: .utf8)
+        for text in texts {
             #expect(text.contains("TLS 1.3 with the client"), "\(text)")
             #expect(text.contains("[TLS ServerHello: TLS 1.3, cipher TLS_"), "\(text)")
             #expect(text.contains("C: RETR 1") && text.contains("the client quit"))
@@ -76,61 +94,36 @@ struct ServeTLSTests {
 
     @Test("TLS 1.1 is refused by default and taken when the floor is lowered to it")
     func versionFloor() async throws {
-        let certificates = try await TestCertificates.make()
-        let dovecot = try Dovecot(messages: [Self.message])
-        let log = ServeProcessTests.temporary("tls-floor-log")
-        defer {
-            certificates.remove()
-            try? FileManager.default.removeItem(atPath: log)
-        }
+        var stack = try await Stack.start()
         // This OpenSSL will not speak TLS 1.1 at its default security level; level 0 lets it try.
         func tls11(_ port: Int) async throws -> String {
             try await runShell(
                 "echo QUIT | timeout 10 openssl s_client -connect 127.0.0.1:\(port) -tls1_1 -cipher 'DEFAULT@SECLEVEL=0' -ign_eof"
             )
         }
-        let (strict, port) = try await Self.serveTLS(certificates, dovecot: dovecot, log: log)
-        let refused = try await tls11(port)
+        let refused = try await tls11(stack.port)
         #expect(refused.contains("alert protocol version"), "\(refused)")
         #expect(!refused.contains("+OK"))
-        strict.signal(SIGTERM)
-        #expect(await strict.wait(seconds: 10) == 0)
-        let gatewayLog = try String(contentsOfFile: log, encoding: .utf8)
+        _ = try await stack.stopGateway()
+        let gatewayLog = stack.gatewayLog
         #expect(gatewayLog.contains("TLS handshake with the client failed: the client offered only TLS versions older"))
         #expect(gatewayLog.contains("session ended: the TLS handshake with the client failed"))
 
         // The positive control: the same client, the floor at 1.1.
-        let (lenient, lenientPort) = try await Self.serveTLS(
-            certificates,
-            dovecot: dovecot,
-            extra: ["--tls-min-version", "1.1"],
-            log: log
-        )
-        let taken = try await tls11(lenientPort)
+        try await stack.serve(["--tls-min-version", "1.1"])
+        let taken = try await tls11(stack.port)
         #expect(taken.contains("Protocol  : TLSv1.1"), "\(taken)")
         #expect(taken.contains("+OK"), "\(taken)")
-        lenient.signal(SIGTERM)
-        #expect(await lenient.wait(seconds: 10) == 0)
-        await dovecot.stop()
+        _ = try await stack.stopGateway()
+        await stack.remove()
     }
 
     @Test(
         "garbage, a stalled handshake and plaintext on the TLS port each end cleanly; a real client meanwhile is served"
     )
     func faults() async throws {
-        let certificates = try await TestCertificates.make()
-        let dovecot = try Dovecot(messages: [Self.message])
-        let log = ServeProcessTests.temporary("tls-faults-log")
-        defer {
-            certificates.remove()
-            try? FileManager.default.removeItem(atPath: log)
-        }
-        let (process, port) = try await Self.serveTLS(
-            certificates,
-            dovecot: dovecot,
-            extra: ["--handshake-timeout", "1"],
-            log: log
-        )
+        let stack = try await Stack.start(["--handshake-timeout", "1"])
+        let (certificates, port) = (stack.certificates, stack.port)
         let staller = try RawSocket(port: port)
         let started = ContinuousClock.now
         let garbage = try RawSocket(port: port)
@@ -155,10 +148,9 @@ struct ServeTLSTests {
         let waited = ContinuousClock.now - started
         #expect(waited >= .milliseconds(900) && waited < .seconds(4), "\(waited)")
         for client in [staller, garbage, plaintext] { client.close() }
-        process.signal(SIGTERM)
-        #expect(await process.wait(seconds: 10) == 0)
-        await dovecot.stop()
-        let gatewayLog = try String(contentsOfFile: log, encoding: .utf8)
+        _ = try await stack.stopGateway()
+        let gatewayLog = stack.gatewayLog
+        await stack.remove()
         #expect(gatewayLog.components(separatedBy: "what the client sent is not TLS").count - 1 == 2, "\(gatewayLog)")
         #expect(gatewayLog.contains("session ended: the client did not finish its TLS handshake in time"))
         #expect(gatewayLog.contains("session ended: the client quit"))
@@ -207,5 +199,107 @@ struct ServeTLSTests {
         #expect(started.contains("the certificate in \(certificates.expiringSoon) expires in 5 days"), "\(started)")
         process.signal(SIGTERM)
         #expect(await process.wait(seconds: 10) == 0)
+    }
+
+    // MARK: - STLS, answered by the gateway
+
+    @Test("STLS through the gateway to a Dovecot without TLS: poplib's stls(), curl --ssl-reqd, openssl -starttls")
+    func stlsWithRealClients() async throws {
+        let stack = try await Stack.start(stls: true)
+        let (certificates, port) = (stack.certificates, stack.port)
+        let script = """
+            import poplib, ssl
+            context = ssl.create_default_context(cafile='\(certificates.certificate)')
+            p = poplib.POP3('127.0.0.1', \(port), timeout=10)
+            before = p.capa()
+            p.stls(context)
+            after = p.capa()
+            p.user('alice'); p.pass_('wonderland')
+            print('STLS' in before, 'STLS' in after, p.sock.version(), p.stat()[0], b'\\n'.join(p.retr(1)[1]).decode())
+            p.quit()
+            """
+        let poplib = try await runTool("python3", ["-c", script])
+        #expect(poplib.hasPrefix("True False TLSv1.3 1 "), "\(poplib)")
+        #expect(poplib.contains("Hello through the gateway."))
+        let curl = try await runTool(
+            "curl",
+            [
+                "-s", "--max-time", "10", "--ssl-reqd", "--cacert", certificates.certificate,
+                "pop3://alice:wonderland@127.0.0.1:\(port)/1",
+            ]
+        )
+        #expect(curl.contains("Hello through the gateway."), "\(curl)")
+        let openssl = try await runShell(
+            "echo QUIT | timeout 10 openssl s_client -starttls pop3 -connect 127.0.0.1:\(port) -CAfile \(certificates.certificate) -ign_eof"
+        )
+        #expect(openssl.contains("Verify return code: 0 (ok)") && openssl.contains("TLSv1.3"), "\(openssl)")
+        let texts = try await stack.stopGateway()
+        await stack.remove()
+        #expect(texts.count == 3)
+        var offered = 0
+        for text in texts {
+            #expect(text.contains("TLS 1.3 with the client after STLS"), "\(text)")
+            if text.contains("STLS added to CAPA") { offered += 1 }
+            #expect(!text.contains("wonderland"))
+        }
+        // poplib and curl ask CAPA first; openssl sends STLS straight away.
+        #expect(offered == 2)
+    }
+
+    @Test("plaintext pipelined after STLS is dropped and reported (R31); the session goes on inside TLS")
+    func stlsInjection() async throws {
+        let stack = try await Stack.start(stls: true)
+        let (certificates, port) = (stack.certificates, stack.port)
+        // The +OK to STLS waits behind CAPA's listing; the injected USER came with them.
+        let script = """
+            import socket, ssl
+            s = socket.create_connection(('127.0.0.1', \(port))); f = s.makefile('rb'); f.readline()
+            s.sendall(b'CAPA\\r\\nSTLS\\r\\nUSER evil\\r\\n')
+            while not f.readline().startswith(b'+OK Begin TLS'): pass
+            t = ssl.create_default_context(cafile='\(certificates.certificate)').wrap_socket(s, server_hostname='localhost')
+            g = t.makefile('rb')
+            for line in (b'USER alice', b'PASS wonderland', b'STAT', b'QUIT'):
+                t.sendall(line + b'\\r\\n'); print(g.readline().decode().strip())
+            """
+        let output = try await runTool("python3", ["-c", script])
+        let replies = output.split(separator: "\n")
+        #expect(replies.count == 4 && replies.allSatisfy { $0.hasPrefix("+OK") }, "\(output)")
+        let texts = try await stack.stopGateway()
+        await stack.remove()
+        let text = try #require(texts.first)
+        #expect(text.contains("R31 client: 11 octets of plaintext followed STLS before TLS began"), "\(text)")
+        #expect(!text.contains("evil"), "the dropped line is counted, not shown as a command")
+    }
+
+    @Test("--require-tls: a login before STLS is refused, CAPA hides USER, and after STLS the login works")
+    func requireTLS() async throws {
+        let stack = try await Stack.start(stls: true, ["--require-tls"])
+        let (certificates, port) = (stack.certificates, stack.port)
+        let script = """
+            import poplib, ssl
+            p = poplib.POP3('127.0.0.1', \(port), timeout=10)
+            caps = p.capa()
+            try:
+                p.user('alice'); refused = 'no'
+            except poplib.error_proto as e:
+                refused = e.args[0].decode()
+            p.stls(ssl.create_default_context(cafile='\(certificates.certificate)'))
+            p.user('alice'); p.pass_('wonderland')
+            print('USER' in caps, 'STLS' in caps, refused, '|', p.stat()[0])
+            p.quit()
+            """
+        let output = try await runTool("python3", ["-c", script])
+        #expect(
+            output.trimmingCharacters(in: .whitespacesAndNewlines)
+                == "False True -ERR TLS is required here: send STLS first, or connect to the POP3S port (995) | 1",
+            "\(output)"
+        )
+        // curl without TLS cannot log in, and says so.
+        let status = try await runShell(
+            "curl -s --max-time 10 pop3://alice:wonderland@127.0.0.1:\(port)/1 >/dev/null; echo curl=$?"
+        )
+        #expect(!status.contains("curl=0"), "\(status)")
+        _ = try await stack.stopGateway()
+        await stack.remove()
     }
 }

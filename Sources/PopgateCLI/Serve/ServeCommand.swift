@@ -29,6 +29,8 @@ extension Popgate {
                   popgate serve --listen 127.0.0.1:1110 --upstream 127.0.0.1:110 --pcap /tmp/pop-pcap
                   popgate serve --listen 0.0.0.0:110 --upstream 10.0.0.5:110 --max-connections 2000
                   popgate serve --listen-tls 0.0.0.0:995 --cert cert.pem --key key.pem --upstream 10.0.0.5:110
+                  popgate serve --listen 0.0.0.0:110 --cert cert.pem --key key.pem --require-tls --upstream 10.0.0.5:110
+                      (the gateway answers STLS itself, and refuses logins before it)
                   popgate serve --config popgate.yaml      (then: kill -HUP PID to reload it)
 
                 Signals: SIGTERM or SIGINT shut down gracefully (open sessions get --grace seconds). SIGHUP \
@@ -57,6 +59,9 @@ extension Popgate {
 
         @Option(help: "The certificate's private key, PEM or DER.", completion: .file())
         var key: String?
+
+        @Flag(help: "On --listen ports: refuse USER, PASS, APOP and AUTH until the client has used STLS.")
+        var requireTLS = false
 
         @Option(help: "The oldest TLS version clients may use: 1.0, 1.1, 1.2 or 1.3 (default 1.2).")
         var tlsMinVersion: String?
@@ -206,13 +211,14 @@ extension Popgate {
                 listener.listenTLS = listenTLS
                 listener.certificate = self.cert
                 listener.key = self.key
+                listener.requireTLS = self.requireTLS
                 if let problem = listener.tlsProblem {
                     throw ConfigFile.Problem(description: "--cert/--key: \(problem)")
                 }
                 configuration.listeners.append(listener)
-            } else if self.cert != nil || self.key != nil {
+            } else if self.cert != nil || self.key != nil || self.requireTLS {
                 throw ConfigFile.Problem(
-                    description: "--cert and --key go with --listen or --listen-tls and --upstream"
+                    description: "--cert, --key and --require-tls go with --listen or --listen-tls and --upstream"
                 )
             }
             if let text = self.tlsMinVersion {
