@@ -59,7 +59,9 @@ struct ServeTLSTests {
 
     @Test("curl pop3s:// and poplib's POP3_SSL read the message through the gateway; the transcript names TLS 1.3")
     func realClients() async throws {
-        let stack = try await Stack.start()
+        let pcap = ServeProcessTests.temporary("tls-pcap")
+        defer { try? FileManager.default.removeItem(atPath: pcap) }
+        let stack = try await Stack.start(["--pcap", pcap])
         let (certificates, port) = (stack.certificates, stack.port)
         let curl = try await runTool(
             "curl",
@@ -89,6 +91,23 @@ struct ServeTLSTests {
             #expect(text.contains("[TLS ServerHello: TLS 1.3, cipher TLS_"), "\(text)")
             #expect(text.contains("C: RETR 1") && text.contains("the client quit"))
             #expect(!text.contains("wonderland"))
+        }
+        // The export holds what went inside TLS, in plaintext, the password masked; tshark reads it as POP3.
+        for file in try FileManager.default.contentsOfDirectory(atPath: pcap) {
+            let path = pcap + "/" + file
+            #expect(
+                !String(decoding: try Data(contentsOf: URL(fileURLWithPath: path)), as: UTF8.self).contains(
+                    "wonderland"
+                )
+            )
+            let commands = try await runTool(
+                "tshark",
+                [
+                    "-r", path, "-d", "tcp.port==\(port),pop", "-Y", "pop.request", "-T", "fields", "-e",
+                    "pop.request.command",
+                ]
+            )
+            #expect(commands.split(separator: "\n").map { $0.uppercased() }.contains("RETR"), "\(commands)")
         }
     }
 
