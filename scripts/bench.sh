@@ -21,4 +21,7 @@ bin="$(swift build -c release --show-bin-path)"
 echo
 PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" "$@"
 echo
+# The same with TLS for the clients: popgate --listen-tls, haproxy's ssl bind, nginx's mail ssl listener.
+PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --tls "$@"
+echo
 "$bin/popgate-inspect-bench"

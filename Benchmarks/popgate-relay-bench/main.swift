@@ -5,11 +5,14 @@
 // --before PATH: another popgate binary (an earlier build) as one more target, for before/after in one run.
 // --idle N: N logged-in sessions held open and idle; the resident memory each costs in each popgate and the
 // NIO glue relay.
+// --tls: every relay terminates TLS for the clients (popgate --listen-tls, haproxy's ssl bind, nginx's mail ssl
+// listener), each client does a full handshake per session, and openssl s_time measures resumption.
 
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import POP3NIO
 import POP3Server
 
@@ -25,6 +28,7 @@ let rounds = option("--rounds", 2)
 let idleSessions = option("--idle", 1000)
 let before = arguments.firstIndex(of: "--before").map { arguments[$0 + 1] }
 /// `--transcripts`: each popgate also runs a second time writing transcripts (text and JSON lines).
+let tlsMode = arguments.contains("--tls")
 let withTranscripts = arguments.contains("--transcripts") || arguments.contains("--transcripts-in")
 /// `--transcripts-in DIR`: where those transcripts go (the benchmark's temporary directory by default); a
 /// tmpfs such as /dev/shm separates popgate's cost from the file system's cost of making files.
@@ -97,8 +101,23 @@ func waitForPort(_ port: Int) -> Bool {
 
 // MARK: - Workloads
 
+/// The clients' TLS: no verification (the certificate is made for the run) and no session cache, so every
+/// session pays a full handshake.
+let clientTLS: NIOSSLContext = {
+    var configuration = TLSConfiguration.makeClientConfiguration()
+    configuration.certificateVerification = .none
+    return try! NIOSSLContext(configuration: configuration)
+}()
+
+func tlsPrepare(_ tls: Bool) -> (@Sendable (any Channel) throws -> Void)? {
+    guard tls else { return nil }
+    return { channel in
+        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: clientTLS, serverHostname: nil))
+    }
+}
+
 /// Concurrent clients each run short sessions (greeting, USER, PASS, STAT, QUIT) until time is up.
-func sessionsPerSecond(port: Int) async -> (rate: Double, failures: Int, count: Int) {
+func sessionsPerSecond(port: Int, tls: Bool) async -> (rate: Double, failures: Int, count: Int) {
     let done = NIOLockedValueBox((ok: 0, failed: 0))
     let deadline = ContinuousClock.now + .seconds(seconds)
     let start = ContinuousClock.now
@@ -107,7 +126,7 @@ func sessionsPerSecond(port: Int) async -> (rate: Double, failures: Int, count: 
             group.addTask {
                 while ContinuousClock.now < deadline {
                     do {
-                        try await POP3Client.withSession(host: "127.0.0.1", port: port) { s in
+                        try await POP3Client.withSession(host: "127.0.0.1", port: port, prepare: tlsPrepare(tls)) { s in
                             _ = try await s.send("USER \(user)\(client)")
                             guard try await s.send("PASS \(password)").isOK else {
                                 throw POP3Client.Failure(description: "login")
@@ -212,7 +231,7 @@ func cpuSeconds(_ pid: Int32) -> CPU? {
 }
 
 /// A few clients each retrieve the large message over and over on one session until time is up.
-func retrThroughput(port: Int) async -> (rate: Double, failures: Int, octets: Int) {
+func retrThroughput(port: Int, tls: Bool) async -> (rate: Double, failures: Int, octets: Int) {
     let done = NIOLockedValueBox((octets: 0, failed: 0))
     let deadline = ContinuousClock.now + .seconds(seconds)
     let start = ContinuousClock.now
@@ -220,7 +239,7 @@ func retrThroughput(port: Int) async -> (rate: Double, failures: Int, octets: In
         for client in 0..<retrClients {
             group.addTask {
                 do {
-                    try await POP3Client.withSession(host: "127.0.0.1", port: port) { s in
+                    try await POP3Client.withSession(host: "127.0.0.1", port: port, prepare: tlsPrepare(tls)) { s in
                         _ = try await s.send("USER \(user)\(client)")
                         _ = try await s.send("PASS \(password)")
                         while ContinuousClock.now < deadline {
@@ -265,8 +284,25 @@ struct Target {
     var name: String
     var port: Int
     var child: Child?
+    /// Its clients speak TLS to it.
+    var tls = tlsMode
 }
-var targets = [Target(name: "direct", port: upstream.port, child: nil)]
+var targets = [Target(name: tlsMode ? "direct (plaintext)" : "direct", port: upstream.port, child: nil, tls: false)]
+
+// With --tls: a certificate for the run, and the same as one file for haproxy.
+let certificate = temporary.appendingPathComponent("cert.pem").path
+let privateKey = temporary.appendingPathComponent("key.pem").path
+let combined = temporary.appendingPathComponent("combined.pem").path
+if tlsMode {
+    let make = Process()
+    make.executableURL = URL(fileURLWithPath: "/bin/sh")
+    make.arguments = [
+        "-c",
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout \(privateKey) -out \(certificate) -days 2 -subj /CN=localhost 2>/dev/null && cat \(certificate) \(privateKey) > \(combined)",
+    ]
+    try make.run()
+    make.waitUntilExit()
+}
 
 let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
     "popgate"
@@ -277,6 +313,10 @@ func popgateTarget(_ name: String, _ path: String, log: String, transcripts: Boo
     var arguments = [
         "serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstream.port)", "--log-level", "error",
     ]
+    if tlsMode {
+        arguments[1] = "--listen-tls"
+        arguments += ["--cert", certificate, "--key", privateKey]
+    }
     if transcripts {
         let base = transcriptsIn.map { URL(fileURLWithPath: $0) } ?? temporary
         arguments += ["--transcripts", base.appendingPathComponent("popgate-bench-\(getpid())-\(log)").path]
@@ -285,7 +325,7 @@ func popgateTarget(_ name: String, _ path: String, log: String, transcripts: Boo
     return Target(name: name, port: port, child: child)
 }
 if FileManager.default.isExecutableFile(atPath: popgate) {
-    targets.append(try popgateTarget("popgate serve", popgate, log: "popgate"))
+    targets.append(try popgateTarget(tlsMode ? "popgate serve (TLS)" : "popgate serve", popgate, log: "popgate"))
     if withTranscripts {
         targets.append(try popgateTarget("popgate +transcripts", popgate, log: "popgate-t", transcripts: true))
     }
@@ -305,7 +345,7 @@ if let before {
 let glue = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
     "nio-glue-relay"
 ).path
-if FileManager.default.isExecutableFile(atPath: glue) {
+if FileManager.default.isExecutableFile(atPath: glue), !tlsMode {
     let port = try freePort()
     let log = temporary.appendingPathComponent("nio-glue.log").path
     targets.append(
@@ -328,14 +368,18 @@ if let haproxy = which("haproxy") {
           timeout client 60s
           timeout server 60s
         listen pop3
-          bind 127.0.0.1:\(port)
+          bind 127.0.0.1:\(port)\(tlsMode ? " ssl crt \(combined)" : "")
           server upstream 127.0.0.1:\(upstream.port)
         """
     let path = temporary.appendingPathComponent("haproxy.cfg").path
     try (config + "\n").write(toFile: path, atomically: true, encoding: .utf8)
     let log = temporary.appendingPathComponent("haproxy.log").path
     targets.append(
-        Target(name: "haproxy (tcp)", port: port, child: try Child("haproxy", haproxy, ["-f", path, "-db"], log: log))
+        Target(
+            name: tlsMode ? "haproxy (tcp, TLS)" : "haproxy (tcp)",
+            port: port,
+            child: try Child("haproxy", haproxy, ["-f", path, "-db"], log: log)
+        )
     )
 } else {
     print("haproxy not installed: its column is left out (scripts/bench.sh installs it)")
@@ -376,7 +420,8 @@ if let nginx = which("nginx"), FileManager.default.fileExists(atPath: nginxModul
         mail {
           auth_http 127.0.0.1:\(authPort)/auth;
           server {
-            listen 127.0.0.1:\(port);
+            listen 127.0.0.1:\(port)\(tlsMode ? " ssl" : "");
+            \(tlsMode ? "ssl_certificate \(certificate); ssl_certificate_key \(privateKey);" : "")
             protocol pop3;
             proxy on;
             pop3_auth plain;
@@ -388,7 +433,7 @@ if let nginx = which("nginx"), FileManager.default.fileExists(atPath: nginxModul
     let log = temporary.appendingPathComponent("nginx.log").path
     targets.append(
         Target(
-            name: "nginx (mail)",
+            name: tlsMode ? "nginx (mail, TLS)" : "nginx (mail)",
             port: port,
             child: try Child("nginx", nginx, ["-p", prefix, "-e", prefix + "/error.log", "-c", path], log: log)
         )
@@ -412,7 +457,7 @@ var sessionCPU: [String: (seconds: CPU, sessions: Int)] = [:]
 /// The same for RETR: CPU seconds and octets relayed.
 var retrCPU: [String: (seconds: CPU, octets: Int)] = [:]
 let ready = targets.filter { target in
-    if let only, target.name != "direct", !only.contains(where: { target.name.hasPrefix($0) }) { return false }
+    if let only, !target.name.hasPrefix("direct"), !only.contains(where: { target.name.hasPrefix($0) }) { return false }
     if waitForPort(target.port) { return true }
     let log = try? String(
         contentsOfFile: temporary.appendingPathComponent("\(target.child?.name ?? "x").log").path,
@@ -425,13 +470,15 @@ for round in 0..<rounds {
     for (index, target) in ready.enumerated() {
         let pid = target.child?.process.processIdentifier
         let cpuBefore = pid.flatMap(cpuSeconds)
-        let sessions = await sessionsPerSecond(port: target.port)
+        let sessions = await sessionsPerSecond(port: target.port, tls: target.tls)
         if let pid, let before = cpuBefore, let after = cpuSeconds(pid) {
             let sofar = sessionCPU[target.name] ?? (CPU(), 0)
             sessionCPU[target.name] = (sofar.seconds + (after - before), sofar.sessions + sessions.count)
         }
         let retrBefore = pid.flatMap(cpuSeconds)
-        let retr = retrClients > 0 ? await retrThroughput(port: target.port) : (rate: 0, failures: 0, octets: 0)
+        let retr =
+            retrClients > 0
+            ? await retrThroughput(port: target.port, tls: target.tls) : (rate: 0, failures: 0, octets: 0)
         if let pid, let before = retrBefore, let after = cpuSeconds(pid) {
             let sofar = retrCPU[target.name] ?? (CPU(), 0)
             retrCPU[target.name] = (sofar.seconds + (after - before), sofar.octets + retr.octets)
@@ -448,7 +495,7 @@ for round in 0..<rounds {
 }
 // Memory per idle logged-in session: the growth of each relay's resident set with that many sessions open.
 var idleMemory: [(String, Double)] = []
-if idleSessions > 0 {
+if idleSessions > 0, !tlsMode {
     for target in ready where target.name.hasPrefix("popgate") || target.name.hasPrefix("NIO") {
         guard let pid = target.child?.process.processIdentifier, let base = residentKiB(pid) else { continue }
         var held: [Int32] = []
@@ -461,6 +508,45 @@ if idleSessions > 0 {
         }
         for fd in held { close(fd) }
         usleep(300_000)
+    }
+}
+
+// TLS resumption: full handshakes per second against resumed ones (openssl s_time -new, -reuse), and whether
+// a saved session is taken back (s_client -sess_out, then -sess_in says "Reused").
+var resumption: [(String, Double, Double, Bool)] = []
+func shell(_ command: String) -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", command + " 2>&1"]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    guard (try? process.run()) != nil else { return "" }
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}
+/// "N connections in T real seconds" from s_time, as connections per second.
+func perSecond(_ output: String) -> Double {
+    for line in output.split(separator: "\n") where line.contains("connections in") && line.contains("real seconds") {
+        let words = line.split(separator: " ")
+        if let n = Double(words[0]), let index = words.firstIndex(of: "in"), let t = Double(words[index + 1]), t > 0 {
+            return n / t
+        }
+    }
+    return 0
+}
+if tlsMode {
+    for target in ready where target.tls {
+        let connect = "-connect 127.0.0.1:\(target.port)"
+        // TLS 1.2: s_time reads nothing, so under TLS 1.3 it never sees the ticket that comes after the
+        // handshake; a POP3 client, which reads the greeting, does (the s_client check below is TLS 1.3).
+        let full = perSecond(shell("timeout 20 openssl s_time \(connect) -new -time 3 -tls1_2"))
+        let resumed = perSecond(shell("timeout 20 openssl s_time \(connect) -reuse -time 3 -tls1_2"))
+        let session = temporary.appendingPathComponent("session-\(target.port).pem").path
+        _ = shell("(sleep 1; echo QUIT) | timeout 10 openssl s_client \(connect) -sess_out \(session) -ign_eof")
+        let reused = shell("(sleep 1; echo QUIT) | timeout 10 openssl s_client \(connect) -sess_in \(session) -ign_eof")
+            .contains("Reused, TLSv1.3")
+        resumption.append((target.name, full, resumed, reused))
     }
 }
 
@@ -479,7 +565,7 @@ if let transcriptsIn {
     }
 }
 
-let direct = results.first { $0.0 == "direct" }
+let direct = results.first { $0.0.hasPrefix("direct") }
 let haproxyResult = results.first { $0.0.hasPrefix("haproxy") }
 let nginxResult = results.first { $0.0.hasPrefix("nginx") }
 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
@@ -528,5 +614,19 @@ if !idleMemory.isEmpty {
     print("Memory per idle logged-in session (\(idleSessions) sessions, growth of the resident set):")
     for (name, octets) in idleMemory {
         print("  " + pad(name, 28) + String(format: "%.1f KB", octets / 1000))
+    }
+}
+
+if !resumption.isEmpty {
+    print("")
+    print(
+        "TLS 1.2 handshakes per second, one client (openssl s_time -new, -reuse), and whether a TLS 1.3 session is resumed:"
+    )
+    for (name, full, resumed, reused) in resumption {
+        print(
+            "  " + pad(name, 28)
+                + String(format: "full %.0f/s   resumed %.0f/s   (%.1f×)   ", full, resumed, resumed / max(full, 1))
+                + (reused ? "s_client: Reused" : "s_client: not reused")
+        )
     }
 }

@@ -78,18 +78,21 @@ public enum POP3Client {
         }
     }
 
-    /// Connects, reads the greeting, runs `body`, and closes.
+    /// Connects, reads the greeting, runs `body`, and closes. `prepare` may add handlers (TLS) to the channel.
     public static func withSession<T: Sendable>(
         host: String,
         port: Int,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         record: Bool = false,
+        prepare: (@Sendable (any Channel) throws -> Void)? = nil,
         _ body: (inout Session) async throws -> T
     ) async throws -> T {
         let channel = try await ClientBootstrap(group: group)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    // A TLS handler, say, in front of what the session reads.
+                    try prepare?(channel)
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
         return try await channel.executeThenClose { inbound, outbound in
