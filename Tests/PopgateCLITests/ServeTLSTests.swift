@@ -141,7 +141,7 @@ struct ServeTLSTests {
         "garbage, a stalled handshake and plaintext on the TLS port each end cleanly; a real client meanwhile is served"
     )
     func faults() async throws {
-        let stack = try await Stack.start(["--handshake-timeout", "1"])
+        let stack = try await Stack.start(["--handshake-timeout", "3"])
         let (certificates, port) = (stack.certificates, stack.port)
         let staller = try RawSocket(port: port)
         let started = ContinuousClock.now
@@ -154,7 +154,8 @@ struct ServeTLSTests {
             let answer = Array(await client.readAll(seconds: 5).utf8)
             #expect(answer.isEmpty || answer.first == 0x15, "\(answer)")
         }
-        #expect(ContinuousClock.now - started < .seconds(1))
+        // At once, not at the handshake time.
+        #expect(ContinuousClock.now - started < .milliseconds(2500))
         let curl = try await runTool(
             "curl",
             [
@@ -165,7 +166,7 @@ struct ServeTLSTests {
         #expect(curl.contains("Hello through the gateway."))
         #expect(await staller.readAll(seconds: 5) == "")
         let waited = ContinuousClock.now - started
-        #expect(waited >= .milliseconds(900) && waited < .seconds(4), "\(waited)")
+        #expect(waited >= .milliseconds(2900) && waited < .seconds(8), "\(waited)")
         for client in [staller, garbage, plaintext] { client.close() }
         _ = try await stack.stopGateway()
         let gatewayLog = stack.gatewayLog
