@@ -284,9 +284,15 @@ struct ServeTLSTests {
         let output = try await runTool("python3", ["-c", script])
         let replies = output.split(separator: "\n")
         #expect(replies.count == 4 && replies.allSatisfy { $0.hasPrefix("+OK") }, "\(output)")
+        // A client that begins TLS on this plaintext port is closed; nothing of it goes upstream.
+        let implicit = try await runShell("echo | timeout 10 openssl s_client -connect 127.0.0.1:\(port)")
+        #expect(!implicit.contains("Cipher is TLS_"), "\(implicit)")
+        #expect(
+            try await ServeProcessTests.waitForLog(stack.log, "session ended: the client spoke TLS on a plaintext port")
+        )
         let texts = try await stack.stopGateway()
         await stack.remove()
-        let text = try #require(texts.first)
+        let text = try #require(texts.first { $0.contains("USER alice") })
         #expect(text.contains("R31 client: 11 octets of plaintext followed STLS before TLS began"), "\(text)")
         #expect(!text.contains("evil"), "the dropped line is counted, not shown as a command")
     }

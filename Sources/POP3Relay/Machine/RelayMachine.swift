@@ -17,6 +17,7 @@ public enum SessionEnd: String, Sendable, Hashable {
     case outOfDescriptors = "the gateway ran out of file descriptors"
     case handshakeFailed = "the TLS handshake with the client failed"
     case handshakeTimeout = "the client did not finish its TLS handshake in time"
+    case tlsOnPlaintextPort = "the client spoke TLS on a plaintext port"
     case shutdown = "the gateway shut down"
     case error = "a connection error"
 }
@@ -589,6 +590,17 @@ struct RelayMachine {
                 partialLine = true
                 break loop
             case .waitForReply:
+                break loop
+            case .unread where self.settings.terminatesSTLS:
+                // TLS from a client on the gateway's plaintext port: the gateway holds TLS here, on its own port
+                // or after STLS, so nothing goes upstream.
+                self.clientInput = Self.drained
+                let note = "The client began a TLS handshake on a plaintext port: it should use STLS or the TLS port."
+                events.append(.annotation(.gateway, note))
+                actions.append(.log(.info, "closing a client that spoke TLS on a plaintext port"))
+                actions.append(.record(events))
+                events = []
+                self.closeBoth(.tlsOnPlaintextPort, into: &actions)
                 break loop
             case .unread:
                 // TLS from a client on a plaintext port: passed on as it is, counted.

@@ -172,4 +172,16 @@ struct ClientTLSMachineTests {
         #expect(h.advance(.seconds(10)) == ["close upstream", "close client"])
         #expect(!h.upstreamWrites.contains("QUIT\r\n"))
     }
+
+    @Test("a ClientHello on a plaintext port that has a certificate: closed, nothing upstream, the reason recorded")
+    func tlsOnPlaintextPort() {
+        var h = Self.stls()
+        let hello: [UInt8] = [0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x03]
+        #expect(
+            h.run { $0.clientRead(ByteBuffer(bytes: hello), now: $1, into: &$2) } == ["close upstream", "close client"]
+        )
+        #expect(h.upstreamWrites.isEmpty)
+        h.run { $0.upstreamClosed(now: $1, into: &$2) }
+        #expect(h.run { $0.clientClosed(now: $1, into: &$2) } == ["ended: \(SessionEnd.tlsOnPlaintextPort.rawValue)"])
+    }
 }
