@@ -176,6 +176,28 @@ struct ServeTLSTests {
         #expect(gatewayLog.contains("session ended: the client quit"))
     }
 
+    @Test("ALPN: http/1.1 alone is refused with no_application_protocol (ALPACA), pop3 or no ALPN is served")
+    func alpaca() async throws {
+        let stack = try await Stack.start()
+        func handshake(_ alpn: String?) async throws -> String {
+            try await runShell(
+                "(sleep 1; echo QUIT) | timeout 10 openssl s_client -connect 127.0.0.1:\(stack.port) -ign_eof"
+                    + (alpn.map { " -alpn \($0)" } ?? "")
+            )
+        }
+        let refused = try await handshake("http/1.1")
+        #expect(refused.contains("no application protocol"), "\(refused)")
+        #expect(!refused.contains("+OK"))
+        for alpn in ["pop3", "h2,pop3", nil] {
+            let served = try await handshake(alpn)
+            #expect(served.contains("+OK") && served.contains("TLSv1.3"), "\(alpn ?? "none"): \(served)")
+        }
+        _ = try await stack.stopGateway()
+        #expect(stack.gatewayLog.contains("refusing a TLS client whose ALPN offers http/1.1, not pop3"))
+        #expect(stack.gatewayLog.contains("session ended: the client's ALPN did not offer pop3"))
+        await stack.remove()
+    }
+
     @Test("certificate problems stop the start with exit code 2 and name the file; a DER key loads")
     func startupProblems() async throws {
         let certificates = try await TestCertificates.make()

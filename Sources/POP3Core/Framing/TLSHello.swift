@@ -12,12 +12,21 @@ public struct TLSHello: Sendable, Hashable {
     public var serverName: String?
     /// The server's chosen cipher suite.
     public var cipherSuite: UInt16?
+    /// The application protocols a ClientHello offers (ALPN, RFC 7301); nil when it offers none.
+    public var alpn: [String]?
 
-    public init(kind: Kind, version: UInt16, serverName: String? = nil, cipherSuite: UInt16? = nil) {
+    public init(
+        kind: Kind,
+        version: UInt16,
+        serverName: String? = nil,
+        cipherSuite: UInt16? = nil,
+        alpn: [String]? = nil
+    ) {
         self.kind = kind
         self.version = version
         self.serverName = serverName
         self.cipherSuite = cipherSuite
+        self.alpn = alpn
     }
 
     public var versionName: String { Self.name(ofVersion: self.version) }
@@ -100,6 +109,7 @@ public struct TLSHello: Sendable, Hashable {
             p += 3
         }
         var name: String?
+        var alpn: [String]?
         if let extensionsLength = u16(p) {
             p += 2
             let extensionsEnd = min(end, p + Int(extensionsLength))
@@ -113,6 +123,17 @@ public struct TLSHello: Sendable, Hashable {
                     if body + 5 + nameLength <= body + extLength {
                         name = String(decoding: b[(body + 5)..<(body + 5 + nameLength)], as: UTF8.self)
                     }
+                }
+                if extType == 16, type == 1, extLength >= 2 {
+                    var protocols: [String] = []
+                    var q = body + 2
+                    while q < body + extLength {
+                        let length = Int(b[q])
+                        guard q + 1 + length <= body + extLength else { break }
+                        protocols.append(String(decoding: b[(q + 1)..<(q + 1 + length)], as: UTF8.self))
+                        q += 1 + length
+                    }
+                    alpn = protocols
                 }
                 if extType == 43 {
                     if type == 2, extLength == 2 {
@@ -137,7 +158,8 @@ public struct TLSHello: Sendable, Hashable {
                 kind: type == 1 ? .clientHello : .serverHello,
                 version: version,
                 serverName: name,
-                cipherSuite: cipher
+                cipherSuite: cipher,
+                alpn: alpn
             )
         )
     }

@@ -47,6 +47,7 @@ final class RelaySessionExecutor {
     private var upstream: ChannelHandlerContext?
     private var timer: Scheduled<Void>?
     private var clientReadPending = false
+    private var handshakeRefused = false
     private var upstreamReadPending = false
     /// Actions not yet done.
     private var actions: [RelayMachine.Action] = []
@@ -106,8 +107,10 @@ final class RelaySessionExecutor {
         self.run(.now()) { $0.clientTLSEstablished(version: version, now: $1, into: &$2) }
     }
 
-    func tlsHelloSeen(_ hello: TLSHello) {
+    /// Returns false when the machine refuses the handshake.
+    func tlsHelloSeen(_ hello: TLSHello) -> Bool {
         self.run(nil) { machine, _, actions in machine.tlsHelloSeen(hello, into: &actions) }
+        return !self.handshakeRefused
     }
 
     func read(_ side: RelayMachine.Side, _ bytes: ByteBuffer) {
@@ -234,6 +237,9 @@ final class RelaySessionExecutor {
             self.finish(how)
         case .startTLS:
             self.startTLS()
+        case .refuseHandshake:
+            // The tap that asked writes the alert and closes.
+            self.handshakeRefused = true
         }
     }
 

@@ -18,6 +18,7 @@ public enum SessionEnd: String, Sendable, Hashable {
     case handshakeFailed = "the TLS handshake with the client failed"
     case handshakeTimeout = "the client did not finish its TLS handshake in time"
     case tlsOnPlaintextPort = "the client spoke TLS on a plaintext port"
+    case alpnRefused = "the client's ALPN did not offer pop3"
     case shutdown = "the gateway shut down"
     case error = "a connection error"
 }
@@ -110,6 +111,8 @@ struct RelayMachine {
         /// The gateway's +OK to STLS is written and flushed: TLS begins on the client's connection now, and
         /// ``clientTLSEstablished(version:now:into:)`` reports its end.
         case startTLS
+        /// The client's handshake ends here with a no_application_protocol alert, then its connection closes.
+        case refuseHandshake
     }
 
     /// Before the upstream greets. What the client sends meanwhile waits, unread, as a server's socket would
@@ -256,6 +259,21 @@ struct RelayMachine {
     /// ServerHello.
     mutating func tlsHelloSeen(_ hello: TLSHello, into actions: inout [Action]) {
         actions.append(.record([.tls(hello.kind == .clientHello ? .client : .gateway, hello)]))
+        // ALPACA: a client that names its protocols and not POP3 is talking to the wrong service, or is made to.
+        guard hello.kind == .clientHello, let offered = hello.alpn, !offered.contains("pop3") else { return }
+        let list = offered.joined(separator: ", ")
+        actions.append(.log(.info, "refusing a TLS client whose ALPN offers \(list), not pop3 (cross-protocol)"))
+        actions.append(
+            .record([
+                .annotation(
+                    .gateway,
+                    "The client's ALPN offers \(list) and not pop3: the handshake is refused (no_application_protocol), as RFC 7301 and the ALPACA advisory ask."
+                )
+            ])
+        )
+        if self.upstream == .open { actions.append(.close(.upstream)) }
+        self.state = .closing(.alpnRefused)
+        actions.append(.refuseHandshake)
     }
 
     mutating func admitted(_ decision: AdmissionDecision, now: NIODeadline, into actions: inout [Action]) {

@@ -117,42 +117,66 @@ extension RelayConfiguration.TLSFloor {
 }
 
 /// Sits below the TLS handler and reads, without changing them, the first handshake message each way: the
-/// client's ClientHello (the server name it asked for, the version it offered) and the gateway's ServerHello
-/// (the version and cipher suite chosen). NIOSSL has no accessor for the cipher suite.
+/// client's ClientHello (the server name it asked for, the version and application protocols it offered) and
+/// the gateway's ServerHello (the version and cipher suite chosen). NIOSSL has no accessor for the cipher suite,
+/// and its ALPN callback cannot refuse a handshake: so the ClientHello is held here until it reads whole, and
+/// `seen` may refuse it, which ends the handshake with a `no_application_protocol` alert (the ALPACA defence).
 final class HelloTap: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private var inbound: [UInt8]? = []
+    /// The client's first octets, held until its hello reads whole (at most 16 KiB); nil once decided.
+    private var inbound: ByteBuffer? = ByteBuffer()
     private var outbound: [UInt8]? = []
-    private let seen: (TLSHello) -> Void
+    /// Returns false to refuse the handshake.
+    private let seen: (TLSHello) -> Bool
 
-    init(seen: @escaping (TLSHello) -> Void) { self.seen = seen }
+    init(seen: @escaping (TLSHello) -> Bool) { self.seen = seen }
+
+    /// A fatal TLS alert, no_application_protocol (RFC 7301 §3.2), in a TLS 1.2 record.
+    static let noApplicationProtocol: [UInt8] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x78]
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        Self.look(at: Self.unwrapInboundIn(data), held: &self.inbound, seen: self.seen)
-        context.fireChannelRead(data)
+        guard var held = self.inbound else {
+            context.fireChannelRead(data)
+            return
+        }
+        var bytes = Self.unwrapInboundIn(data)
+        held.writeBuffer(&bytes)
+        switch TLSHello.parse(held.readableBytesView.prefix(16_384)) {
+        case .incomplete where held.readableBytes < 16_384:
+            self.inbound = held
+            return
+        case .hello(let hello):
+            self.inbound = nil
+            guard self.seen(hello) else {
+                let alert = context.channel.allocator.buffer(bytes: Self.noApplicationProtocol)
+                context.writeAndFlush(Self.wrapOutboundOut(alert)).assumeIsolated().whenComplete { _ in
+                    context.close(promise: nil)
+                }
+                return
+            }
+        default:
+            self.inbound = nil
+        }
+        context.fireChannelRead(Self.wrapInboundOut(held))
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        Self.look(at: Self.unwrapOutboundIn(data), held: &self.outbound, seen: self.seen)
-        context.write(data, promise: promise)
-    }
-
-    /// Keeps the first octets of a direction until its hello reads whole (at most 16 KiB), then stops looking.
-    private static func look(at bytes: ByteBuffer, held: inout [UInt8]?, seen: (TLSHello) -> Void) {
-        guard var octets = held else { return }
-        octets += bytes.readableBytesView.prefix(16_384 - octets.count)
-        switch TLSHello.parse(octets) {
-        case .hello(let hello):
-            held = nil
-            seen(hello)
-        case .notTLS:
-            held = nil
-        case .incomplete:
-            held = octets.count < 16_384 ? octets : nil
+        if var octets = self.outbound {
+            octets += Self.unwrapOutboundIn(data).readableBytesView.prefix(16_384 - octets.count)
+            switch TLSHello.parse(octets) {
+            case .hello(let hello):
+                self.outbound = nil
+                _ = self.seen(hello)
+            case .notTLS:
+                self.outbound = nil
+            case .incomplete:
+                self.outbound = octets.count < 16_384 ? octets : nil
+            }
         }
+        context.write(data, promise: promise)
     }
 }

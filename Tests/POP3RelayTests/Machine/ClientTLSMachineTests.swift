@@ -184,4 +184,24 @@ struct ClientTLSMachineTests {
         h.run { $0.upstreamClosed(now: $1, into: &$2) }
         #expect(h.run { $0.clientClosed(now: $1, into: &$2) } == ["ended: \(SessionEnd.tlsOnPlaintextPort.rawValue)"])
     }
+
+    @Test("ALPN without pop3 refuses the handshake (ALPACA); pop3 among others, or no ALPN at all, goes on")
+    func alpaca() {
+        var refused = Self.tls()
+        refused.run { $0.clientConnected(now: $1, into: &$2) }
+        let http = TLSHello(kind: .clientHello, version: 0x0304, alpn: ["http/1.1"])
+        #expect(refused.run { $0.tlsHelloSeen(http, into: &$2) } == ["refuse handshake"])
+        #expect(refused.run { $0.clientClosed(now: $1, into: &$2) } == ["ended: \(SessionEnd.alpnRefused.rawValue)"])
+        for alpn in [["h2", "pop3"], nil] {
+            var fine = Self.tls()
+            fine.run { $0.clientConnected(now: $1, into: &$2) }
+            #expect(
+                fine.run { $0.tlsHelloSeen(TLSHello(kind: .clientHello, version: 0x0304, alpn: alpn), into: &$2) } == []
+            )
+        }
+        // After STLS too: the upstream connection goes with it.
+        var stls = Self.stls()
+        stls.client("STLS\r\n")
+        #expect(stls.run { $0.tlsHelloSeen(http, into: &$2) } == ["close upstream", "refuse handshake"])
+    }
 }

@@ -35,6 +35,7 @@ struct Harness {
         case .close(let side): "close \(side)"
         case .ended(let how): "ended: \(how.rawValue)"
         case .startTLS: "start TLS"
+        case .refuseHandshake: "refuse handshake"
         case .flush, .arm, .resumeReading, .record, .export, .log: nil
         }
     }
