@@ -198,6 +198,76 @@ struct ServeTLSTests {
         await stack.remove()
     }
 
+    @Test("SIGHUP reads a renewed certificate for new handshakes; open TLS sessions go on; a bad pair changes nothing")
+    func certificateReload() async throws {
+        let certificates = try await TestCertificates.make()
+        let dovecot = try Dovecot(messages: [Self.message])
+        let live = certificates.directory + "/live.pem"
+        let config = certificates.directory + "/popgate.yaml"
+        let log = ServeProcessTests.temporary("tls-reload-log")
+        defer {
+            certificates.remove()
+            try? FileManager.default.removeItem(atPath: log)
+        }
+        try FileManager.default.copyItem(atPath: certificates.certificate, toPath: live)
+        try """
+        listen-tls: 127.0.0.1:0
+        cert: \(live)
+        key: \(certificates.key)
+        upstream: 127.0.0.1:\(dovecot.port)
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let (process, port) = try await ServeProcessTests.serveOnAnyPort(["--config", config], log: log, listen: false)
+        /// The end of validity of the certificate a new handshake is shown.
+        func presented() async throws -> String {
+            let output = try await runShell(
+                "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(port) 2>/dev/null | openssl x509 -noout -enddate"
+            )
+            return output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        func enddate(_ path: String) async throws -> String {
+            try await runTool("openssl", ["x509", "-in", path, "-noout", "-enddate"])
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let first = try await enddate(certificates.certificate)
+        let renewed = try await enddate(certificates.expiringSoon)
+        #expect(try await presented() == first)
+        // A session open across the reloads, logged in over the first certificate.
+        let script = """
+            import poplib, ssl, os, time
+            context = ssl._create_unverified_context()
+            p = poplib.POP3_SSL('127.0.0.1', \(port), context=context, timeout=20)
+            p.user('alice'); p.pass_('wonderland'); print('in', flush=True)
+            while not os.path.exists('\(certificates.directory)/go'): time.sleep(0.05)
+            print(p.stat()[0], p.quit().decode())
+            """
+        let session = try ChildProcess("/usr/bin/python3", ["-c", script], output: log + ".session")
+        defer { try? FileManager.default.removeItem(atPath: log + ".session") }
+        #expect(try await ServeProcessTests.waitForLog(log + ".session", "in"))
+
+        // Renewed in place, as certbot does: new handshakes get it.
+        try FileManager.default.removeItem(atPath: live)
+        try FileManager.default.copyItem(atPath: certificates.expiringSoon, toPath: live)
+        process.signal(SIGHUP)
+        #expect(try await ServeProcessTests.waitForLog(log, "reloaded the configuration"))
+        #expect(try await presented() == renewed)
+        // A pair that does not load: logged, and the renewed one stays.
+        try FileManager.default.removeItem(atPath: live)
+        try FileManager.default.copyItem(atPath: certificates.expired, toPath: live)
+        process.signal(SIGHUP)
+        #expect(try await ServeProcessTests.waitForLog(log, "reload failed, the configuration in force is kept"))
+        #expect(
+            try String(contentsOfFile: log, encoding: .utf8).contains("\(live): the certificate expired on 2020-01-02")
+        )
+        #expect(try await presented() == renewed)
+
+        #expect(FileManager.default.createFile(atPath: certificates.directory + "/go", contents: Data()))
+        #expect(await session.wait(seconds: 10) == 0)
+        #expect(try String(contentsOfFile: log + ".session", encoding: .utf8).contains("1 +OK"))
+        process.signal(SIGTERM)
+        #expect(await process.wait(seconds: 10) == 0)
+        await dovecot.stop()
+    }
+
     @Test("certificate problems stop the start with exit code 2 and name the file; a DER key loads")
     func startupProblems() async throws {
         let certificates = try await TestCertificates.make()

@@ -47,7 +47,8 @@ public final class RelayServer: Service, Sendable {
     private let group: any EventLoopGroup
     private let counter = NIOLockedValueBox(0)
     /// Each listener's TLS, by its index in the configuration, read once at start.
-    private let tls: [Int: ClientTLS]
+    /// Swapped whole by ``reloadTLS(_:)``: each new connection takes what is in force when it is accepted.
+    private let tls: NIOLockedValueBox<[Int: ClientTLS]>
     private let idPrefix: String
 
     /// - Parameters:
@@ -62,16 +63,7 @@ public final class RelayServer: Service, Sendable {
         logger: Logger = Logger(label: "popgate"),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws {
-        var tls: [Int: ClientTLS] = [:]
-        for (index, listener) in configuration.listeners.enumerated() {
-            guard let certificate = listener.certificate, let key = listener.key else { continue }
-            tls[index] = try ClientTLS.load(
-                certificate: certificate,
-                key: key,
-                minimum: configuration.tlsMinimumVersion
-            )
-        }
-        self.tls = tls
+        self.tls = NIOLockedValueBox(try Self.loadTLS(configuration))
         self.current = NIOLockedValueBox(configuration)
         self.admission = NIOLockedValueBox(admission)
         self.logger = logger
@@ -105,6 +97,40 @@ public final class RelayServer: Service, Sendable {
         if let admission { self.admission.withLockedValue { $0 = admission } }
     }
 
+    /// Reads every listener's certificate and key again (from the paths in `configuration`), and swaps them in
+    /// for the connections accepted from now on, all or nothing: a pair that fails leaves every one in force and
+    /// throws why. Open sessions keep the TLS they began with. Resumption of a session from before the reload
+    /// takes a full handshake (the tickets were the old context's).
+    public func reloadTLS(_ configuration: RelayConfiguration) throws {
+        let loaded = try Self.loadTLS(configuration)
+        let before = self.tls.withLockedValue { $0 }
+        guard loaded.keys.sorted() == before.keys.sorted() else {
+            throw ClientTLS.Problem(
+                description: "a listener gained or lost its certificate: restart the gateway for it"
+            )
+        }
+        self.tls.withLockedValue { $0 = loaded }
+        for tls in loaded.values { self.warnIfExpiring(tls) }
+    }
+
+    private static func loadTLS(_ configuration: RelayConfiguration) throws -> [Int: ClientTLS] {
+        var tls: [Int: ClientTLS] = [:]
+        for (index, listener) in configuration.listeners.enumerated() {
+            guard let certificate = listener.certificate, let key = listener.key else { continue }
+            tls[index] = try ClientTLS.load(
+                certificate: certificate,
+                key: key,
+                minimum: configuration.tlsMinimumVersion
+            )
+        }
+        return tls
+    }
+
+    private func warnIfExpiring(_ tls: ClientTLS) {
+        guard tls.daysLeft() < 14 else { return }
+        self.logger.warning("the certificate in \(tls.certificatePath) expires in \(tls.daysLeft()) days")
+    }
+
     /// The addresses the listeners are bound to (with the real ports when 0 was asked for).
     public var boundAddresses: [SocketAddress] {
         self.state.withLockedValue { state in
@@ -119,19 +145,16 @@ public final class RelayServer: Service, Sendable {
         var bound: [(channel: any Channel, quiesce: ServerQuiescingHelper)] = []
         do {
             for (index, listener) in self.configuration.listeners.enumerated() {
-                let tls = self.tls[index]
-                if let tls, tls.daysLeft() < 14 {
-                    self.logger.warning(
-                        "the certificate in \(tls.certificatePath) expires in \(tls.daysLeft()) days"
-                    )
-                }
+                let tls = self.tls.withLockedValue { $0[index] }
+                if let tls { self.warnIfExpiring(tls) }
                 let endpoints = listener.listen.map { ($0, false) } + listener.listenTLS.map { ($0, true) }
                 for (endpoint, implicitTLS) in endpoints {
                     let quiesce = ServerQuiescingHelper(group: self.group)
                     let channel = try await self.bind(
                         endpoint,
                         upstream: listener.upstream,
-                        tls: tls,
+                        listenerIndex: index,
+                        terminatesTLS: tls != nil,
                         implicitTLS: implicitTLS,
                         requireTLS: listener.requireTLS,
                         quiesce: quiesce
@@ -157,7 +180,8 @@ public final class RelayServer: Service, Sendable {
     private func bind(
         _ endpoint: Endpoint,
         upstream: Endpoint,
-        tls: ClientTLS?,
+        listenerIndex: Int,
+        terminatesTLS: Bool,
         implicitTLS: Bool,
         requireTLS: Bool,
         quiesce: ServerQuiescingHelper
@@ -178,6 +202,8 @@ public final class RelayServer: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [self] channel in
                 var settings = self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
+                // The certificates in force now: a reload changes them for the connections after it.
+                let tls = terminatesTLS ? self.tls.withLockedValue { $0[listenerIndex] } : nil
                 settings.clientTLS = implicitTLS
                 settings.tls = tls
                 settings.requireTLS = requireTLS && !implicitTLS

@@ -38,8 +38,19 @@ struct ReloadService: Service {
             return
         }
         let old = self.server.configuration
+        // Certificates are read again at their paths (a renewed pair is the common case); a listener whose
+        // addresses or upstream changed needs a restart.
+        func bound(_ listeners: [RelayConfiguration.Listener]) -> [[String]] {
+            listeners.map { ($0.listen + $0.listenTLS).map(\.description) + [$0.upstream.description] }
+        }
+        do {
+            try self.server.reloadTLS(new)
+        } catch {
+            self.logger.error("reload failed, the configuration in force is kept: \(error)")
+            return
+        }
         var kept: [String] = []
-        if new.listeners != old.listeners { kept.append("listeners") }
+        if bound(new.listeners) != bound(old.listeners) { kept.append("listeners") }
         if new.transcripts != old.transcripts { kept.append("transcripts") }
         if new.pcap != old.pcap { kept.append("pcap") }
         if new.transcriptBodies != old.transcriptBodies { kept.append("transcript-bodies") }
@@ -48,6 +59,10 @@ struct ReloadService: Service {
         var applied = new
         // What was opened at start stays as it is; the rest applies to new sessions.
         applied.listeners = old.listeners
+        for index in applied.listeners.indices where index < new.listeners.count {
+            applied.listeners[index].certificate = new.listeners[index].certificate
+            applied.listeners[index].key = new.listeners[index].key
+        }
         applied.transcripts = old.transcripts
         applied.pcap = old.pcap
         applied.transcriptBodies = old.transcriptBodies
