@@ -83,6 +83,11 @@ public struct RelayConfiguration: Sendable, Hashable {
         public var key: String?
         /// On `listen`: USER, PASS, APOP and AUTH before STLS are refused, not forwarded.
         public var requireTLS = false
+        /// More certificates, each for the server names a client may ask for (SNI); `certificate` is the
+        /// default, for clients that name none or a name none of these has.
+        public var namedCertificates: [NamedCertificate] = []
+        /// A server name that matches no certificate ends the handshake instead of getting the default.
+        public var strictNames = false
 
         public init(listen: [Endpoint], upstream: Endpoint) {
             self.listen = listen
@@ -95,10 +100,26 @@ public struct RelayConfiguration: Sendable, Hashable {
                 return self.certificate == nil ? "a key needs its certificate (cert)" : "a certificate needs its key"
             }
             if !self.listenTLS.isEmpty, self.certificate == nil { return "a TLS listener needs a certificate and key" }
+            if !self.namedCertificates.isEmpty, self.certificate == nil {
+                return "certificates by name need a default certificate and key"
+            }
             if self.requireTLS, self.certificate == nil {
                 return "require-tls needs a certificate and key, so that clients can use STLS"
             }
             return nil
+        }
+    }
+
+    /// A certificate and key for some server names (`*.example.org` covers one label).
+    public struct NamedCertificate: Sendable, Hashable {
+        public var names: [String]
+        public var certificate: String
+        public var key: String
+
+        public init(names: [String], certificate: String, key: String) {
+            self.names = names
+            self.certificate = certificate
+            self.key = key
         }
     }
 

@@ -268,6 +268,46 @@ struct ServeTLSTests {
         await dovecot.stop()
     }
 
+    @Test(
+        "certificates by server name: each name gets its own, a wildcard covers one label, others the default; strict refuses"
+    )
+    func certificatesByName() async throws {
+        var stack = try await Stack.start()
+        let pop = try await stack.certificates.named("pop.example.test")
+        let wild = try await stack.certificates.named("*.mail.example.test")
+        let sni = [
+            "--sni", "pop.example.test,pop2.example.test=\(pop):\(stack.certificates.key)",
+            "--sni", "*.mail.example.test=\(wild):\(stack.certificates.key)",
+        ]
+        _ = try await stack.stopGateway()
+        try await stack.serve(sni)
+        func subject(_ name: String?) async throws -> String {
+            let output = try await runShell(
+                "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(stack.port)"
+                    + (name.map { " -servername \($0)" } ?? " -noservername")
+                    + " 2>/dev/null | openssl x509 -noout -subject"
+            )
+            return output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(try await subject("pop.example.test") == "subject=CN = pop.example.test")
+        #expect(try await subject("POP2.example.test") == "subject=CN = pop.example.test")
+        #expect(try await subject("a.mail.example.test") == "subject=CN = *.mail.example.test")
+        #expect(try await subject("b.a.mail.example.test") == "subject=CN = localhost")
+        #expect(try await subject("other.test") == "subject=CN = localhost")
+        #expect(try await subject(nil) == "subject=CN = localhost")
+        _ = try await stack.stopGateway()
+
+        try await stack.serve(sni + ["--sni-strict"])
+        #expect(try await subject("pop.example.test") == "subject=CN = pop.example.test")
+        #expect(try await subject(nil) == "subject=CN = localhost")
+        let refused = try await runShell(
+            "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(stack.port) -servername other.test"
+        )
+        #expect(refused.contains("alert") && !refused.contains("+OK"), "\(refused)")
+        _ = try await stack.stopGateway()
+        await stack.remove()
+    }
+
     @Test("certificate problems stop the start with exit code 2 and name the file; a DER key loads")
     func startupProblems() async throws {
         let certificates = try await TestCertificates.make()

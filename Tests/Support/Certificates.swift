@@ -46,6 +46,19 @@ public struct TestCertificates: Sendable {
         return made
     }
 
+    /// A certificate for `name` (its CN and its one DNS name), with the same key; its path.
+    public func named(_ name: String) async throws -> String {
+        let file = self.directory + "/" + name.replacingOccurrences(of: "*", with: "star") + ".pem"
+        _ = try await runTool(
+            "sh",
+            [
+                "-c",
+                "openssl req -x509 -key '\(self.key)' -out '\(file)' -days 30 -subj '/CN=\(name)' -addext 'subjectAltName=DNS:\(name)' 2>/dev/null",
+            ]
+        )
+        return file
+    }
+
     public func remove() { try? FileManager.default.removeItem(atPath: self.directory) }
 }
 

@@ -120,6 +120,8 @@ public final class RelayServer: Service, Sendable {
             tls[index] = try ClientTLS.load(
                 certificate: certificate,
                 key: key,
+                named: listener.namedCertificates,
+                strictNames: listener.strictNames,
                 minimum: configuration.tlsMinimumVersion
             )
         }

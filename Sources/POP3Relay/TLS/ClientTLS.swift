@@ -26,9 +26,83 @@ public struct ClientTLS: Sendable {
     public static func load(
         certificate: String,
         key: String,
+        named: [RelayConfiguration.NamedCertificate] = [],
+        strictNames: Bool = false,
         minimum: RelayConfiguration.TLSFloor,
         now: Double = Date().timeIntervalSince1970
     ) throws -> ClientTLS {
+        let (chain, privateKey, notValidAfter) = try Self.pair(certificate: certificate, key: key, now: now)
+        // Certificates by the name a client asks for (SNI), each pair checked here, not in a client's handshake.
+        var byName: [String: NIOSSLContextConfigurationOverride] = [:]
+        for entry in named {
+            let (namedChain, namedKey, _) = try Self.pair(certificate: entry.certificate, key: entry.key, now: now)
+            _ = try Self.context(
+                Self.configuration(namedChain, namedKey, minimum: minimum),
+                keyPath: entry.key,
+                certificatePath: entry.certificate
+            )
+            var override = NIOSSLContextConfigurationOverride()
+            override.certificateChain = namedChain.map { .certificate($0) }
+            override.privateKey = .privateKey(namedKey)
+            for name in entry.names { byName[name.lowercased()] = override }
+        }
+        var configuration = Self.configuration(chain, privateKey, minimum: minimum)
+        if !byName.isEmpty || strictNames {
+            let names = byName
+            configuration.sslContextCallback = { values, promise in
+                guard let asked = values.serverHostname?.lowercased() else {
+                    promise.succeed(.noChanges)
+                    return
+                }
+                let wildcard = asked.split(separator: ".", maxSplits: 1).dropFirst().first.map { "*." + $0 }
+                if let override = names[asked] ?? wildcard.flatMap({ names[$0] }) {
+                    promise.succeed(override)
+                } else if strictNames {
+                    promise.fail(Problem(description: "no certificate for the server name \(asked)"))
+                } else {
+                    promise.succeed(.noChanges)
+                }
+            }
+        }
+        let context = try Self.context(configuration, keyPath: key, certificatePath: certificate)
+        return ClientTLS(context: context, certificatePath: certificate, notValidAfter: notValidAfter)
+    }
+
+    private static func configuration(
+        _ chain: [NIOSSLCertificate],
+        _ key: NIOSSLPrivateKey,
+        minimum: RelayConfiguration.TLSFloor
+    ) -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: chain.map { .certificate($0) },
+            privateKey: .privateKey(key)
+        )
+        configuration.minimumTLSVersion = minimum.version
+        // A client that does not answer close_notify does not hold its session's end record for long.
+        configuration.shutdownTimeout = .seconds(2)
+        return configuration
+    }
+
+    private static func context(
+        _ configuration: TLSConfiguration,
+        keyPath: String,
+        certificatePath: String
+    ) throws -> NIOSSLContext {
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw Problem(
+                description: "\(keyPath): the key does not belong to the certificate in \(certificatePath) (\(error))"
+            )
+        }
+    }
+
+    /// A certificate chain and its key, read and checked (validity now; the format of the key from its content).
+    private static func pair(
+        certificate: String,
+        key: String,
+        now: Double
+    ) throws -> ([NIOSSLCertificate], NIOSSLPrivateKey, Int) {
         let certificateBytes = try Self.read(certificate, "certificate")
         let chain: [NIOSSLCertificate]
         do {
@@ -49,28 +123,11 @@ public struct ClientTLS: Sendable {
         }
         let keyBytes = try Self.read(key, "key")
         let pem = String(decoding: keyBytes.prefix(4096), as: UTF8.self).contains("-----BEGIN")
-        let privateKey: NIOSSLPrivateKey
         do {
-            privateKey = try NIOSSLPrivateKey(bytes: keyBytes, format: pem ? .pem : .der)
+            return (chain, try NIOSSLPrivateKey(bytes: keyBytes, format: pem ? .pem : .der), Int(leaf.notValidAfter))
         } catch {
             throw Problem(description: "\(key): not a \(pem ? "PEM" : "DER") private key (\(error))")
         }
-        var configuration = TLSConfiguration.makeServerConfiguration(
-            certificateChain: chain.map { .certificate($0) },
-            privateKey: .privateKey(privateKey)
-        )
-        configuration.minimumTLSVersion = minimum.version
-        // A client that does not answer close_notify does not hold its session's end record for long.
-        configuration.shutdownTimeout = .seconds(2)
-        let context: NIOSSLContext
-        do {
-            context = try NIOSSLContext(configuration: configuration)
-        } catch {
-            throw Problem(
-                description: "\(key): the key does not belong to the certificate in \(certificate) (\(error))"
-            )
-        }
-        return ClientTLS(context: context, certificatePath: certificate, notValidAfter: Int(leaf.notValidAfter))
     }
 
     /// Whole days until the certificate expires.

@@ -14,6 +14,9 @@ import Yams
 ///     cert: /etc/popgate/cert.pem
 ///     key: /etc/popgate/key.pem
 ///     require-tls: true
+///     sni:                     # more certificates, by the server name a client asks for
+///       - { names: [pop.example.org, "*.mail.example.org"], cert: /etc/popgate/pop.pem, key: /etc/popgate/pop.key }
+///     sni-strict: false        # true: a name no certificate has ends the handshake
 ///     upstream: pop://legacy.example.org
 /// tls-min-version: "1.2"
 /// transcripts: /var/log/popgate
@@ -33,9 +36,12 @@ enum ConfigFile {
     static let topLevelKeys: Set<String> = [
         "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
         "command-line-limit", "max-connections", "output-buffer-mib", "listen-tls", "cert", "key", "require-tls",
+        "sni", "sni-strict",
         "tls-min-version",
     ]
-    static let listenerKeys: Set<String> = ["listen", "listen-tls", "upstream", "cert", "key", "require-tls"]
+    static let listenerKeys: Set<String> = [
+        "listen", "listen-tls", "upstream", "cert", "key", "require-tls", "sni", "sni-strict",
+    ]
     static let timeoutKeys: Set<String> = [
         "idle", "connect", "greeting", "handshake", "line", "login", "quit-reply", "shutdown-grace", "shutdown-drain",
     ]
@@ -99,6 +105,24 @@ enum ConfigFile {
             if let value = map["require-tls"] {
                 guard let flag = value as? Bool else { throw problem(sub("require-tls"), "expected true or false") }
                 listener.requireTLS = flag
+            }
+            if let value = map["sni-strict"] {
+                guard let flag = value as? Bool else { throw problem(sub("sni-strict"), "expected true or false") }
+                listener.strictNames = flag
+            }
+            if let value = map["sni"] {
+                guard let entries = value as? [Any] else {
+                    throw problem(sub("sni"), "expected a list of names, cert, key")
+                }
+                for (index, item) in entries.enumerated() {
+                    let entryKey = sub("sni[\(index)]")
+                    guard let entry = item as? [String: Any], let cert = entry["cert"] as? String,
+                        let key = entry["key"] as? String
+                    else { throw problem(entryKey, "expected names, cert and key") }
+                    let names = (entry["names"] as? [Any] ?? [entry["names"] as Any]).compactMap { $0 as? String }
+                    guard !names.isEmpty else { throw problem(entryKey, "names: expected at least one server name") }
+                    listener.namedCertificates.append(.init(names: names, certificate: cert, key: key))
+                }
             }
             if let problemText = listener.tlsProblem { throw problem(key.isEmpty ? "listen-tls" : key, problemText) }
             return listener

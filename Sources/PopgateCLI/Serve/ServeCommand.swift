@@ -60,6 +60,17 @@ extension Popgate {
         @Option(help: "The certificate's private key, PEM or DER.", completion: .file())
         var key: String?
 
+        @Option(
+            help: ArgumentHelp(
+                "More certificates by server name (SNI): NAME[,NAME...]=CERT:KEY (repeatable; *.example.org covers one label).",
+                discussion: "Clients that name no server, or one none of these has, get --cert."
+            )
+        )
+        var sni: [String] = []
+
+        @Flag(help: "A server name that no --sni certificate has ends the handshake instead of getting --cert.")
+        var sniStrict = false
+
         @Flag(help: "On --listen ports: refuse USER, PASS, APOP and AUTH until the client has used STLS.")
         var requireTLS = false
 
@@ -212,6 +223,21 @@ extension Popgate {
                 listener.certificate = self.cert
                 listener.key = self.key
                 listener.requireTLS = self.requireTLS
+                listener.strictNames = self.sniStrict
+                for text in self.sni {
+                    let parts = text.split(separator: "=", maxSplits: 1)
+                    let files = parts.count == 2 ? parts[1].split(separator: ":", maxSplits: 1) : []
+                    guard files.count == 2 else {
+                        throw ConfigFile.Problem(description: "--sni \(text): expected NAME[,NAME...]=CERT:KEY")
+                    }
+                    listener.namedCertificates.append(
+                        .init(
+                            names: parts[0].split(separator: ",").map(String.init),
+                            certificate: String(files[0]),
+                            key: String(files[1])
+                        )
+                    )
+                }
                 if let problem = listener.tlsProblem {
                     throw ConfigFile.Problem(description: "--cert/--key: \(problem)")
                 }
