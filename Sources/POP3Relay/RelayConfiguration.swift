@@ -88,6 +88,15 @@ public struct RelayConfiguration: Sendable, Hashable {
         public var namedCertificates: [NamedCertificate] = []
         /// A server name that matches no certificate ends the handshake instead of getting the default.
         public var strictNames = false
+        /// How the gateway speaks TLS to the upstream.
+        public var upstreamTLS: UpstreamTLSMode = .none
+        /// The CA file the upstream's certificate must chain to; the system's when nil.
+        public var upstreamCA: String?
+        /// The name the upstream's certificate must hold (and the SNI sent); the upstream's host when nil.
+        public var upstreamServerName: String?
+        /// Off only by an explicit, logged choice, for legacy servers with self-signed certificates.
+        public var upstreamVerify = true
+        public var upstreamTLSMinimum: TLSFloor = .tls12
 
         public init(listen: [Endpoint], upstream: Endpoint) {
             self.listen = listen
@@ -103,11 +112,30 @@ public struct RelayConfiguration: Sendable, Hashable {
             if !self.namedCertificates.isEmpty, self.certificate == nil {
                 return "certificates by name need a default certificate and key"
             }
+            if self.upstreamTLS == .starttls {
+                // Said, not silently done in plaintext.
+                return "upstream-tls starttls is not built yet; use implicit (POP3S) for TLS to the upstream"
+            }
+            if self.upstreamTLS != .none, self.upstreamVerify, self.upstreamServerName == nil,
+                self.upstream.host.contains(":")
+                    || self.upstream.host.split(separator: ".").allSatisfy({ Int($0) != nil })
+            {
+                return
+                    "an upstream given by IP address needs upstream-server-name, the name its certificate holds (or upstream-no-verify)"
+            }
             if self.requireTLS, self.certificate == nil {
                 return "require-tls needs a certificate and key, so that clients can use STLS"
             }
             return nil
         }
+    }
+
+    public enum UpstreamTLSMode: String, Sendable, Hashable, CaseIterable {
+        case none
+        /// TLS from the first octet (POP3S).
+        case implicit
+        /// STLS after the greeting, before the client's first command.
+        case starttls
     }
 
     /// A certificate and key for some server names (`*.example.org` covers one label).

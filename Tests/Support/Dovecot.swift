@@ -22,7 +22,18 @@ public final class Dovecot: @unchecked Sendable {
     public let users: [String: String]
     private let process: ChildProcess
 
-    public init(users: [String: String] = ["alice": "wonderland"], messages: [[UInt8]] = []) throws {
+    /// How Dovecot itself speaks TLS, with a certificate and key: STLS on its POP3 port, or implicit TLS (POP3S)
+    /// on it instead.
+    public enum TLS: Sendable {
+        case stls(certificate: String, key: String)
+        case implicit(certificate: String, key: String)
+    }
+
+    public init(
+        users: [String: String] = ["alice": "wonderland"],
+        messages: [[UInt8]] = [],
+        tls: TLS? = nil
+    ) throws {
         let binary = "/usr/sbin/dovecot"
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw Failure(description: "dovecot is not installed; scripts/test.sh installs dovecot-pop3d")
@@ -37,6 +48,16 @@ public final class Dovecot: @unchecked Sendable {
         }
         let passwd = users.map { "\($0.key):{PLAIN}\($0.value)::::::" }.joined(separator: "\n") + "\n"
         try passwd.write(toFile: "\(d)/passwd", atomically: true, encoding: .utf8)
+        let ssl: String
+        let implicit: Bool
+        switch tls {
+        case nil:
+            (ssl, implicit) = ("ssl = no", false)
+        case .stls(let certificate, let key):
+            (ssl, implicit) = ("ssl = yes\nssl_cert = <\(certificate)\nssl_key = <\(key)", false)
+        case .implicit(let certificate, let key):
+            (ssl, implicit) = ("ssl = yes\nssl_cert = <\(certificate)\nssl_key = <\(key)", true)
+        }
         func config(port: Int) -> String {
             """
             protocols = pop3
@@ -44,7 +65,7 @@ public final class Dovecot: @unchecked Sendable {
             base_dir = \(d)/run
             state_dir = \(d)/state
             log_path = \(d)/dovecot.log
-            ssl = no
+            \(ssl)
             disable_plaintext_auth = no
             auth_mechanisms = plain login apop
             mail_location = maildir:\(d)/mail/%u
@@ -68,10 +89,11 @@ public final class Dovecot: @unchecked Sendable {
             }
             service pop3-login {
               inet_listener pop3 {
-                port = \(port)
+                port = \(implicit ? 0 : port)
               }
               inet_listener pop3s {
-                port = 0
+                port = \(implicit ? port : 0)
+                ssl = yes
               }
             }
             service imap-login {

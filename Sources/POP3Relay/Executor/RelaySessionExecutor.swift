@@ -37,6 +37,8 @@ final class RelaySessionExecutor {
         var tls: ClientTLS?
         /// Before TLS, logins are refused.
         var requireTLS = false
+        /// TLS to the upstream, implicit from its first octet here.
+        var upstreamTLS: UpstreamTLS?
     }
 
     private let settings: Settings
@@ -148,7 +150,9 @@ final class RelaySessionExecutor {
         case .client:
             let reason = Self.describe(error)
             self.run(.now()) { $0.clientFailed(reason, now: $1, into: &$2) }
-        case .upstream: self.upstream?.close(promise: nil)
+        case .upstream:
+            let reason = Self.describe(error)
+            self.run(.now()) { $0.upstreamFailed(reason, now: $1, into: &$2) }
         }
     }
 
@@ -266,8 +270,9 @@ final class RelaySessionExecutor {
         // ClientBootstrap sets TCP_NODELAY by default; the greeting and short replies must not wait for Nagle.
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(self.settings.configuration.connectTimeout)
-            .channelInitializer { channel in
+            .channelInitializer { [upstreamTLS = self.settings.upstreamTLS] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let upstreamTLS { try channel.pipeline.syncOperations.addHandler(try upstreamTLS.handler()) }
                     try channel.pipeline.syncOperations.addHandler(RelayHandler(.upstream, executor: bound.value))
                 }
             }
@@ -305,6 +310,8 @@ final class RelaySessionExecutor {
             return "what the client sent is not TLS (\(code))"
         case "UNSUPPORTED_PROTOCOL":
             return "the client offered only TLS versions older than the gateway accepts (\(code))"
+        case "CERTIFICATE_VERIFY_FAILED":
+            return "the certificate is not trusted, or not for the name asked (\(code))"
         case "NO_SHARED_CIPHER":
             return "the client and the gateway share no cipher suite (\(code))"
         default:

@@ -49,6 +49,8 @@ public final class RelayServer: Service, Sendable {
     /// Each listener's TLS, by its index in the configuration, read once at start.
     /// Swapped whole by ``reloadTLS(_:)``: each new connection takes what is in force when it is accepted.
     private let tls: NIOLockedValueBox<[Int: ClientTLS]>
+    /// Each listener's TLS to its upstream, by index.
+    private let upstreamTLS: [Int: UpstreamTLS]
     private let idPrefix: String
 
     /// - Parameters:
@@ -64,6 +66,16 @@ public final class RelayServer: Service, Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws {
         self.tls = NIOLockedValueBox(try Self.loadTLS(configuration))
+        var upstreamTLS: [Int: UpstreamTLS] = [:]
+        for (index, listener) in configuration.listeners.enumerated() {
+            upstreamTLS[index] = try UpstreamTLS.load(listener)
+            if listener.upstreamTLS != .none, !listener.upstreamVerify {
+                logger.warning(
+                    "the certificate of the upstream \(listener.upstream) is NOT verified (upstream-no-verify): anyone in the path can pose as it"
+                )
+            }
+        }
+        self.upstreamTLS = upstreamTLS
         self.current = NIOLockedValueBox(configuration)
         self.admission = NIOLockedValueBox(admission)
         self.logger = logger
@@ -206,6 +218,7 @@ public final class RelayServer: Service, Sendable {
                 var settings = self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
                 // The certificates in force now: a reload changes them for the connections after it.
                 let tls = terminatesTLS ? self.tls.withLockedValue { $0[listenerIndex] } : nil
+                settings.upstreamTLS = self.upstreamTLS[listenerIndex]
                 settings.clientTLS = implicitTLS
                 settings.tls = tls
                 settings.requireTLS = requireTLS && !implicitTLS

@@ -185,6 +185,8 @@ struct RelayMachine {
     private(set) var upstreamOctets = 0
     /// Whether the client's side is encrypted, with TLS the gateway terminates.
     private(set) var clientEncrypted = false
+    /// Why the upstream connection failed before its greeting, for the client's reply.
+    private var upstreamFailure: String?
 
     /// `now` and `wallClock` (seconds since 1970) are the same instant: transcripts get wall-clock times.
     init(settings: Settings, now: NIODeadline, wallClock: Double) {
@@ -467,6 +469,19 @@ struct RelayMachine {
         }
     }
 
+    /// An error on the upstream's connection (a failed TLS handshake, a reset): logged, and the connection
+    /// closed; its close decides what the client is told.
+    mutating func upstreamFailed(_ reason: String, now: NIODeadline, into actions: inout [Action]) {
+        switch self.state {
+        case .connecting, .awaitingGreeting:
+            actions.append(.log(.warning, "the connection to the upstream \(self.settings.upstream) failed: \(reason)"))
+            self.upstreamFailure = reason
+        default:
+            actions.append(.log(.info, "upstream connection error: \(reason)"))
+        }
+        if self.upstream == .open { actions.append(.close(.upstream)) }
+    }
+
     mutating func upstreamReadComplete(into actions: inout [Action]) {
         if self.clientOpen { actions.append(.flush(.client)) }
     }
@@ -475,6 +490,14 @@ struct RelayMachine {
         guard self.upstream == .open else { return }
         self.upstream = .closed
         switch self.state {
+        case .connecting where self.upstreamFailure != nil, .awaitingGreeting where self.upstreamFailure != nil:
+            // Logged with its reason already (TLS, most often): the client is told the gateway could not get through.
+            self.replyAndClose(
+                "the gateway could not make a secure connection to upstream \(self.settings.upstream)",
+                reason: .upstreamUnreachable,
+                now: now,
+                into: &actions
+            )
         case .connecting, .awaitingGreeting:
             actions.append(.log(.warning, "the upstream \(self.settings.upstream) closed before its greeting"))
             self.recordUpstreamVanished(now: now, into: &actions)

@@ -36,11 +36,12 @@ enum ConfigFile {
     static let topLevelKeys: Set<String> = [
         "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
         "command-line-limit", "max-connections", "output-buffer-mib", "listen-tls", "cert", "key", "require-tls",
-        "sni", "sni-strict",
-        "tls-min-version",
+        "sni", "sni-strict", "tls-min-version", "upstream-tls", "upstream-ca", "upstream-server-name",
+        "upstream-no-verify", "upstream-tls-min-version",
     ]
     static let listenerKeys: Set<String> = [
-        "listen", "listen-tls", "upstream", "cert", "key", "require-tls", "sni", "sni-strict",
+        "listen", "listen-tls", "upstream", "cert", "key", "require-tls", "sni", "sni-strict", "upstream-tls",
+        "upstream-ca", "upstream-server-name", "upstream-no-verify", "upstream-tls-min-version",
     ]
     static let timeoutKeys: Set<String> = [
         "idle", "connect", "greeting", "handshake", "line", "login", "quit-reply", "shutdown-grace", "shutdown-drain",
@@ -105,6 +106,30 @@ enum ConfigFile {
             if let value = map["require-tls"] {
                 guard let flag = value as? Bool else { throw problem(sub("require-tls"), "expected true or false") }
                 listener.requireTLS = flag
+            }
+            if let value = map["upstream-tls"] {
+                guard let text = value as? String, let mode = RelayConfiguration.UpstreamTLSMode(rawValue: text) else {
+                    throw problem(sub("upstream-tls"), "expected none, implicit or starttls")
+                }
+                listener.upstreamTLS = mode
+            }
+            for name in ["upstream-ca", "upstream-server-name"] {
+                guard let value = map[name] else { continue }
+                guard let text = value as? String, !text.isEmpty else { throw problem(sub(name), "expected text") }
+                if name == "upstream-ca" { listener.upstreamCA = text } else { listener.upstreamServerName = text }
+            }
+            if let value = map["upstream-no-verify"] {
+                guard let flag = value as? Bool else {
+                    throw problem(sub("upstream-no-verify"), "expected true or false")
+                }
+                listener.upstreamVerify = !flag
+            }
+            if let value = map["upstream-tls-min-version"] {
+                let text = (value as? String) ?? (value as? Double).map { String($0) } ?? ""
+                guard let floor = RelayConfiguration.TLSFloor(rawValue: text) else {
+                    throw problem(sub("upstream-tls-min-version"), "expected one of 1.0, 1.1, 1.2, 1.3 (as text)")
+                }
+                listener.upstreamTLSMinimum = floor
             }
             if let value = map["sni-strict"] {
                 guard let flag = value as? Bool else { throw problem(sub("sni-strict"), "expected true or false") }

@@ -83,6 +83,21 @@ extension Popgate {
         @Option(help: "The POP3 server to relay to: HOST:PORT or pop://HOST[:PORT].")
         var upstream: String?
 
+        @Option(help: "TLS to the upstream: none, implicit (POP3S) or starttls (default none).")
+        var upstreamTLS: RelayConfiguration.UpstreamTLSMode?
+
+        @Option(help: "CA certificates (PEM) the upstream's certificate must chain to (default: the system's).")
+        var upstreamCA: String?
+
+        @Option(help: "The name the upstream's certificate must hold, and the SNI sent (needed for an IP address).")
+        var upstreamServerName: String?
+
+        @Flag(help: "Do not verify the upstream's certificate (legacy self-signed servers); logged at every start.")
+        var upstreamNoVerify = false
+
+        @Option(help: "The oldest TLS version to use with the upstream (default 1.2; 1.0 and 1.1 for old servers).")
+        var upstreamTLSMinVersion: String?
+
         @Option(help: "Write each session's transcript to DIR/ID.txt and DIR/ID.jsonl.", completion: .directory)
         var transcripts: String?
 
@@ -223,6 +238,18 @@ extension Popgate {
                 listener.certificate = self.cert
                 listener.key = self.key
                 listener.requireTLS = self.requireTLS
+                if let mode = self.upstreamTLS { listener.upstreamTLS = mode }
+                listener.upstreamCA = self.upstreamCA
+                listener.upstreamServerName = self.upstreamServerName
+                listener.upstreamVerify = !self.upstreamNoVerify
+                if let text = self.upstreamTLSMinVersion {
+                    guard let floor = RelayConfiguration.TLSFloor(rawValue: text) else {
+                        throw ConfigFile.Problem(
+                            description: "--upstream-tls-min-version: expected 1.0, 1.1, 1.2 or 1.3"
+                        )
+                    }
+                    listener.upstreamTLSMinimum = floor
+                }
                 listener.strictNames = self.sniStrict
                 for text in self.sni {
                     let parts = text.split(separator: "=", maxSplits: 1)
@@ -239,7 +266,7 @@ extension Popgate {
                     )
                 }
                 if let problem = listener.tlsProblem {
-                    throw ConfigFile.Problem(description: "--cert/--key: \(problem)")
+                    throw ConfigFile.Problem(description: "TLS settings: \(problem)")
                 }
                 configuration.listeners.append(listener)
             } else if self.cert != nil || self.key != nil || self.requireTLS {
@@ -280,3 +307,5 @@ extension Popgate {
         }
     }
 }
+
+extension RelayConfiguration.UpstreamTLSMode: ExpressibleByArgument {}

@@ -1,0 +1,72 @@
+import Foundation
+import PopgateTestSupport
+import Testing
+
+/// `popgate serve --upstream-tls`: the gateway speaks TLS to a Dovecot that only offers POP3S.
+@Suite("popgate serve with TLS to the upstream", .timeLimit(.minutes(3)))
+struct ServeUpstreamTLSTests {
+    @Test(
+        "implicit TLS to Dovecot, verified against the test CA and name; a wrong CA or name refused; the opt-out logged"
+    )
+    func implicitUpstreamTLS() async throws {
+        let certificates = try await TestCertificates.make()
+        // A name only: NIOSSL also takes a certificate whose IP address matches the peer's, whatever the name.
+        let upstreamCertificate = try await certificates.named("pop.example.test")
+        let dovecot = try Dovecot(
+            messages: [ServeTLSTests.message],
+            tls: .implicit(certificate: upstreamCertificate, key: certificates.key)
+        )
+        let log = ServeProcessTests.temporary("upstream-tls-log")
+        defer {
+            certificates.remove()
+            try? FileManager.default.removeItem(atPath: log)
+        }
+        func through(_ extra: [String]) async throws -> (String, String) {
+            let (process, port) = try await ServeProcessTests.serveOnAnyPort(
+                ["--upstream", "127.0.0.1:\(dovecot.port)", "--upstream-tls", "implicit"] + extra,
+                log: log
+            )
+            let output = try await runShell(
+                "curl -s -S --max-time 10 pop3://alice:wonderland@127.0.0.1:\(port)/1"
+            )
+            process.signal(SIGTERM)
+            #expect(await process.wait(seconds: 10) == 0)
+            return (output, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+        }
+        let verified = ["--upstream-ca", upstreamCertificate, "--upstream-server-name", "pop.example.test"]
+        var (output, gatewayLog) = try await through(verified)
+        #expect(output.contains("Hello through the gateway."), "\(output)\n\(gatewayLog)")
+        #expect(!gatewayLog.contains("NOT verified"))
+
+        // Another CA: the upstream's certificate does not chain to it.
+        (output, gatewayLog) = try await through([
+            "--upstream-ca", certificates.certificate, "--upstream-server-name", "pop.example.test",
+        ])
+        #expect(!output.contains("Hello"))
+        #expect(
+            gatewayLog.contains(
+                "the connection to the upstream 127.0.0.1:\(dovecot.port) failed: the certificate is not trusted"
+            ),
+            "\(gatewayLog)"
+        )
+        // The right CA, the wrong name.
+        (output, gatewayLog) = try await through([
+            "--upstream-ca", upstreamCertificate, "--upstream-server-name", "mail.other.test",
+        ])
+        #expect(!output.contains("Hello"))
+        #expect(gatewayLog.contains("the connection to the upstream 127.0.0.1:\(dovecot.port) failed"), "\(gatewayLog)")
+        // The opt-out: it works, and says what it costs.
+        (output, gatewayLog) = try await through(["--upstream-no-verify"])
+        #expect(output.contains("Hello through the gateway."), "\(output)")
+        #expect(gatewayLog.contains("is NOT verified (upstream-no-verify)"))
+
+        // An IP literal with verification on needs the name to check.
+        let process = try ServeProcessTests.serve(
+            ["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:\(dovecot.port)", "--upstream-tls", "implicit"],
+            log: log
+        )
+        #expect(await process.wait(seconds: 10) == 2)
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("needs upstream-server-name"))
+        await dovecot.stop()
+    }
+}
