@@ -112,10 +112,6 @@ public struct RelayConfiguration: Sendable, Hashable {
             if !self.namedCertificates.isEmpty, self.certificate == nil {
                 return "certificates by name need a default certificate and key"
             }
-            if self.upstreamTLS == .starttls {
-                // Said, not silently done in plaintext.
-                return "upstream-tls starttls is not built yet; use implicit (POP3S) for TLS to the upstream"
-            }
             if self.upstreamTLS != .none, self.upstreamVerify, self.upstreamServerName == nil,
                 self.upstream.host.contains(":")
                     || self.upstream.host.split(separator: ".").allSatisfy({ Int($0) != nil })

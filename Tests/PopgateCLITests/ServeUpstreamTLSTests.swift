@@ -69,4 +69,42 @@ struct ServeUpstreamTLSTests {
         #expect(try String(contentsOfFile: log, encoding: .utf8).contains("needs upstream-server-name"))
         await dovecot.stop()
     }
+
+    @Test("STLS to a Dovecot that offers it: curl logs in through the gateway; the client is offered no STLS")
+    func starttlsUpstream() async throws {
+        let certificates = try await TestCertificates.make()
+        let upstreamCertificate = try await certificates.named("pop.example.test")
+        let dovecot = try Dovecot(
+            messages: [ServeTLSTests.message],
+            tls: .stls(certificate: upstreamCertificate, key: certificates.key)
+        )
+        let log = ServeProcessTests.temporary("upstream-stls-log")
+        defer {
+            certificates.remove()
+            try? FileManager.default.removeItem(atPath: log)
+        }
+        let (process, port) = try await ServeProcessTests.serveOnAnyPort(
+            [
+                "--upstream", "127.0.0.1:\(dovecot.port)", "--upstream-tls", "starttls", "--upstream-ca",
+                upstreamCertificate, "--upstream-server-name", "pop.example.test", "--live",
+            ],
+            log: log
+        )
+        let curl = try await runShell("curl -s -S --max-time 10 pop3://alice:wonderland@127.0.0.1:\(port)/1")
+        #expect(curl.contains("Hello through the gateway."), "\(curl)")
+        let script = """
+            import poplib
+            p = poplib.POP3('127.0.0.1', \(port), timeout=10)
+            print('STLS' in p.capa()); p.quit()
+            """
+        #expect(
+            try await runTool("python3", ["-c", script]).trimmingCharacters(in: .whitespacesAndNewlines) == "False"
+        )
+        process.signal(SIGTERM)
+        #expect(await process.wait(seconds: 10) == 0)
+        let gatewayLog = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(gatewayLog.contains("The gateway began TLS 1.3 with the upstream (STLS)"), "\(gatewayLog)")
+        #expect(!gatewayLog.contains("C: STLS"), "the gateway's STLS is not shown as the client's")
+        await dovecot.stop()
+    }
 }

@@ -71,6 +71,7 @@ final class RelaySessionExecutor {
         machine.clientTLS = settings.clientTLS
         machine.terminatesSTLS = settings.tls != nil && !settings.clientTLS
         machine.requireTLS = settings.requireTLS
+        machine.upstreamSTLS = settings.upstreamTLS.map { !$0.implicit } ?? false
         machine.handshakeTimeout = configuration.handshakeTimeout
         self.machine = RelayMachine(settings: machine, now: .now(), wallClock: Date().timeIntervalSince1970)
         self.recorder = SessionRecorder(
@@ -107,6 +108,11 @@ final class RelaySessionExecutor {
     func clientTLSEstablished(_ context: ChannelHandlerContext) {
         let version = RelayConfiguration.TLSFloor.name(try? context.pipeline.syncOperations.nioSSL_tlsVersion())
         self.run(.now()) { $0.clientTLSEstablished(version: version, now: $1, into: &$2) }
+    }
+
+    func upstreamTLSEstablished(_ context: ChannelHandlerContext) {
+        let version = RelayConfiguration.TLSFloor.name(try? context.pipeline.syncOperations.nioSSL_tlsVersion())
+        self.run(.now()) { $0.upstreamTLSEstablished(version: version, now: $1, into: &$2) }
     }
 
     /// Returns false when the machine refuses the handshake.
@@ -241,6 +247,13 @@ final class RelaySessionExecutor {
             self.finish(how)
         case .startTLS:
             self.startTLS()
+        case .startUpstreamTLS:
+            guard let upstream = self.upstream, let tls = self.settings.upstreamTLS else { return }
+            do {
+                try upstream.pipeline.syncOperations.addHandler(try tls.handler(), position: .first)
+            } catch {
+                self.failed(.upstream, error)
+            }
         case .refuseHandshake:
             // The tap that asked writes the alert and closes.
             self.handshakeRefused = true
@@ -272,7 +285,9 @@ final class RelaySessionExecutor {
             .connectTimeout(self.settings.configuration.connectTimeout)
             .channelInitializer { [upstreamTLS = self.settings.upstreamTLS] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    if let upstreamTLS { try channel.pipeline.syncOperations.addHandler(try upstreamTLS.handler()) }
+                    if let upstreamTLS, upstreamTLS.implicit {
+                        try channel.pipeline.syncOperations.addHandler(try upstreamTLS.handler())
+                    }
                     try channel.pipeline.syncOperations.addHandler(RelayHandler(.upstream, executor: bound.value))
                 }
             }
@@ -406,8 +421,12 @@ final class RelayHandler: ChannelDuplexHandler {
             self.executor.shutdown()
         } else if case .inputClosed? = event as? ChannelEvent, self.side == .client {
             self.executor.clientInputClosed()
-        } else if case .handshakeCompleted? = event as? TLSUserEvent, self.side == .client {
-            self.executor.clientTLSEstablished(context)
+        } else if case .handshakeCompleted? = event as? TLSUserEvent {
+            if self.side == .client {
+                self.executor.clientTLSEstablished(context)
+            } else {
+                self.executor.upstreamTLSEstablished(context)
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }

@@ -81,6 +81,8 @@ struct RelayMachine {
         var terminatesSTLS = false
         /// Before TLS, USER, PASS, APOP and AUTH are refused, not forwarded.
         var requireTLS = false
+        /// The gateway begins TLS with the upstream by STLS after its greeting, before any client line goes on.
+        var upstreamSTLS = false
         var handshakeTimeout: TimeAmount = .seconds(10)
     }
 
@@ -111,6 +113,9 @@ struct RelayMachine {
         /// The gateway's +OK to STLS is written and flushed: TLS begins on the client's connection now, and
         /// ``clientTLSEstablished(version:now:into:)`` reports its end.
         case startTLS
+        /// The upstream said +OK to the gateway's STLS: TLS begins on the upstream connection now, and
+        /// ``upstreamTLSEstablished(version:now:into:)`` reports its end.
+        case startUpstreamTLS
         /// The client's handshake ends here with a no_application_protocol alert, then its connection closes.
         case refuseHandshake
     }
@@ -142,6 +147,8 @@ struct RelayMachine {
         case admitting
         case connecting(Waiting)
         case awaitingGreeting(Waiting)
+        /// The gateway's STLS to the upstream, then its handshake; the client's lines wait, unread.
+        case upstreamTLS(Waiting, handshaking: Bool)
         case relaying(Relaying)
         /// After an accepted STLS: bytes pass both ways, counted, not read.
         case tunnel
@@ -361,7 +368,7 @@ struct RelayMachine {
             if !events.isEmpty { actions.append(.record(events)) }
             if self.settings.export { actions.append(.export(.fromClient(bytes))) }
             actions.append(.write(.upstream, bytes))
-        case .connecting, .awaitingGreeting, .relaying:
+        case .connecting, .awaitingGreeting, .relaying, .upstreamTLS:
             if self.clientInput.readableBytes == 0 {
                 self.clientInput = bytes  // no copy: lines are forwarded as slices of what was read
             } else {
@@ -370,6 +377,8 @@ struct RelayMachine {
             }
             if case .relaying = self.state {
                 self.readClientLines(now: now, into: &actions)
+            } else if case .upstreamTLS = self.state {
+                // After the greeting: the client may speak; its lines go on once TLS with the upstream is up.
             } else {
                 var events: [ConversationEvent] = []
                 self.conversation.clientSpokeEarly(into: &events)
@@ -397,7 +406,8 @@ struct RelayMachine {
             self.closeBoth(self.quitForwarded ? .clientQuit : .clientVanished, into: &actions)
         case .connecting, .awaitingGreeting, .relaying:
             self.closeIfClientDone(now: now, into: &actions)
-        case .awaitingQuitReply, .closing, .closed, .modifying:
+        case .upstreamTLS, .awaitingQuitReply, .closing, .closed, .modifying:
+            // With TLS to the upstream being made, the client's lines are decided once it is up.
             break
         }
     }
@@ -464,6 +474,11 @@ struct RelayMachine {
                 self.upstreamInput.writeBuffer(&bytes)
             }
             self.readUpstreamUnits(now: now, into: &actions)
+        case .upstreamTLS(_, let handshaking):
+            guard !handshaking else { break }
+            var bytes = bytes
+            self.upstreamInput.writeBuffer(&bytes)
+            self.readUpstreamSTLSReply(now: now, into: &actions)
         case .handshaking, .admitting, .connecting, .closed, .modifying:
             break
         }
@@ -473,7 +488,7 @@ struct RelayMachine {
     /// closed; its close decides what the client is told.
     mutating func upstreamFailed(_ reason: String, now: NIODeadline, into actions: inout [Action]) {
         switch self.state {
-        case .connecting, .awaitingGreeting:
+        case .connecting, .awaitingGreeting, .upstreamTLS:
             actions.append(.log(.warning, "the connection to the upstream \(self.settings.upstream) failed: \(reason)"))
             self.upstreamFailure = reason
         default:
@@ -490,7 +505,8 @@ struct RelayMachine {
         guard self.upstream == .open else { return }
         self.upstream = .closed
         switch self.state {
-        case .connecting where self.upstreamFailure != nil, .awaitingGreeting where self.upstreamFailure != nil:
+        case .connecting where self.upstreamFailure != nil, .awaitingGreeting where self.upstreamFailure != nil,
+            .upstreamTLS:
             // Logged with its reason already (TLS, most often): the client is told the gateway could not get through.
             self.replyAndClose(
                 "the gateway could not make a secure connection to upstream \(self.settings.upstream)",
@@ -534,6 +550,11 @@ struct RelayMachine {
     mutating func deadlineReached(now: NIODeadline, into actions: inout [Action]) {
         self.armed = nil
         switch self.state {
+        case .upstreamTLS(let waiting, _) where now >= waiting.greetingDeadline:
+            actions.append(.log(.warning, "TLS with the upstream \(self.settings.upstream) did not come up in time"))
+            self.upstreamFailure = "timeout"
+            actions.append(.close(.upstream))
+            return
         case .handshaking(let deadline) where now >= deadline:
             let seconds = self.settings.handshakeTimeout.nanoseconds / 1_000_000_000
             actions.append(.log(.info, "closing a client that did not finish its TLS handshake in \(seconds) s"))
@@ -750,6 +771,9 @@ struct RelayMachine {
             guard self.settings.requireTLS, !self.clientEncrypted else { return nil }
             return "TLS is required here: send STLS first, or connect to the POP3S port (995)"
         case .stls:
+            if self.settings.upstreamSTLS, !self.settings.terminatesSTLS, !self.settings.clientTLS {
+                return "STLS is not offered here"
+            }
             guard self.clientEncrypted, self.settings.terminatesSTLS || self.settings.clientTLS else { return nil }
             return "TLS is already active"
         default:
@@ -906,6 +930,8 @@ struct RelayMachine {
                 forward(&self, &actions)
                 self.greeted(now: now, into: &actions)
                 clientLinesMayGoOn = true
+                // What follows is the answer to the gateway's STLS.
+                if case .upstreamTLS = self.state { break loop }
             case .replyEnded:
                 guard case .relaying(var relaying) = self.state else { continue }
                 self.state = .modifying
@@ -951,7 +977,9 @@ struct RelayMachine {
     // MARK: - CAPA, as the gateway offers it
 
     /// Whether this listener's gateway holds TLS for its clients, so that CAPA must say what the gateway offers.
-    private var editsCAPA: Bool { self.settings.terminatesSTLS || self.settings.clientTLS }
+    private var editsCAPA: Bool {
+        self.settings.terminatesSTLS || self.settings.clientTLS || self.settings.upstreamSTLS
+    }
 
     /// Whether the client may still be offered STLS.
     private var offersSTLS: Bool { self.settings.terminatesSTLS && !self.clientEncrypted && !self.startingTLS }
@@ -1047,8 +1075,56 @@ struct RelayMachine {
     /// The upstream greeted: the client's lines are read from now on, those that came early first.
     private mutating func greeted(now: NIODeadline, into actions: inout [Action]) {
         guard case .awaitingGreeting = self.state else { return }
+        if self.settings.upstreamSTLS {
+            // The gateway's own exchange: not the client's, so not the conversation's either.
+            self.state = .upstreamTLS(
+                Waiting(greetingDeadline: now + self.settings.handshakeTimeout),
+                handshaking: false
+            )
+            actions.append(.write(.upstream, ByteBuffer(string: "STLS\r\n")))
+            actions.append(.flush(.upstream))
+            self.rearm(now: now, into: &actions)
+            return
+        }
         self.state = .relaying(Relaying())
         self.rearm(now: now, into: &actions)
+    }
+
+    /// The upstream's answer to the gateway's STLS: +OK starts TLS (what came after it in plaintext is dropped:
+    /// it cannot be the server's, RFC 2595 §4); anything else ends the session, the client told why.
+    private mutating func readUpstreamSTLSReply(now: NIODeadline, into actions: inout [Action]) {
+        guard case .upstreamTLS(let waiting, false) = self.state,
+            let newline = self.upstreamInput.readableBytesView.firstIndex(of: 0x0A)
+        else { return }
+        let line = String(decoding: self.upstreamInput.readableBytesView[..<newline], as: UTF8.self)
+        self.upstreamInput = Self.drained
+        if line.hasPrefix("+OK") {
+            self.state = .upstreamTLS(waiting, handshaking: true)
+            actions.append(.startUpstreamTLS)
+            return
+        }
+        actions.append(
+            .log(
+                .warning,
+                "the upstream \(self.settings.upstream) refused STLS: \(line.filter { $0 != "\r" && $0 != "\n" })"
+            )
+        )
+        self.upstreamFailure = "STLS refused"
+        actions.append(.close(.upstream))
+    }
+
+    /// TLS with the upstream is up: the client's lines go on, those that waited first.
+    mutating func upstreamTLSEstablished(version: String, now: NIODeadline, into actions: inout [Action]) {
+        guard case .upstreamTLS(_, true) = self.state else { return }
+        self.state = .relaying(Relaying())
+        actions.append(.record([.annotation(.gateway, "The gateway began \(version) with the upstream (STLS).")]))
+        self.rearm(now: now, into: &actions)
+        if self.clientInput.readableBytes > 0 {
+            self.readClientLines(now: now, into: &actions)
+        } else {
+            self.closeIfClientDone(now: now, into: &actions)
+        }
+        actions.append(.resumeReading(.client))
     }
 
     /// The upstream went away unasked: answer what can still be answered, then close.
@@ -1156,6 +1232,8 @@ struct RelayMachine {
     private mutating func rearm(now: NIODeadline, into actions: inout [Action]) {
         var next = self.lastActivity + self.settings.idleTimeout
         switch self.state {
+        case .upstreamTLS(let waiting, _):
+            next = min(next, waiting.greetingDeadline)
         case .connecting(let waiting), .awaitingGreeting(let waiting):
             // While connecting, the connect timeout applies: a greeting deadline passed then is set anew on
             // connection. Arming at the first one means most sessions schedule one timer, not two.

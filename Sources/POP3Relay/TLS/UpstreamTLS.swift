@@ -7,6 +7,8 @@ struct UpstreamTLS: Sendable {
     let context: NIOSSLContext
     /// Sent as SNI and checked in the certificate; nil for an IP literal upstream without verification.
     let serverName: String?
+    /// TLS from the first octet; otherwise STLS after the greeting.
+    let implicit: Bool
 
     static func load(_ listener: RelayConfiguration.Listener) throws -> UpstreamTLS? {
         guard listener.upstreamTLS != .none else { return nil }
@@ -26,7 +28,8 @@ struct UpstreamTLS: Sendable {
         do {
             return UpstreamTLS(
                 context: try NIOSSLContext(configuration: configuration),
-                serverName: listener.upstreamServerName ?? (literal ? nil : host)
+                serverName: listener.upstreamServerName ?? (literal ? nil : host),
+                implicit: listener.upstreamTLS == .implicit
             )
         } catch {
             throw ClientTLS.Problem(description: "TLS to the upstream \(listener.upstream): \(error)")

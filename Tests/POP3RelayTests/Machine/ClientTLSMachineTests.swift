@@ -204,4 +204,40 @@ struct ClientTLSMachineTests {
         stls.client("STLS\r\n")
         #expect(stls.run { $0.tlsHelloSeen(http, into: &$2) } == ["close upstream", "refuse handshake"])
     }
+
+    // MARK: - STLS to the upstream
+
+    static func upstreamSTLS() -> Harness {
+        var h = Harness { $0.upstreamSTLS = true }
+        h.run { $0.clientConnected(now: $1, into: &$2) }
+        h.run { $0.admitted(.admit, now: $1, into: &$2) }
+        h.run { $0.upstreamConnected(now: $1, into: &$2) }
+        return h
+    }
+
+    @Test("STLS to the upstream after its greeting, the client's lines held until TLS is up; the client never sees it")
+    func upstreamSTLS() {
+        var h = Self.upstreamSTLS()
+        #expect(h.upstream("+OK ready\r\n") == ["client ← +OK ready\r\n", "upstream ← STLS\r\n"])
+        #expect(h.client("CAPA\r\n") == [])
+        #expect(h.upstream("+OK Begin TLS negotiation now\r\n") == ["start upstream TLS"])
+        #expect(h.run { $0.upstreamTLSEstablished(version: "TLS 1.3", now: $1, into: &$2) } == ["upstream ← CAPA\r\n"])
+        h.upstream("+OK\r\nSTLS\r\nUSER\r\n.\r\n")
+        #expect(h.toClient == "+OK ready\r\n+OK\r\nUSER\r\n.\r\n", "\(h.toClient)")
+        #expect(h.client("STLS\r\n") == ["client ← -ERR STLS is not offered here\r\n"])
+        #expect(h.upstreamWrites == ["STLS\r\n", "CAPA\r\n"])
+    }
+
+    @Test("an upstream that refuses STLS: the client is told the gateway could not get through, nothing goes on")
+    func upstreamRefusesSTLS() {
+        var h = Self.upstreamSTLS()
+        h.upstream("+OK ready\r\n")
+        h.client("USER alice\r\n")
+        #expect(h.upstream("-ERR no TLS here\r\n") == ["close upstream"])
+        #expect(
+            h.run { $0.upstreamClosed(now: $1, into: &$2) }.first
+                == "client ← -ERR [SYS/TEMP] the gateway could not make a secure connection to upstream up:110\r\n"
+        )
+        #expect(h.upstreamWrites == ["STLS\r\n"])
+    }
 }

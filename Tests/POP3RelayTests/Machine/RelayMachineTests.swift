@@ -36,6 +36,7 @@ struct Harness {
         case .ended(let how): "ended: \(how.rawValue)"
         case .startTLS: "start TLS"
         case .refuseHandshake: "refuse handshake"
+        case .startUpstreamTLS: "start upstream TLS"
         case .flush, .arm, .resumeReading, .record, .export, .log: nil
         }
     }
