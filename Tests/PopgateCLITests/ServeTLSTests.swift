@@ -357,7 +357,9 @@ struct ServeTLSTests {
 
     @Test("STLS through the gateway to a Dovecot without TLS: poplib's stls(), curl --ssl-reqd, openssl -starttls")
     func stlsWithRealClients() async throws {
-        let stack = try await Stack.start(stls: true)
+        let pcap = ServeProcessTests.temporary("stls-pcap")
+        defer { try? FileManager.default.removeItem(atPath: pcap) }
+        let stack = try await Stack.start(stls: true, ["--pcap", pcap])
         let (certificates, port) = (stack.certificates, stack.port)
         let script = """
             import poplib, ssl
@@ -396,6 +398,27 @@ struct ServeTLSTests {
         }
         // poplib and curl ask CAPA first; openssl sends STLS straight away.
         #expect(offered == 2)
+        // The export: the STLS exchange, then a note that the plaintext inside TLS follows; the password masked.
+        for file in try FileManager.default.contentsOfDirectory(atPath: pcap) {
+            let path = pcap + "/" + file
+            #expect(
+                !String(decoding: try Data(contentsOf: URL(fileURLWithPath: path)), as: UTF8.self).contains(
+                    "wonderland"
+                )
+            )
+            let commands = try await runTool(
+                "tshark",
+                [
+                    "-r", path, "-d", "tcp.port==\(port),pop", "-Y", "pop.request", "-T", "fields", "-e",
+                    "pop.request.command",
+                ]
+            ).split(separator: "\n").map { $0.uppercased() }
+            #expect(commands.contains("STLS"), "\(file): \(commands)")
+            let note = try await runTool("tshark", ["-r", path, "-Y", "syslog", "-T", "fields", "-e", "syslog.msg"])
+            #expect(note.contains("TLS 1.3 began after STLS; what follows in this stream is the plaintext inside it"))
+            let (status, inspected) = try await InspectProcessTests.inspect(["--port", "\(port)", path])
+            #expect(status == 0 && !inspected.contains("! R49"), "\(inspected)")
+        }
     }
 
     @Test("plaintext pipelined after STLS is dropped and reported (R31); the session goes on inside TLS")

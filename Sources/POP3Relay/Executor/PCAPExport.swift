@@ -37,7 +37,7 @@ public final class PCAPExport: Sendable {
             path,
             note: { reason in SessionPCAP.note("export of session \(id) stops here: \(reason); the session goes on") }
         )
-        return SessionPCAP(file: file, local: local, remote: remote)
+        return SessionPCAP(id: id, file: file, local: local, remote: remote)
     }
 
     /// Waits until everything written so far is on disk.
@@ -50,6 +50,8 @@ public final class PCAPExport: Sendable {
 final class SessionPCAP {
     private let channel: EmbeddedChannel
     private let file: OutputWriter.File
+    private let id: String
+
     private let state: State
     private var challenges = ExportMask.Challenges()
 
@@ -59,24 +61,45 @@ final class SessionPCAP {
         var closed = false
     }
 
-    fileprivate init(file: OutputWriter.File, local: SocketAddress, remote: SocketAddress) {
+    fileprivate init(id: String, file: OutputWriter.File, local: SocketAddress, remote: SocketAddress) {
+        self.id = id
         self.file = file
         let state = State()
         self.state = state
-        let sink: (ByteBuffer) -> Void = { bytes in
-            if !file.append(bytes) { state.closed = true }
-        }
+        if !file.append(NIOWritePCAPHandler.pcapFileHeader) { state.closed = true }
+        self.channel = Self.stream(file: file, state: state, local: local, remote: Self.sameFamily(remote, as: local))
+    }
+
+    /// One TCP stream in the file, its handshake packets written.
+    private static func stream(
+        file: OutputWriter.File,
+        state: State,
+        local: SocketAddress,
+        remote: SocketAddress
+    ) -> EmbeddedChannel {
         let handler = NIOWritePCAPHandler(
             mode: .server,
             fakeLocalAddress: local,
-            fakeRemoteAddress: Self.sameFamily(remote, as: local),
+            fakeRemoteAddress: remote,
             settings: .init(emitPCAPWrites: .whenIssued),
-            fileSink: sink
+            fileSink: { bytes in if !file.append(bytes) { state.closed = true } }
         )
-        self.channel = EmbeddedChannel(handlers: [DiscardOutbound(), handler, DiscardInbound()])
-        sink(NIOWritePCAPHandler.pcapFileHeader)
-        // Makes the handler write the handshake packets.
-        _ = self.channel.connect(to: remote)
+        let channel = EmbeddedChannel(handlers: [DiscardOutbound(), handler, DiscardInbound()])
+        _ = channel.connect(to: remote)
+        return channel
+    }
+
+    /// The gateway answered STLS and TLS is up: what follows in this stream is the plaintext inside TLS. Readers
+    /// that follow STLS (tshark, `popgate inspect`) take it for TLS from here, so the file says so in a note.
+    /// (A second TCP stream would read as POP3 in tshark, but as a session without a greeting in the inspector:
+    /// false alarms, until the inspector reads sessions caught mid-way.)
+    func tlsBegan(_ version: String) {
+        guard !self.state.closed else { return }
+        self.file.append(
+            Self.note(
+                "session \(self.id): \(version) began after STLS; what follows in this stream is the plaintext inside it"
+            )
+        )
     }
 
     /// Bytes from the client (already masked where they hold a secret).
@@ -124,6 +147,8 @@ final class SessionPCAP {
             self.fromClient(bytes)
         case .toClient(let bytes, let saslExchange):
             self.toClient(bytes, saslOpen: saslExchange)
+        case .tlsBegan(let version):
+            self.tlsBegan(version)
         }
     }
 

@@ -92,6 +92,8 @@ struct RelayMachine {
         case clientOverlongLine(prefix: ByteBuffer, octets: Int, saslResponse: Bool)
         case fromClient(ByteBuffer)
         case toClient(ByteBuffer, saslExchange: Bool)
+        /// TLS the gateway terminates began after STLS: the plaintext inside it follows.
+        case tlsBegan(String)
     }
 
     enum Action: Sendable, Hashable {
@@ -250,6 +252,7 @@ struct RelayMachine {
                 "\(version) with the client after STLS; the gateway holds the other end of it."
             )
             actions.append(.record([note] + self.conversation.tlsEstablished()))
+            if self.settings.export { actions.append(.export(.tlsBegan(version))) }
             self.rearm(now: now, into: &actions)
             actions.append(.resumeReading(.client))
             return
