@@ -57,6 +57,24 @@ struct ServeTLSTests {
         }
     }
 
+    static func exports(_ directory: String) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: directory).map { directory + "/" + $0 }
+    }
+
+    /// The commands tshark reads in a pcap export, once it is checked that no password is in it.
+    static func exportedCommands(_ path: String, port: Int) async throws -> [String] {
+        let text = String(decoding: try Data(contentsOf: URL(fileURLWithPath: path)), as: UTF8.self)
+        #expect(!text.contains("wonderland"), "\(path) holds the password")
+        let fields = try await runTool(
+            "tshark",
+            [
+                "-r", path, "-d", "tcp.port==\(port),pop", "-Y", "pop.request", "-T", "fields", "-e",
+                "pop.request.command",
+            ]
+        )
+        return fields.split(separator: "\n").map { $0.uppercased() }
+    }
+
     @Test("curl pop3s:// and poplib's POP3_SSL read the message through the gateway; the transcript names TLS 1.3")
     func realClients() async throws {
         let pcap = ServeProcessTests.temporary("tls-pcap")
@@ -93,21 +111,9 @@ struct ServeTLSTests {
             #expect(!text.contains("wonderland"))
         }
         // The export holds what went inside TLS, in plaintext, the password masked; tshark reads it as POP3.
-        for file in try FileManager.default.contentsOfDirectory(atPath: pcap) {
-            let path = pcap + "/" + file
-            #expect(
-                !String(decoding: try Data(contentsOf: URL(fileURLWithPath: path)), as: UTF8.self).contains(
-                    "wonderland"
-                )
-            )
-            let commands = try await runTool(
-                "tshark",
-                [
-                    "-r", path, "-d", "tcp.port==\(port),pop", "-Y", "pop.request", "-T", "fields", "-e",
-                    "pop.request.command",
-                ]
-            )
-            #expect(commands.split(separator: "\n").map { $0.uppercased() }.contains("RETR"), "\(commands)")
+        for path in try Self.exports(pcap) {
+            let commands = try await Self.exportedCommands(path, port: port)
+            #expect(commands.contains("RETR"), "\(commands)")
         }
     }
 
@@ -399,21 +405,9 @@ struct ServeTLSTests {
         // poplib and curl ask CAPA first; openssl sends STLS straight away.
         #expect(offered == 2)
         // The export: the STLS exchange, then a note that the plaintext inside TLS follows; the password masked.
-        for file in try FileManager.default.contentsOfDirectory(atPath: pcap) {
-            let path = pcap + "/" + file
-            #expect(
-                !String(decoding: try Data(contentsOf: URL(fileURLWithPath: path)), as: UTF8.self).contains(
-                    "wonderland"
-                )
-            )
-            let commands = try await runTool(
-                "tshark",
-                [
-                    "-r", path, "-d", "tcp.port==\(port),pop", "-Y", "pop.request", "-T", "fields", "-e",
-                    "pop.request.command",
-                ]
-            ).split(separator: "\n").map { $0.uppercased() }
-            #expect(commands.contains("STLS"), "\(file): \(commands)")
+        for path in try Self.exports(pcap) {
+            let commands = try await Self.exportedCommands(path, port: port)
+            #expect(commands.contains("STLS"), "\(path): \(commands)")
             let note = try await runTool("tshark", ["-r", path, "-Y", "syslog", "-T", "fields", "-e", "syslog.msg"])
             #expect(note.contains("TLS 1.3 began after STLS; what follows in this stream is the plaintext inside it"))
             let (status, inspected) = try await InspectProcessTests.inspect(["--port", "\(port)", path])
