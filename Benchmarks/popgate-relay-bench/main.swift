@@ -289,6 +289,8 @@ struct Target {
 }
 var targets = [Target(name: tlsMode ? "direct (plaintext)" : "direct", port: upstream.port, child: nil, tls: false)]
 
+/// With --tls, the upstream's TLS end for the "both sides" target.
+var upstreamTLSFront: Child?
 // With --tls: a certificate for the run, and the same as one file for haproxy.
 let certificate = temporary.appendingPathComponent("cert.pem").path
 let privateKey = temporary.appendingPathComponent("key.pem").path
@@ -298,7 +300,7 @@ if tlsMode {
     make.executableURL = URL(fileURLWithPath: "/bin/sh")
     make.arguments = [
         "-c",
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout \(privateKey) -out \(certificate) -days 2 -subj /CN=localhost 2>/dev/null && cat \(certificate) \(privateKey) > \(combined)",
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout \(privateKey) -out \(certificate) -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null && cat \(certificate) \(privateKey) > \(combined)",
     ]
     try make.run()
     make.waitUntilExit()
@@ -308,11 +310,23 @@ let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathCom
     "popgate"
 ).path
 /// `popgate serve` from `path`, relaying to the benchmark's upstream.
-func popgateTarget(_ name: String, _ path: String, log: String, transcripts: Bool = false) throws -> Target {
+func popgateTarget(
+    _ name: String,
+    _ path: String,
+    log: String,
+    transcripts: Bool = false,
+    upstreamTLSPort: Int? = nil
+) throws -> Target {
     let port = try freePort()
     var arguments = [
-        "serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstream.port)", "--log-level", "error",
+        "serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstreamTLSPort ?? upstream.port)",
+        "--log-level", "error",
     ]
+    if upstreamTLSPort != nil {
+        arguments += [
+            "--upstream-tls", "implicit", "--upstream-ca", certificate, "--upstream-server-name", "localhost",
+        ]
+    }
     if tlsMode {
         arguments[1] = "--listen-tls"
         arguments += ["--cert", certificate, "--key", privateKey]
@@ -328,6 +342,34 @@ if FileManager.default.isExecutableFile(atPath: popgate) {
     targets.append(try popgateTarget(tlsMode ? "popgate serve (TLS)" : "popgate serve", popgate, log: "popgate"))
     if withTranscripts {
         targets.append(try popgateTarget("popgate +transcripts", popgate, log: "popgate-t", transcripts: true))
+    }
+    // TLS on both sides: the upstream's TLS end is a haproxy in front of the embedded server (which has none).
+    if tlsMode, let haproxy = which("haproxy") {
+        let port = try freePort()
+        let config = """
+            global
+              maxconn 4096
+            defaults
+              mode tcp
+              timeout connect 5s
+              timeout client 60s
+              timeout server 60s
+            listen upstream-tls
+              bind 127.0.0.1:\(port) ssl crt \(combined)
+              server upstream 127.0.0.1:\(upstream.port)
+            """
+        let path = temporary.appendingPathComponent("upstream-tls.cfg").path
+        try (config + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        upstreamTLSFront = try Child(
+            "upstream-tls",
+            haproxy,
+            ["-f", path, "-db"],
+            log: temporary.appendingPathComponent("upstream-tls.log").path
+        )
+        _ = waitForPort(port)
+        targets.append(
+            try popgateTarget("popgate serve (TLS both sides)", popgate, log: "popgate-tt", upstreamTLSPort: port)
+        )
     }
 } else {
     print("popgate not found next to the benchmark; build it with: swift build -c release")
@@ -551,6 +593,7 @@ if tlsMode {
 }
 
 for target in targets { target.child?.stop() }
+upstreamTLSFront?.stop()
 try? await upstream.stop()
 try? await upstreamGroup.shutdownGracefully()
 if results.contains(where: { $0.2 + $0.4 > 0 }) {
@@ -570,7 +613,7 @@ let haproxyResult = results.first { $0.0.hasPrefix("haproxy") }
 let nginxResult = results.first { $0.0.hasPrefix("nginx") }
 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
 print(
-    pad("target", 28) + pad("sessions/s", 12) + pad("× direct", 10) + pad("× haproxy", 11) + pad("× nginx", 9)
+    pad("target", 32) + pad("sessions/s", 12) + pad("× direct", 10) + pad("× haproxy", 11) + pad("× nginx", 9)
         + pad("RETR MB/s", 11) + pad("× direct", 10) + pad("× haproxy", 11) + pad("× nginx", 9) + "failures"
 )
 for (name, sessions, sessionFailures, retr, retrFailures) in results {
@@ -581,7 +624,7 @@ for (name, sessions, sessionFailures, retr, retrFailures) in results {
     let sn = nginxResult.map { String(format: "%.2f", sessions / $0.1) } ?? "-"
     let rn = nginxResult.map { String(format: "%.2f", retr / $0.3) } ?? "-"
     print(
-        pad(name, 28) + pad(String(format: "%.0f", sessions), 12) + pad(sd, 10) + pad(sh, 11) + pad(sn, 9)
+        pad(name, 32) + pad(String(format: "%.0f", sessions), 12) + pad(sd, 10) + pad(sh, 11) + pad(sn, 9)
             + pad(String(format: "%.0f", retr / 1e6), 11) + pad(rd, 10) + pad(rh, 11) + pad(rn, 9)
             + "\(sessionFailures + retrFailures)"
     )
@@ -601,7 +644,7 @@ func cpuTable(_ title: String, _ figures: [String: (CPU, Int)], unit: Double, _ 
             (anchor.map { String(format: "  %.2f × haproxy's", value.0 / $0) } ?? "")
             + (floor.map { String(format: "  %.2f × NIO glue's", value.0 / $0) } ?? "")
         print(
-            "  " + pad(title, 14) + pad(name, 28) + pad(String(format: format, value.0), 9)
+            "  " + pad(title, 14) + pad(name, 32) + pad(String(format: format, value.0), 9)
                 + pad("(kernel " + String(format: format, value.1) + ")", 17) + ratio
         )
     }
@@ -613,7 +656,7 @@ if !idleMemory.isEmpty {
     print("")
     print("Memory per idle logged-in session (\(idleSessions) sessions, growth of the resident set):")
     for (name, octets) in idleMemory {
-        print("  " + pad(name, 28) + String(format: "%.1f KB", octets / 1000))
+        print("  " + pad(name, 32) + String(format: "%.1f KB", octets / 1000))
     }
 }
 
@@ -624,7 +667,7 @@ if !resumption.isEmpty {
     )
     for (name, full, resumed, reused) in resumption {
         print(
-            "  " + pad(name, 28)
+            "  " + pad(name, 32)
                 + String(format: "full %.0f/s   resumed %.0f/s   (%.1f×)   ", full, resumed, resumed / max(full, 1))
                 + (reused ? "s_client: Reused" : "s_client: not reused")
         )
