@@ -107,4 +107,65 @@ struct ServeUpstreamTLSTests {
         #expect(!gatewayLog.contains("C: STLS"), "the gateway's STLS is not shown as the client's")
         await dovecot.stop()
     }
+
+    @Test("a TLS 1.0-only upstream: reached with the floor lowered for it, refused without, the reason logged")
+    func oldUpstream() async throws {
+        let certificates = try await TestCertificates.make()
+        let log = ServeProcessTests.temporary("upstream-tls10-log")
+        let serverLog = ServeProcessTests.temporary("upstream-tls10-server")
+        defer {
+            certificates.remove()
+            for path in [log, serverLog] { try? FileManager.default.removeItem(atPath: path) }
+        }
+        // A legacy server: TLS 1.0 and nothing newer, at OpenSSL's security level 0; it greets and says +OK.
+        let server = """
+            import socket, ssl, threading, warnings
+            warnings.simplefilter('ignore')
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.set_ciphers('DEFAULT@SECLEVEL=0')
+            context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1
+            context.load_cert_chain('\(certificates.certificate)', '\(certificates.key)')
+            listener = socket.create_server(('127.0.0.1', 0)); print(listener.getsockname()[1], flush=True)
+            def serve(raw):
+                try:
+                    s = context.wrap_socket(raw, server_side=True); s.sendall(b'+OK legacy ready\\r\\n')
+                    while s.recv(4096): s.sendall(b'+OK\\r\\n')
+                except Exception:
+                    pass
+            while True:
+                threading.Thread(target=serve, args=(listener.accept()[0],), daemon=True).start()
+            """
+        let legacy = try ChildProcess("/usr/bin/python3", ["-c", server], output: serverLog)
+        defer { legacy.signal(SIGKILL) }
+        var legacyPort = 0
+        for _ in 0..<250 where legacyPort == 0 {
+            legacyPort =
+                Int(((try? String(contentsOfFile: serverLog, encoding: .utf8)) ?? "").prefix { $0.isNumber }) ?? 0
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try #require(legacyPort > 0)
+        func greeting(_ extra: [String]) async throws -> String {
+            let (process, port) = try await ServeProcessTests.serveOnAnyPort(
+                [
+                    "--upstream", "127.0.0.1:\(legacyPort)", "--upstream-tls", "implicit", "--upstream-ca",
+                    certificates.certificate, "--upstream-server-name", "localhost",
+                ] + extra,
+                log: log
+            )
+            let client = try RawSocket(port: port)
+            let answer = await client.readUntil("\r\n", seconds: 10)
+            client.close()
+            process.signal(SIGTERM)
+            #expect(await process.wait(seconds: 10) == 0)
+            return answer
+        }
+        #expect(try await greeting(["--upstream-tls-min-version", "1.0"]).hasPrefix("+OK legacy ready"))
+        let refused = try await greeting([])
+        #expect(refused.hasPrefix("-ERR [SYS/TEMP] the gateway could not make a secure connection"), "\(refused)")
+        #expect(
+            try String(contentsOfFile: log, encoding: .utf8).contains(
+                "the connection to the upstream 127.0.0.1:\(legacyPort) failed"
+            )
+        )
+    }
 }
