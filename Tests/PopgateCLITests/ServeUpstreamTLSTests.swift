@@ -55,6 +55,7 @@ struct ServeUpstreamTLSTests {
         ])
         #expect(!output.contains("Hello"))
         #expect(gatewayLog.contains("the connection to the upstream 127.0.0.1:\(dovecot.port) failed"), "\(gatewayLog)")
+        #expect(gatewayLog.contains("mail.other.test"), "the log names the name that did not match: \(gatewayLog)")
         // The opt-out: it works, and says what it costs.
         (output, gatewayLog) = try await through(["--upstream-no-verify"])
         #expect(output.contains("Hello through the gateway."), "\(output)")
