@@ -64,6 +64,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The rules: addresses and prefixes, the policy language, decisions with time as a parameter. Pure.
+        .target(name: "POP3Rules"),
         // libpcap, through pkg-config; Debian's libpcap-dev provides it.
         // The body scanner's vector loop: C, so that AVX2 can be chosen at run time.
         .target(name: "CPOP3Scan"),
@@ -98,7 +100,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "popgate-bench",
-            dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["POP3Core", "POP3Rules", .product(name: "NIOCore", package: "swift-nio")],
             path: "Benchmarks/popgate-bench"
         ),
         .executableTarget(
@@ -129,6 +131,7 @@ let package = Package(
             name: "POP3CoreTests",
             dependencies: ["POP3Core", "CPOP3Scan", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        .testTarget(name: "POP3RulesTests", dependencies: ["POP3Rules"]),
         .testTarget(
             name: "POP3NIOTests",
             dependencies: [
