@@ -1,0 +1,135 @@
+import Testing
+
+@testable import POP3Rules
+
+@Suite("Rules: the language")
+struct RulesParserTests {
+    static let sketch = """
+        # The gateway in front of a legacy server.
+        allow from 127.0.0.0/8, ::1
+        allow from 10.0.0.0/8, 2001:db8::/32   # the office
+        deny  from any
+
+        limit connections      30 per minute     per client-ip
+        limit sessions         5 concurrent      per client-ip/48
+        limit auth-failures    5 per 10 minutes  per client-ip  then block 15 minutes
+        limit auth-failures    10 per hour       per user       then block 1 hour
+
+        require tls before USER, PASS, APOP, AUTH
+        deny command DELE for user archive@example.org
+        deny command TOP
+        deny user *@old.example.org
+        """
+
+    @Test("every construct of the sketch reads into the rules, in order, each with its line")
+    func sketchParses() throws {
+        let (rules, problems) = RulesParser.parse(Self.sketch, file: "gateway.rules")
+        #expect(problems.isEmpty, "\(problems)")
+        #expect(rules.access.map(\.allow) == [true, true, false])
+        #expect(rules.access.map(\.source.line) == [2, 3, 4])
+        #expect(rules.access[0].addresses?.contains(RuleAddress("127.9.9.9")!) == true)
+        #expect(rules.access[1].addresses?.contains(RuleAddress("2001:db8::5")!) == true)
+        #expect(rules.access[2].addresses == nil)
+        #expect(
+            rules.limits == [
+                .init(
+                    kind: .connections,
+                    count: 30,
+                    window: 60,
+                    key: .clientIP(v6Prefix: 64),
+                    block: nil,
+                    source: .init(file: "gateway.rules", line: 6)
+                ),
+                .init(
+                    kind: .sessions,
+                    count: 5,
+                    window: nil,
+                    key: .clientIP(v6Prefix: 48),
+                    block: nil,
+                    source: .init(file: "gateway.rules", line: 7)
+                ),
+                .init(
+                    kind: .authFailures,
+                    count: 5,
+                    window: 600,
+                    key: .clientIP(v6Prefix: 64),
+                    block: 900,
+                    source: .init(file: "gateway.rules", line: 8)
+                ),
+                .init(
+                    kind: .authFailures,
+                    count: 10,
+                    window: 3600,
+                    key: .user,
+                    block: 3600,
+                    source: .init(file: "gateway.rules", line: 9)
+                ),
+            ]
+        )
+        #expect(rules.tlsBefore == ["USER", "PASS", "APOP", "AUTH"])
+        #expect(rules.commandDenials.map(\.command) == ["DELE", "TOP"])
+        #expect(rules.commandDenials.map(\.user) == ["archive@example.org", nil])
+        #expect(rules.deniedUsers.map(\.pattern) == ["*@old.example.org"])
+    }
+
+    @Test("include and prefix files are read through the caller; a loop of includes is an error, not a hang")
+    func includes() {
+        let files = [
+            "office.rules": "allow from file office.txt\ninclude main.rules\n",
+            "office.txt": "# the office\n192.0.2.0/24\n198.51.100.7\nnot-a-prefix\n",
+        ]
+        let (rules, problems) = RulesParser.parse("include office.rules\ndeny from any\n", file: "main.rules") { path in
+            guard let text = files[path] else { throw RulesProblem(file: path, line: 0, column: 0, message: "missing") }
+            return text
+        }
+        #expect(rules.access.count == 2)
+        #expect(rules.access[0].addresses?.contains(RuleAddress("192.0.2.200")!) == true)
+        #expect(rules.access[0].source == .init(file: "office.rules", line: 1))
+        #expect(
+            problems.map(\.description) == [
+                "office.txt:4:1: \"not-a-prefix\" is not an IPv4 or IPv6 address",
+                "office.rules:2:9: main.rules includes itself, through this line",
+            ]
+        )
+    }
+
+    @Test("every error has its line, its column and a hint; all of them are reported")
+    func errors() {
+        let text = """
+            allow from 10.0.0.0/33
+            deny from any, 10.0.0.0/8
+            limit connections many per minute per client-ip
+            limit sessions 5 per minute per client-ip
+            limit auth-failures 5 per 10 minutes per client-ip
+            limit connections 5 per fortnight per client-ip
+            limit connections 5 per minute per user
+            require tls before USER, FETCH
+            deny command FETCH
+            deny command DELE for archive
+            route user *@legacy.example.org to legacy
+            permit from any
+            include
+            """
+        let (_, problems) = RulesParser.parse(text, file: "bad.rules")
+        #expect(
+            problems.map { "\($0.line):\($0.column) \($0.message)" } == [
+                "1:12 \"/33\" is not a prefix length from 0 to 32",
+                "2:11 any stands alone",
+                "3:19 expected a count of at least 1",
+                "4:18 expected concurrent",
+                "5:51 expected then block DURATION",
+                "6:25 expected per DURATION",
+                "7:36 expected client-ip",
+                "8:26 FETCH is not a POP3 command",
+                "9:14 FETCH is not a POP3 command",
+                "10:19 expected for user PATTERN",
+                "11:1 route is not supported yet",
+                "12:1 unknown rule permit",
+                "13:8 include takes one file",
+            ],
+            "\(problems.map(\.description).joined(separator: "\n"))"
+        )
+        #expect(problems.allSatisfy { $0.hint != nil || $0.message.contains("POP3 command") })
+        #expect(problems[10].hint?.contains("later release") == true)
+    }
+}
