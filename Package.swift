@@ -83,6 +83,7 @@ let package = Package(
                 "POP3NIO",
                 "POP3Server",
                 "POP3Relay",
+                "POP3Rules",
                 "POP3Capture",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -67,6 +67,14 @@ public struct RulesProblem: Error, Sendable, Hashable, CustomStringConvertible {
     public var message: String
     public var hint: String?
 
+    public init(file: String, line: Int, column: Int, message: String, hint: String? = nil) {
+        self.file = file
+        self.line = line
+        self.column = column
+        self.message = message
+        self.hint = hint
+    }
+
     public var description: String {
         "\(self.file):\(self.line):\(self.column): \(self.message)" + (self.hint.map { "\n  hint: \($0)" } ?? "")
     }
