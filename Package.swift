@@ -136,6 +136,7 @@ let package = Package(
         .testTarget(
             name: "POP3NIOTests",
             dependencies: [
+                "PopgateTestSupport",
                 "POP3Core",
                 "POP3NIO",
                 .product(name: "Logging", package: "swift-log"),
@@ -160,7 +161,7 @@ let package = Package(
             name: "PopgateTestSupport",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/Support"
         ),

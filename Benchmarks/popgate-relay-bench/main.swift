@@ -338,34 +338,34 @@ func popgateTarget(
     let child = try Child(log, path, arguments, log: temporary.appendingPathComponent("\(log).log").path)
     return Target(name: name, port: port, child: child)
 }
+/// haproxy relaying TCP from `port` to the embedded server, with TLS on its listening side when `tls`.
+func haproxy(_ haproxy: String, name: String, port: Int, tls: Bool) throws -> Child {
+    let config = """
+        global
+          maxconn 4096
+        defaults
+          mode tcp
+          timeout connect 5s
+          timeout client 60s
+          timeout server 60s
+        listen pop3
+          bind 127.0.0.1:\(port)\(tls ? " ssl crt \(combined)" : "")
+          server upstream 127.0.0.1:\(upstream.port)
+        """
+    let path = temporary.appendingPathComponent("\(name).cfg").path
+    try (config + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    return try Child(name, haproxy, ["-f", path, "-db"], log: temporary.appendingPathComponent("\(name).log").path)
+}
+
 if FileManager.default.isExecutableFile(atPath: popgate) {
     targets.append(try popgateTarget(tlsMode ? "popgate serve (TLS)" : "popgate serve", popgate, log: "popgate"))
     if withTranscripts {
         targets.append(try popgateTarget("popgate +transcripts", popgate, log: "popgate-t", transcripts: true))
     }
     // TLS on both sides: the upstream's TLS end is a haproxy in front of the embedded server (which has none).
-    if tlsMode, let haproxy = which("haproxy") {
+    if tlsMode, let path = which("haproxy") {
         let port = try freePort()
-        let config = """
-            global
-              maxconn 4096
-            defaults
-              mode tcp
-              timeout connect 5s
-              timeout client 60s
-              timeout server 60s
-            listen upstream-tls
-              bind 127.0.0.1:\(port) ssl crt \(combined)
-              server upstream 127.0.0.1:\(upstream.port)
-            """
-        let path = temporary.appendingPathComponent("upstream-tls.cfg").path
-        try (config + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-        upstreamTLSFront = try Child(
-            "upstream-tls",
-            haproxy,
-            ["-f", path, "-db"],
-            log: temporary.appendingPathComponent("upstream-tls.log").path
-        )
+        upstreamTLSFront = try haproxy(path, name: "upstream-tls", port: port, tls: true)
         _ = waitForPort(port)
         targets.append(
             try popgateTarget("popgate serve (TLS both sides)", popgate, log: "popgate-tt", upstreamTLSPort: port)
@@ -399,32 +399,15 @@ if FileManager.default.isExecutableFile(atPath: glue), !tlsMode {
     )
 }
 
-if let haproxy = which("haproxy") {
+if let path = which("haproxy") {
     let port = try freePort()
-    let config = """
-        global
-          maxconn 4096
-        defaults
-          mode tcp
-          timeout connect 5s
-          timeout client 60s
-          timeout server 60s
-        listen pop3
-          bind 127.0.0.1:\(port)\(tlsMode ? " ssl crt \(combined)" : "")
-          server upstream 127.0.0.1:\(upstream.port)
-        """
-    let path = temporary.appendingPathComponent("haproxy.cfg").path
-    try (config + "\n").write(toFile: path, atomically: true, encoding: .utf8)
-    let log = temporary.appendingPathComponent("haproxy.log").path
     targets.append(
         Target(
             name: tlsMode ? "haproxy (tcp, TLS)" : "haproxy (tcp)",
             port: port,
-            child: try Child("haproxy", haproxy, ["-f", path, "-db"], log: log)
+            child: try haproxy(path, name: "haproxy", port: port, tls: tlsMode)
         )
     )
-} else {
-    print("haproxy not installed: its column is left out (scripts/bench.sh installs it)")
 }
 
 // nginx's mail proxy: it reads the login itself, asks auth_http where to go (here its own http block

@@ -48,12 +48,12 @@ public struct Rules: Sendable, Hashable {
     /// `require tls before`: the commands refused before TLS.
     public var tlsBefore: Set<String> = []
     public var commandDenials: [CommandDenial] = []
-    public var deniedUsers: [(pattern: String, source: Source)] { self.userDenials.map { ($0.pattern, $0.source) } }
-    var userDenials: [UserDenial] = []
+    /// `deny user PATTERN`.
+    public var deniedUsers: [UserDenial] = []
 
-    struct UserDenial: Sendable, Hashable {
-        var pattern: String
-        var source: Source
+    public struct UserDenial: Sendable, Hashable {
+        public var pattern: String
+        public var source: Source
     }
 
     public init() {}
@@ -219,7 +219,7 @@ public enum RulesParser {
                     )
                     continue
                 }
-                rules.userDenials.append(.init(pattern: words[2].text, source: source))
+                rules.deniedUsers.append(.init(pattern: words[2].text, source: source))
             case "allow", "deny":
                 problem(
                     words.count > 1 ? words[1] : nil,

@@ -3,25 +3,10 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import POP3Core
+import PopgateTestSupport
 import Testing
 
 @testable import POP3NIO
-
-/// Keeps the messages logged.
-struct CapturingLogHandler: LogHandler {
-    let messages: NIOLockedValueBox<[String]>
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { self.metadata[key] }
-        set { self.metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        self.messages.withLockedValue { $0.append("\(event.level): \(event.message)") }
-    }
-}
 
 /// A directory of its own, removed by the caller.
 func scratchDirectory(_ name: String) -> String {
@@ -54,7 +39,7 @@ struct TranscriptFilesTests {
         let directory = scratchDirectory("tf")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let messages = NIOLockedValueBox<[String]>([])
-        let logger = Logger(label: "test") { _ in CapturingLogHandler(messages: messages) }
+        let logger = CapturingLogHandler.logger(messages)
         let files = try TranscriptFiles(directory: directory, bodies: false, logger: logger)
         // A directory where a file must go: open(2) fails with EISDIR, as root too.
         for id in ["a", "b"] {
@@ -121,7 +106,7 @@ struct TranscriptFilesTests {
         let directory = scratchDirectory("behind")
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let messages = NIOLockedValueBox<[String]>([])
-        let logger = Logger(label: "test") { _ in CapturingLogHandler(messages: messages) }
+        let logger = CapturingLogHandler.logger(messages)
         let writer = OutputWriter(limits: .init(total: 1 << 20), logger: logger)
         let slow = writer.open(directory + "/slow", note: { ByteBuffer(string: "[stopped: \($0)]") })
         let other = writer.open(directory + "/other", note: { ByteBuffer(string: "[stopped: \($0)]") })

@@ -1,4 +1,3 @@
-import Dispatch
 import NIOCore
 import NIOEmbedded
 import NIOExtras
