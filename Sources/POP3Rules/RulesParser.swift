@@ -12,6 +12,8 @@ public struct Rules: Sendable, Hashable {
         /// Nil for `any`.
         public var addresses: AddressSet?
         public var source: Source
+        /// `deny from ... silently`: the connection is closed without a reply.
+        public var silent = false
     }
 
     public enum Key: Sendable, Hashable {
@@ -138,13 +140,22 @@ public enum RulesParser {
             switch first.text.lowercased() {
             case "allow" where second == "from", "deny" where second == "from":
                 let allow = first.text.lowercased() == "allow"
-                let items = Array(words.dropFirst(2))
+                var items = Array(words.dropFirst(2))
+                var silent = false
+                if let last = items.last, last.text.lowercased() == "silently" {
+                    items.removeLast()
+                    if allow {
+                        problem(last, "only a deny closes silently", "deny from 192.0.2.0/24 silently")
+                    } else {
+                        silent = true
+                    }
+                }
                 guard !items.isEmpty else {
                     problem(nil, "\(first.text) from needs addresses", "allow from 10.0.0.0/8, 2001:db8::/32 (or any)")
                     continue
                 }
                 if items.count == 1, items[0].text.lowercased() == "any" {
-                    rules.access.append(.init(allow: allow, addresses: nil, source: source))
+                    rules.access.append(.init(allow: allow, addresses: nil, source: source, silent: silent))
                     continue
                 }
                 var prefixes: [RulePrefix] = []
@@ -185,7 +196,9 @@ public enum RulesParser {
                         problem(item, "\(error)", "a prefix is ADDRESS/LENGTH, as 192.0.2.0/24 or 2001:db8::/32")
                     }
                 }
-                rules.access.append(.init(allow: allow, addresses: AddressSet(prefixes), source: source))
+                rules.access.append(
+                    .init(allow: allow, addresses: AddressSet(prefixes), source: source, silent: silent)
+                )
             case "deny" where second == "command":
                 guard words.count >= 3 else {
                     problem(nil, "deny command needs a command", "deny command DELE")

@@ -1,24 +1,35 @@
 /// What the rules decide about a connection, a login or a command, and the counts behind it: a pure struct,
-/// time given as seconds on any steady clock, so tests never sleep. The relay holds one per listener, behind a
-/// lock, and asks it at admission, on each login reply and on each command.
+/// time given as seconds on any steady clock, so tests never sleep. The relay holds one, behind a lock, and asks
+/// it at admission, before each login and on each login's failure.
 public struct RulesState: Sendable {
     public enum Admission: Sendable, Hashable {
-        case admit
+        /// Admitted and counted; the ticket goes back to ``sessionEnded(_:)``.
+        case admit(Ticket)
         /// An `allow from`/`deny from` line refused the address.
-        case denied(Rules.Source)
+        case denied(Rules.Access)
         /// A connection-rate or concurrency limit refused it, for now.
         case limited(Rules.Limit)
+
+        public var admitted: Bool {
+            if case .admit = self { return true }
+            return false
+        }
     }
 
-    public let rules: Rules
-    /// Connection times per limit line and key, the oldest first; at most `count` kept.
-    private var connections: [Int: [Counter: [Double]]] = [:]
-    /// Open sessions per limit line and key.
-    private var sessions: [Int: [Counter: Int]] = [:]
-    /// Failure times per limit line and key.
-    private var failures: [Int: [Counter: [Double]]] = [:]
-    /// When each blocked key may log in again, per limit line.
-    private var blocks: [Int: [Counter: Double]] = [:]
+    /// What an admitted session was counted in: handed back when it ends, so that a reload that adds a
+    /// concurrency limit does not take off sessions it never counted.
+    public struct Ticket: Sendable, Hashable {
+        let address: RuleAddress
+        let sessionLimits: [LimitID]
+    }
+
+    /// A limit line by what it counts: its kind, its key and which of the lines with that kind and key it is.
+    /// Counts carry over a reload for the lines whose identity stays (a changed number applies to the count).
+    struct LimitID: Hashable, Sendable {
+        var kind: Rules.Limit.Kind
+        var key: Rules.Key
+        var occurrence: Int
+    }
 
     /// What a limit counts by: an address (IPv6 grouped by its prefix) or a user name.
     enum Counter: Hashable, Sendable {
@@ -27,7 +38,40 @@ public struct RulesState: Sendable {
         case user(String)
     }
 
-    public init(_ rules: Rules) { self.rules = rules }
+    public let rules: Rules
+    private let ids: [LimitID]
+    /// Connection times per limit line and key, the oldest first; at most `count` kept.
+    private var connections: [LimitID: [Counter: [Double]]] = [:]
+    /// Open sessions per limit line and key.
+    private var sessions: [LimitID: [Counter: Int]] = [:]
+    /// Failure times per limit line and key.
+    private var failures: [LimitID: [Counter: [Double]]] = [:]
+    /// When each blocked key may log in again, per limit line.
+    private var blocks: [LimitID: [Counter: Double]] = [:]
+    /// Changes since the last sweep of keys whose times have all expired, so that the maps stay as large as
+    /// the clients seen within the windows, not all clients ever seen.
+    private var changes = 0
+
+    public init(_ rules: Rules) {
+        self.rules = rules
+        var seen: [String: Int] = [:]
+        self.ids = rules.limits.map { limit in
+            let name = "\(limit.kind.rawValue) \(limit.key)"
+            defer { seen[name, default: 0] += 1 }
+            return LimitID(kind: limit.kind, key: limit.key, occurrence: seen[name, default: 0])
+        }
+    }
+
+    /// New rules, with the counts and blocks of every limit line whose kind and key are unchanged.
+    public func reloaded(_ rules: Rules) -> RulesState {
+        var next = RulesState(rules)
+        let kept = Set(next.ids)
+        next.connections = self.connections.filter { kept.contains($0.key) }
+        next.sessions = self.sessions.filter { kept.contains($0.key) }
+        next.failures = self.failures.filter { kept.contains($0.key) }
+        next.blocks = self.blocks.filter { kept.contains($0.key) }
+        return next
+    }
 
     /// The access lines, first match wins; an address no line matches is admitted.
     public func access(_ address: RuleAddress) -> Rules.Access? {
@@ -37,51 +81,59 @@ public struct RulesState: Sendable {
     /// A new connection from `address` at `now`: refused by an access line or a limit, or admitted and counted
     /// (a session opened; ``sessionEnded(_:)`` closes it).
     public mutating func admit(_ address: RuleAddress, now: Double) -> Admission {
-        if let access = self.access(address), !access.allow { return .denied(access.source) }
+        if let access = self.access(address), !access.allow { return .denied(access) }
         for (index, limit) in self.rules.limits.enumerated() {
+            let id = self.ids[index]
             let key = Self.counter(address, limit.key)
             switch limit.kind {
             case .connections:
                 let window = limit.window ?? 0
-                let recent = (self.connections[index]?[key] ?? []).filter { now - $0 < window }
-                if recent.count >= limit.count { return .limited(limit) }
+                let recent = self.connections[id]?[key]?.reduce(0) { now - $1 < window ? $0 + 1 : $0 } ?? 0
+                if recent >= limit.count { return .limited(limit) }
             case .sessions:
-                if (self.sessions[index]?[key] ?? 0) >= limit.count { return .limited(limit) }
+                if (self.sessions[id]?[key] ?? 0) >= limit.count { return .limited(limit) }
             case .authFailures:
                 continue
             }
         }
         // Admitted: counted for every limit that counts connections or sessions.
+        var counted: [LimitID] = []
         for (index, limit) in self.rules.limits.enumerated() {
+            let id = self.ids[index]
             let key = Self.counter(address, limit.key)
             switch limit.kind {
             case .connections:
                 let window = limit.window ?? 0
-                var recent = (self.connections[index]?[key] ?? []).filter { now - $0 < window }
+                var recent = (self.connections[id]?[key] ?? []).filter { now - $0 < window }
                 recent.append(now)
-                self.connections[index, default: [:]][key] = Array(recent.suffix(limit.count))
+                self.connections[id, default: [:]][key] = Array(recent.suffix(limit.count))
             case .sessions:
-                self.sessions[index, default: [:]][key, default: 0] += 1
+                self.sessions[id, default: [:]][key, default: 0] += 1
+                counted.append(id)
             case .authFailures:
                 continue
             }
         }
-        return .admit
+        self.changed(now: now)
+        return .admit(Ticket(address: address, sessionLimits: counted))
     }
 
     /// A session admitted by ``admit(_:now:)`` has ended.
-    public mutating func sessionEnded(_ address: RuleAddress) {
+    public mutating func sessionEnded(_ ticket: Ticket) {
         for (index, limit) in self.rules.limits.enumerated() where limit.kind == .sessions {
-            let key = Self.counter(address, limit.key)
-            guard let open = self.sessions[index]?[key] else { continue }
-            self.sessions[index]?[key] = open > 1 ? open - 1 : nil
+            let id = self.ids[index]
+            guard ticket.sessionLimits.contains(id) else { continue }
+            let key = Self.counter(ticket.address, limit.key)
+            guard let open = self.sessions[id]?[key] else { continue }
+            self.sessions[id]?[key] = open > 1 ? open - 1 : nil
         }
     }
 
     /// Whether a login from `address` as `user` is blocked at `now`: the limit that blocks it and until when.
     public func blocked(_ address: RuleAddress, user: String?, now: Double) -> (limit: Rules.Limit, until: Double)? {
         for (index, limit) in self.rules.limits.enumerated() where limit.kind == .authFailures {
-            guard let key = Self.counter(address, user, limit.key), let until = self.blocks[index]?[key], until > now
+            guard let key = Self.counter(address, user, limit.key), let until = self.blocks[self.ids[index]]?[key],
+                until > now
             else { continue }
             return (limit, until)
         }
@@ -93,17 +145,19 @@ public struct RulesState: Sendable {
     public mutating func authFailed(_ address: RuleAddress, user: String?, now: Double) -> Rules.Limit? {
         var reached: Rules.Limit?
         for (index, limit) in self.rules.limits.enumerated() where limit.kind == .authFailures {
+            let id = self.ids[index]
             guard let key = Self.counter(address, user, limit.key) else { continue }
             let window = limit.window ?? 0
-            var recent = (self.failures[index]?[key] ?? []).filter { now - $0 < window }
+            var recent = (self.failures[id]?[key] ?? []).filter { now - $0 < window }
             recent.append(now)
             if recent.count >= limit.count {
-                self.blocks[index, default: [:]][key] = now + (limit.block ?? 0)
+                self.blocks[id, default: [:]][key] = now + (limit.block ?? 0)
                 recent.removeAll()
                 reached = reached ?? limit
             }
-            self.failures[index, default: [:]][key] = recent
+            self.failures[id, default: [:]][key] = recent.isEmpty ? nil : recent
         }
+        self.changed(now: now)
         return reached
     }
 
@@ -119,6 +173,30 @@ public struct RulesState: Sendable {
     /// Whether a user name is refused, and by which line.
     public func userDenied(_ user: String) -> Rules.Source? {
         self.rules.deniedUsers.first { Self.matches(user, $0.pattern) }?.source
+    }
+
+    /// How many keys the counts hold, over every limit: what a sweep keeps small.
+    var keysHeld: Int {
+        self.connections.values.reduce(0) { $0 + $1.count } + self.sessions.values.reduce(0) { $0 + $1.count }
+            + self.failures.values.reduce(0) { $0 + $1.count } + self.blocks.values.reduce(0) { $0 + $1.count }
+    }
+
+    /// Every 4096 changes, the keys whose times have all passed are let go: amortised, each change pays for one.
+    private mutating func changed(now: Double) {
+        self.changes += 1
+        guard self.changes >= 4096 else { return }
+        self.changes = 0
+        self.sweep(now: now)
+    }
+
+    mutating func sweep(now: Double) {
+        for (index, limit) in self.rules.limits.enumerated() {
+            let id = self.ids[index]
+            let window = limit.window ?? 0
+            self.connections[id] = self.connections[id]?.filter { $0.value.contains { now - $0 < window } }
+            self.failures[id] = self.failures[id]?.filter { $0.value.contains { now - $0 < window } }
+            self.blocks[id] = self.blocks[id]?.filter { $0.value > now }
+        }
     }
 
     /// `*` matches any run of characters; case does not matter.

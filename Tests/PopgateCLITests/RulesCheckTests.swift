@@ -6,12 +6,37 @@ import Testing
 @Suite("popgate rules check", .timeLimit(.minutes(1)))
 struct RulesCheckTests {
     static func check(_ path: String) async throws -> (Int32?, String) {
+        try await Self.rules(["check", path])
+    }
+
+    static func rules(_ arguments: [String]) async throws -> (Int32?, String) {
         let binary = try #require(popgateBinary(), "build the popgate product first (swift build)")
         let log = ServeProcessTests.temporary("rules-log")
         defer { try? FileManager.default.removeItem(atPath: log) }
-        let process = try ChildProcess(binary.path, ["rules", "check", path], output: log)
+        let process = try ChildProcess(binary.path, ["rules"] + arguments, output: log)
         let status = await process.wait(seconds: 20)
         return (status, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+    }
+
+    static var shipped: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Rules").path
+    }
+
+    @Test("rules explain: a refused address exits 2 naming the deny line; an admitted one gets its limits, exit 0")
+    func explain() async throws {
+        let path = Self.shipped + "/default.rules"
+        let (refused, refusal) = try await Self.rules(["explain", path, "--from", "192.0.2.7"])
+        #expect(refused == 2)
+        #expect(refusal.contains("192.0.2.7: refused by \(path):7 (deny from any)"), "\(refusal)")
+        let (admitted, limits) = try await Self.rules(["explain", path, "--from", "::ffff:10.1.2.3", "--user", "al"])
+        #expect(admitted == 0)
+        #expect(limits.contains("10.1.2.3: admitted by \(path):5"), "\(limits)")
+        #expect(limits.contains("at most 60 connection(s) per minute from 10.1.2.3"))
+        #expect(limits.contains("logins as al are refused for 1 hour   (\(path):12)"), "\(limits)")
+        let (bad, usage) = try await Self.rules(["explain", path, "--from", "10.1.2"])
+        #expect(bad == 64)
+        #expect(usage.contains("--from 10.1.2 is not an IP address"))
     }
 
     @Test("Rules/default.rules is valid, and its policy is summed up with the line of each rule")

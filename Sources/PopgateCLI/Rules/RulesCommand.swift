@@ -11,8 +11,8 @@ extension Popgate {
     struct RulesCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "rules",
-            abstract: "Check a rules file.",
-            subcommands: [Check.self]
+            abstract: "Check a rules file, or ask what it does to a client.",
+            subcommands: [Check.self, Explain.self]
         )
 
         struct Check: ParsableCommand {
@@ -31,23 +31,7 @@ extension Popgate {
             var file: String
 
             func run() throws {
-                guard let text = try? String(contentsOfFile: self.file, encoding: .utf8) else {
-                    Terminal.shared.error("popgate rules check: cannot read \(self.file)")
-                    throw ExitCode(1)
-                }
-                let directory = self.file.contains("/") ? String(self.file[..<self.file.lastIndex(of: "/")!]) : ""
-                let (rules, problems) = RulesParser.parse(text, file: self.file) { path in
-                    let resolved = path.hasPrefix("/") || directory.isEmpty ? path : directory + "/" + path
-                    guard let text = try? String(contentsOfFile: resolved, encoding: .utf8) else {
-                        throw RulesProblem(file: path, line: 0, column: 0, message: "cannot be read")
-                    }
-                    return text
-                }
-                guard problems.isEmpty else {
-                    for problem in problems { Terminal.shared.error(problem.description) }
-                    Terminal.shared.error("\(problems.count) error\(problems.count == 1 ? "" : "s") in \(self.file)")
-                    throw ExitCode(1)
-                }
+                let rules = try RulesFile.loadOrReport(self.file, command: "check")
                 print(Self.summary(rules, file: self.file))
             }
 
@@ -86,5 +70,77 @@ extension Popgate {
                 return lines.joined(separator: "\n")
             }
         }
+
+        struct Explain: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Say what a rules file would do to a client, and which line decides each point.",
+                discussion: """
+                    Exit codes: 0 when the client would be admitted, 2 when it would be refused, 1 when the file has
+                    errors.
+
+                    Examples:
+                      popgate rules explain Rules/default.rules --from 192.0.2.7
+                      popgate rules explain gateway.rules --from 10.1.2.3 --user archive@example.org
+                      popgate rules explain gateway.rules --from 2001:db8::7 --user alice --tls
+                    """
+            )
+
+            @Argument(help: "The rules file.", completion: .file())
+            var file: String
+
+            @Option(help: "The client's address (IPv4 or IPv6).")
+            var from: String
+
+            @Option(help: "The user name it logs in as.")
+            var user: String?
+
+            @Flag(help: "The client uses TLS (the TLS port, or STLS).")
+            var tls = false
+
+            func validate() throws {
+                guard RuleAddress(self.from) != nil else {
+                    throw ValidationError("--from \(self.from) is not an IP address (as 192.0.2.7 or 2001:db8::7)")
+                }
+            }
+
+            func run() throws {
+                let rules = try RulesFile.loadOrReport(self.file, command: "explain")
+                let explanation = rules.explain(address: RuleAddress(self.from)!, user: self.user, tls: self.tls)
+                print(explanation.lines.joined(separator: "\n"))
+                if !explanation.admitted { throw ExitCode(2) }
+            }
+        }
+    }
+}
+
+/// Reads a rules file and what it includes, relative to the file's own directory.
+enum RulesFile {
+    static func load(_ file: String) -> (rules: Rules, problems: [RulesProblem]) {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            return (Rules(), [RulesProblem(file: file, line: 0, column: 0, message: "cannot read \(file)")])
+        }
+        let directory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : ""
+        return RulesParser.parse(text, file: file) { path in
+            let resolved = path.hasPrefix("/") || directory.isEmpty ? path : directory + "/" + path
+            guard let text = try? String(contentsOfFile: resolved, encoding: .utf8) else {
+                throw RulesProblem(file: path, line: 0, column: 0, message: "cannot be read")
+            }
+            return text
+        }
+    }
+
+    /// The rules, or every problem printed and exit 1.
+    static func loadOrReport(_ file: String, command: String) throws -> Rules {
+        let (rules, problems) = Self.load(file)
+        if let first = problems.first, first.line == 0 {
+            Terminal.shared.error("popgate rules \(command): \(first.message)")
+            throw ExitCode(1)
+        }
+        guard problems.isEmpty else {
+            for problem in problems { Terminal.shared.error(problem.description) }
+            Terminal.shared.error("\(problems.count) error\(problems.count == 1 ? "" : "s") in \(file)")
+            throw ExitCode(1)
+        }
+        return rules
     }
 }
