@@ -53,6 +53,7 @@ let package = Package(
             dependencies: [
                 "POP3Core",
                 "POP3NIO",
+                "POP3Rules",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -87,6 +88,7 @@ let package = Package(
                 "POP3Capture",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -177,6 +179,7 @@ let package = Package(
             dependencies: [
                 "PopgateTestSupport",
                 "POP3Core",
+                "POP3Rules",
                 "POP3NIO",
                 "POP3Relay",
                 .product(name: "NIOCore", package: "swift-nio"),

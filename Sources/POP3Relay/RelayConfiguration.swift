@@ -190,6 +190,9 @@ public struct RelayConfiguration: Sendable, Hashable {
     /// Transcript and pcap octets the disk may be behind on, in all (a file may be half of it behind);
     /// past it a file ends with a note and the session goes on without it.
     public var outputBuffer = 64 << 20
+    /// The rules file (`Rules/*.rules`) every listener enforces; nil for none. Read again on SIGHUP and when it
+    /// or a file it includes changes.
+    public var rules: String?
 
     public init() {}
 

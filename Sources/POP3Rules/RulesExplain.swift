@@ -7,6 +7,20 @@ public struct RulesExplanation: Sendable, Hashable {
 }
 
 extension Rules {
+    /// Whether `command` from `user` is refused, and by which line.
+    public func commandDenied(_ command: String, user: String?) -> Source? {
+        let verb = command.uppercased()
+        return self.commandDenials.first { denial in
+            denial.command == verb
+                && (denial.user.map { pattern in user.map { RulesState.matches($0, pattern) } ?? false } ?? true)
+        }?.source
+    }
+
+    /// Whether a user name is refused, and by which line.
+    public func userDenied(_ user: String) -> Source? {
+        self.deniedUsers.first { RulesState.matches(user, $0.pattern) }?.source
+    }
+
     public func explain(address: RuleAddress, user: String?, tls: Bool) -> RulesExplanation {
         var lines: [String] = []
         let state = RulesState(self)

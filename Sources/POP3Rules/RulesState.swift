@@ -163,17 +163,11 @@ public struct RulesState: Sendable {
 
     /// Whether `command` from `user` is refused, and by which line.
     public func commandDenied(_ command: String, user: String?) -> Rules.Source? {
-        let verb = command.uppercased()
-        return self.rules.commandDenials.first { denial in
-            denial.command == verb
-                && (denial.user.map { pattern in user.map { Self.matches($0, pattern) } ?? false } ?? true)
-        }?.source
+        self.rules.commandDenied(command, user: user)
     }
 
     /// Whether a user name is refused, and by which line.
-    public func userDenied(_ user: String) -> Rules.Source? {
-        self.rules.deniedUsers.first { Self.matches(user, $0.pattern) }?.source
-    }
+    public func userDenied(_ user: String) -> Rules.Source? { self.rules.userDenied(user) }
 
     /// How many keys the counts hold, over every limit: what a sweep keeps small.
     var keysHeld: Int {

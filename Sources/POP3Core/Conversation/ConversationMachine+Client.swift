@@ -296,8 +296,14 @@ extension ConversationMachine {
             self.report(Anomaly(.saslEncoding, .client, "a SASL response that is not valid base64"), into: &events)
             return false
         }
-        if case .auth(let mechanism?, _)? = self.pending[pendingIndex].command {
+        if case .auth(let mechanism?, let initial)? = self.pending[pendingIndex].command {
             self.checkSASLPayload(mechanism: mechanism, decoded: decoded, into: &events)
+            if mechanism == "LOGIN", initial == nil, self.pending[pendingIndex].saslLines == 1 {
+                // LOGIN's first response is the user name (draft-murchison-sasl-login); with an initial response
+                // (the name), the first response is the password, never an identity.
+                self.saslIdentity = String(decoding: decoded, as: UTF8.self)
+                self.user = self.saslIdentity
+            }
         }
         return false
     }
@@ -312,6 +318,7 @@ extension ConversationMachine {
         guard mechanism == "PLAIN" else { return }
         if let name = self.plainUser(decoded) {
             self.user = name
+            self.saslIdentity = name
         } else {
             self.report(
                 Anomaly(
@@ -382,7 +389,19 @@ extension ConversationMachine {
         }
 
         let opensSASL: Bool
-        if case .auth(_?, _)? = parsed.command { opensSASL = true } else { opensSASL = false }
+        if case .auth(let mechanism?, let initial)? = parsed.command {
+            opensSASL = true
+            self.saslIdentity = nil
+            if let initial, initial.revealedString != "=", let decoded = Data(base64Encoded: initial.revealedString) {
+                if mechanism == "PLAIN" {
+                    self.saslIdentity = self.plainUser(decoded)
+                } else if mechanism == "LOGIN" {
+                    self.saslIdentity = String(decoding: decoded, as: UTF8.self)
+                }
+            }
+        } else {
+            opensSASL = false
+        }
         self.enqueue(PendingCommand(verb: parsed.keyword, command: parsed.command, opensSASL: opensSASL), into: &events)
 
         switch parsed.command {

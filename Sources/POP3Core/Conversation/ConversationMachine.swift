@@ -71,6 +71,9 @@ public struct ConversationMachine: Sendable {
     public internal(set) var capabilities: [Capability]?
     /// The user named by USER, APOP or AUTH.
     public internal(set) var user: String?
+    /// The identity the current (or last) AUTH exchange names, once read: PLAIN's authcid, from the initial
+    /// response or a response, or LOGIN's first response. Nil from each AUTH line until then.
+    public internal(set) var saslIdentity: String?
     public internal(set) var utf8Accepted = false
     public internal(set) var tlsActive: Bool
     public internal(set) var commandCount = 0
@@ -409,11 +412,15 @@ public struct ConversationMachine: Sendable {
     }
 
     mutating func report(_ anomaly: Anomaly, into events: inout [ConversationEvent]) {
+        // A reply the gateway made (a refusal in place of the greeting, a response code before any CAPA) is its
+        // decision, not a server's fault (R9, R11).
+        if self.serverSide == .gateway, anomaly.side == .server { return }
         events.append(.anomaly(anomaly))
     }
 
     /// Reports an anomaly only the first time its key comes up, for rules that would repeat on every line.
     mutating func reportOnce(_ key: String, _ anomaly: Anomaly, into events: inout [ConversationEvent]) {
+        if self.serverSide == .gateway, anomaly.side == .server { return }
         guard self.reported.insert(key).inserted else { return }
         events.append(.anomaly(anomaly))
     }

@@ -5,6 +5,7 @@ import NIOSSL
 import NIOTLS
 import POP3Core
 import POP3NIO
+import POP3Rules
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -39,6 +40,8 @@ final class RelaySessionExecutor {
         var requireTLS = false
         /// TLS to the upstream, implicit from its first octet here.
         var upstreamTLS: UpstreamTLS?
+        /// The rules, when the gateway has them.
+        var rules: RulesGate?
     }
 
     private let settings: Settings
@@ -50,6 +53,8 @@ final class RelaySessionExecutor {
     private var timer: Scheduled<Void>?
     private var clientReadPending = false
     private var handshakeRefused = false
+    /// What the rules counted this session in, handed back when it ends.
+    private var ticket: RulesState.Ticket?
     private var upstreamReadPending = false
     /// Actions not yet done.
     private var actions: [RelayMachine.Action] = []
@@ -73,6 +78,7 @@ final class RelaySessionExecutor {
         machine.requireTLS = settings.requireTLS
         machine.upstreamSTLS = settings.upstreamTLS.map { !$0.implicit } ?? false
         machine.handshakeTimeout = configuration.handshakeTimeout
+        machine.rules = settings.rules
         self.machine = RelayMachine(settings: machine, now: .now(), wallClock: Date().timeIntervalSince1970)
         self.recorder = SessionRecorder(
             sink: settings.sink,
@@ -100,7 +106,8 @@ final class RelaySessionExecutor {
             client: context.channel.remoteAddress,
             gateway: context.channel.localAddress
         )
-        self.run(now) { $0.clientConnected(now: $1, into: &$2) }
+        let address = self.settings.rules != nil ? RuleAddress(context.channel.remoteAddress) : nil
+        self.run(now) { $0.clientConnected(now: $1, address: address, into: &$2) }
     }
 
     func upstreamAdded(_ context: ChannelHandlerContext) { self.upstream = context }
@@ -207,10 +214,11 @@ final class RelaySessionExecutor {
     private func execute(_ action: RelayMachine.Action) {
         switch action {
         case .admit:
-            let decision = self.settings.admission.decide(
-                client: self.client?.channel.remoteAddress,
-                listener: self.settings.listener
-            )
+            let client = self.client?.channel.remoteAddress
+            var decision = self.settings.admission.decide(client: client, listener: self.settings.listener)
+            if decision == .admit, let rules = self.settings.rules, let address = RuleAddress(client) {
+                (decision, self.ticket) = rules.admit(address)
+            }
             self.machine.admitted(decision, now: .now(), into: &self.actions)
         case .connectUpstream:
             self.connectUpstream()
@@ -344,6 +352,10 @@ final class RelaySessionExecutor {
         self.timer?.cancel()
         self.timer = nil
         self.pcap?.finish()
+        if let ticket = self.ticket {
+            self.settings.rules?.ended(ticket)
+            self.ticket = nil
+        }
         let conversation = self.machine.conversation
         self.recorder.end(
             time: self.machine.wallClock(.now()),

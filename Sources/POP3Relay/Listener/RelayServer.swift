@@ -52,6 +52,8 @@ public final class RelayServer: Service, Sendable {
     /// Each listener's TLS to its upstream, by index.
     private let upstreamTLS: [Int: UpstreamTLS]
     private let idPrefix: String
+    /// The rules, when the gateway has them; ``RulesGate/reload(_:)`` swaps them for new sessions.
+    public let rules: RulesGate?
 
     /// - Parameters:
     ///   - live: what shows sessions live when `configuration.live` is on (standard output when nil); it gets
@@ -62,6 +64,7 @@ public final class RelayServer: Service, Sendable {
         live: (any ConversationSink)? = nil,
         sinks: [any ConversationSink] = [],
         admission: any AdmissionPolicy = AdmitAll(),
+        rules: RulesGate? = nil,
         logger: Logger = Logger(label: "popgate"),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws {
@@ -78,6 +81,7 @@ public final class RelayServer: Service, Sendable {
         self.upstreamTLS = upstreamTLS
         self.current = NIOLockedValueBox(configuration)
         self.admission = NIOLockedValueBox(admission)
+        self.rules = rules
         self.logger = logger
         self.group = group
         // One writer for every file, so the memory bound is one.
@@ -260,7 +264,8 @@ public final class RelayServer: Service, Sendable {
             sink: self.sink,
             pcap: self.pcap,
             logger: self.logger,
-            registry: self.registry
+            registry: self.registry,
+            rules: self.rules
         )
     }
 

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import POP3Core
+import POP3Rules
 
 /// How a session ended, for its log line and its transcript.
 public enum SessionEnd: String, Sendable, Hashable {
@@ -19,6 +20,7 @@ public enum SessionEnd: String, Sendable, Hashable {
     case handshakeTimeout = "the client did not finish its TLS handshake in time"
     case tlsOnPlaintextPort = "the client spoke TLS on a plaintext port"
     case alpnRefused = "the client's ALPN did not offer pop3"
+    case limited = "a rules limit refused the client, for now"
     case shutdown = "the gateway shut down"
     case error = "a connection error"
 }
@@ -30,6 +32,19 @@ public enum AdmissionDecision: Sendable, Hashable {
     case refuse(reason: String)
     /// The client is told `-ERR [SYS/TEMP] reason` (try again later) and the connection closes.
     case busy(reason: String)
+    /// A rules line refused the client.
+    case rule(RuleRefusal)
+
+    public struct RuleRefusal: Sendable, Hashable {
+        /// For the client (and the log).
+        public var reason: String
+        /// Where the rule is, `file:line`, for the log and the transcript.
+        public var rule: String
+        /// A limit (`-ERR [SYS/TEMP]`), not an access line (`-ERR [SYS/PERM]`).
+        public var temporary: Bool
+        /// Closed without a reply.
+        public var silent: Bool
+    }
 }
 
 /// One relayed session, as a pure machine: events in, actions out. No channels, no clock, no I/O.
@@ -84,6 +99,9 @@ struct RelayMachine {
         /// The gateway begins TLS with the upstream by STLS after its greeting, before any client line goes on.
         var upstreamSTLS = false
         var handshakeTimeout: TimeAmount = .seconds(10)
+        /// The rules, with the counts every session shares; nil without rules. The session keeps the rules in
+        /// force when it starts (a reload applies to the sessions after it).
+        var rules: RulesGate? = nil
     }
 
     /// What a pcap export is shown: client lines with their secrets still in them (the export masks them).
@@ -196,6 +214,20 @@ struct RelayMachine {
     private(set) var clientEncrypted = false
     /// Why the upstream connection failed before its greeting, for the client's reply.
     private var upstreamFailure: String?
+    /// The rules this session keeps, and the client's address as they see it.
+    private let rules: Rules?
+    private var clientAddress: RuleAddress?
+    /// The login under way, for the rules: who it names, and whether its AUTH exchange has carried
+    /// credentials (an initial response, or a response that is not `*`).
+    private var login = Login()
+    /// The gateway cancelled an AUTH exchange (a blocked or denied user named in it): its reply to the client,
+    /// in place of the upstream's answer to the cancel.
+    private var authReplyInstead: ByteBuffer?
+
+    private struct Login {
+        var user: String?
+        var saslCredentials = false
+    }
 
     /// `now` and `wallClock` (seconds since 1970) are the same instant: transcripts get wall-clock times.
     init(settings: Settings, now: NIODeadline, wallClock: Double) {
@@ -208,6 +240,7 @@ struct RelayMachine {
         self.loginDeadline = now + settings.loginTimeout
         self.startedAt = now
         self.wallClockAtStart = wallClock
+        self.rules = settings.rules?.rules
     }
 
     func wallClock(_ now: NIODeadline) -> Double {
@@ -228,8 +261,10 @@ struct RelayMachine {
 
     // MARK: - Connection events
 
-    mutating func clientConnected(now: NIODeadline, into actions: inout [Action]) {
+    /// `address`: the client's, for the rules (the peer's, or what a trusted PROXY header says).
+    mutating func clientConnected(now: NIODeadline, address: RuleAddress? = nil, into actions: inout [Action]) {
         guard case .admitting = self.state else { return }
+        self.clientAddress = address
         if self.settings.clientTLS {
             self.state = .handshaking(deadline: now + self.settings.handshakeTimeout)
             self.rearm(now: now, into: &actions)
@@ -300,8 +335,27 @@ struct RelayMachine {
             self.refuse(.err(reason, code: .sysPerm), .refused, now: now, into: &actions)
         case .busy(let reason):
             self.refuse(.err(reason, code: .sysTemp), .atCapacity, now: now, into: &actions)
+        case .rule(let refusal):
+            let end: SessionEnd = refusal.temporary ? .limited : .refused
+            let note = "The gateway refused the client by the rule at \(refusal.rule): \(refusal.reason)."
+            actions.append(.log(.info, "refused client=\(self.clientName): \(refusal.reason) (\(refusal.rule))"))
+            guard !refusal.silent else {
+                actions.append(
+                    .record([.annotation(.gateway, note + " The connection is closed without a reply.")])
+                )
+                actions.append(.close(.client))
+                self.state = .closing(end)
+                return
+            }
+            actions.append(.record([.annotation(.gateway, note)]))
+            let code: ResponseCode = refusal.temporary ? .sysTemp : .sysPerm
+            self.refuse(.err(refusal.reason, code: code), end, now: now, into: &actions)
         }
     }
+
+    /// The client's address as log lines give it, the same form every time (IPv4-mapped IPv6 as IPv4), so
+    /// that fail2ban-style tools can match it.
+    private var clientName: String { self.clientAddress.map { "\($0)" } ?? "unknown" }
 
     private mutating func refuse(_ reply: Reply, _ end: SessionEnd, now: NIODeadline, into actions: inout [Action]) {
         var events: [ConversationEvent] = []
@@ -683,6 +737,9 @@ struct RelayMachine {
                     if let refusal = refusal ?? self.gatewayRefusal(parsed.command) {
                         self.expect(.local(Self.reply(.err(refusal))))
                         answersDue = true
+                    } else if let ruled = self.ruleRefusal(parsed, events: &events, into: &actions) {
+                        self.expect(.local(Self.reply(ruled)))
+                        answersDue = true
                     } else if case .stls? = parsed.command, self.settings.terminatesSTLS {
                         // The gateway ends TLS itself; the upstream never sees STLS.
                         self.expect(.startTLS(Self.reply(.ok("Begin TLS negotiation"))))
@@ -690,13 +747,25 @@ struct RelayMachine {
                     } else {
                         wroteUpstream = self.sendUpstream(wire, into: &actions) || wroteUpstream
                         self.expect(.upstream)
+                        self.loginSent(parsed.command)
                         if case .quit? = parsed.command { self.quitForwarded = true }
                     }
                 case .saslResponse:
                     if self.settings.export {
                         actions.append(.export(.clientLine(line.content, line.ending, saslResponse: true)))
                     }
-                    wroteUpstream = self.sendUpstream(wire, into: &actions) || wroteUpstream
+                    let cancel = line.content.readableBytesView.elementsEqual([UInt8(ascii: "*")])
+                    if !cancel, let refused = self.saslRefusal(events: &events, into: &actions) {
+                        // The identity named in the exchange may not log in: the exchange is cancelled, so the
+                        // credentials that follow never reach the upstream, and the client gets the reason.
+                        self.authReplyInstead = Self.reply(refused)
+                        self.login.saslCredentials = false
+                        wroteUpstream = self.sendUpstream(ByteBuffer(string: "*\r\n"), into: &actions) || wroteUpstream
+                    } else {
+                        self.login.saslCredentials = !cancel
+                        if let identity = self.conversation.saslIdentity { self.login.user = identity }
+                        wroteUpstream = self.sendUpstream(wire, into: &actions) || wroteUpstream
+                    }
                 case .tooLong(let octets, let limit, let inSASL):
                     if self.settings.export {
                         actions.append(
@@ -782,6 +851,166 @@ struct RelayMachine {
         default:
             return nil
         }
+    }
+
+    // MARK: - Rules
+
+    /// A command the rules refuse (TLS required before it, a denied command or user, a blocked login): the
+    /// gateway's reply, with the event, the log line and the count; nil to let it go on.
+    private mutating func ruleRefusal(
+        _ parsed: ParsedCommand,
+        events: inout [ConversationEvent],
+        into actions: inout [Action]
+    ) -> Reply? {
+        guard let rules = self.rules, let gate = self.settings.rules else { return nil }
+        let verb = parsed.keyword.uppercased()
+        func refuse(_ event: RulesGate.Event, _ reply: Reply, _ why: String, _ rule: Rules.Source?) -> Reply {
+            gate.count(event)
+            let at = rule.map { " (\($0))" } ?? ""
+            actions.append(.log(.info, "refused \(verb) client=\(self.clientName): \(why)\(at)"))
+            let by = rule.map { " by the rule at \($0)" } ?? ""
+            events.append(.annotation(.gateway, "The gateway refused \(verb)\(by): \(why)."))
+            return reply
+        }
+        if rules.tlsBefore.contains(verb), !self.clientEncrypted {
+            let reason = "TLS is required before \(verb) here: send STLS first, or use the TLS port"
+            return refuse(.tlsRequired, .err(reason), "TLS is required before it", nil)
+        }
+        // The name the client sent, not only the one the server accepted: with USER, PASS and DELE pipelined,
+        // the +OK to USER has not come back when they are decided.
+        let user: String?
+        switch parsed.command {
+        case .user(let name)?, .apop(let name, _)?: user = name
+        case .auth?: user = self.conversation.saslIdentity
+        default: user = self.login.user ?? self.conversation.user
+        }
+        let names = Set([user, self.conversation.user].compactMap { $0 })
+        if let source = names.isEmpty
+            ? rules.commandDenied(verb, user: nil)
+            : names.lazy.compactMap({ rules.commandDenied(verb, user: $0) }).first
+        {
+            return refuse(.deniedCommand, .err("\(verb) is not allowed here"), "deny command \(verb)", source)
+        }
+        switch parsed.command {
+        case .user?, .apop?, .auth?:
+            if let user, let source = rules.userDenied(user) {
+                let reply = Reply.err("logins as \(user) are not accepted here", code: .sysPerm)
+                return refuse(.deniedUser, reply, "deny user (user=\(user))", source)
+            }
+        default:
+            break
+        }
+        switch parsed.command {
+        case .pass?, .apop?, .auth?:
+            guard let (limit, seconds) = gate.blocked(self.clientAddress, user: user) else { return nil }
+            return refuse(.blockedLogin, Self.blockedReply(seconds), Self.blockedWhy(limit, user: user), limit.source)
+        default:
+            return nil
+        }
+    }
+
+    /// Inside an AUTH exchange: the identity a response named is denied, or blocked.
+    private mutating func saslRefusal(events: inout [ConversationEvent], into actions: inout [Action]) -> Reply? {
+        guard let rules = self.rules, let gate = self.settings.rules, let user = self.conversation.saslIdentity,
+            user != self.login.user
+        else { return nil }
+        var reply: Reply?
+        var why = ""
+        var source: Rules.Source?
+        if let denied = rules.userDenied(user) {
+            gate.count(.deniedUser)
+            reply = .err("logins as \(user) are not accepted here", code: .sysPerm)
+            why = "deny user (user=\(user))"
+            source = denied
+        } else if let (limit, seconds) = gate.blocked(self.clientAddress, user: user) {
+            reply = Self.blockedReply(seconds)
+            why = Self.blockedWhy(limit, user: user)
+            source = limit.source
+        }
+        guard let reply, let source else { return nil }
+        actions.append(
+            .log(.info, "refused AUTH client=\(self.clientName): \(why) (\(source)); the exchange is cancelled")
+        )
+        events.append(
+            .annotation(
+                .gateway,
+                "The gateway cancelled the AUTH exchange by the rule at \(source): \(why). The upstream gets * in place of the response."
+            )
+        )
+        return reply
+    }
+
+    /// Not `[AUTH]`, which makes clients ask for a new password, nor `[LOGIN-DELAY]`, which RFC 2449 §8.2 keeps
+    /// for a login that came too soon after the last one: `[SYS/TEMP]`, try again later, and when.
+    private static func blockedReply(_ seconds: Double) -> Reply {
+        let minutes = max(1, Int((seconds / 60).rounded(.up)))
+        return .err(
+            "login refused for \(minutes) more minute\(minutes == 1 ? "" : "s") after repeated failed logins",
+            code: .sysTemp
+        )
+    }
+
+    private static func blockedWhy(_ limit: Rules.Limit, user: String?) -> String {
+        switch limit.key {
+        case .user: "blocked after repeated failed logins (user=\(user ?? ""))"
+        case .clientIP: "blocked after repeated failed logins from this address"
+        }
+    }
+
+    /// A login command went upstream: who it names, and whether it carries credentials already.
+    private mutating func loginSent(_ command: Command?) {
+        switch command {
+        case .user(let name)?:
+            self.login.user = name
+        case .apop(let name, _)?:
+            self.login.user = name
+        case .auth(_, let initial)?:
+            self.login.user = self.conversation.saslIdentity
+            self.login.saslCredentials = initial.map { $0.revealedString != "=" } ?? false
+        default:
+            break
+        }
+    }
+
+    /// A final reply to PASS, APOP or AUTH has been read (`reply`): a failure that is the user's doing counts
+    /// against the client and the user. Not a failure of the user's: a `[SYS/...]` (RFC 3206), `[IN-USE]` or
+    /// `[LOGIN-DELAY]` (RFC 2449 §8.1, §8.2) reply; an AUTH that carried no credentials (an unknown mechanism, a
+    /// cancel with `*`). Returns what the client gets in place of the reply, when the gateway cancelled it.
+    private mutating func loginAnswered(_ reply: ReplyEvent, into actions: inout [Action]) -> ByteBuffer? {
+        let replacement = reply.inResponseTo == "AUTH" ? self.authReplyInstead : nil
+        if reply.inResponseTo == "AUTH" { self.authReplyInstead = nil }
+        defer { self.login.saslCredentials = false }
+        guard let gate = self.settings.rules, reply.side == .server, replacement == nil,
+            let status = reply.reply?.status, status == .err
+        else { return replacement }
+        let verb = reply.inResponseTo ?? ""
+        let carried = verb == "AUTH" ? self.login.saslCredentials : true
+        if let code = reply.reply?.code?.levels.first?.uppercased(), ["SYS", "IN-USE", "LOGIN-DELAY"].contains(code) {
+            return nil
+        }
+        guard carried else { return nil }
+        let user = self.login.user
+        // One form, every time: what fail2ban's failregex matches (client=<HOST>).
+        actions.append(.log(.notice, "auth-failure client=\(self.clientName) user=\(user ?? "-") command=\(verb)"))
+        if let limit = gate.authFailed(self.clientAddress, user: user) {
+            let block = limit.block.map { Int($0 / 60) } ?? 0
+            let who = limit.key == .user ? "user=\(user ?? "-")" : "client=\(self.clientName)"
+            actions.append(
+                .log(
+                    .notice,
+                    "blocking \(who) for \(block) minute(s) after \(limit.count) failed logins (\(limit.source))"
+                )
+            )
+            actions.append(
+                .record([
+                    .annotation(
+                        .gateway,
+                        "That was failure \(limit.count) within the limit at \(limit.source): logins \(limit.key == .user ? "as \(user ?? "")" : "from this address") are refused for \(block) minute(s)."
+                    )
+                ])
+            )
+        }
+        return nil
     }
 
     /// The +OK to STLS is written: the executor puts TLS in place before anything else is read.
@@ -936,6 +1165,28 @@ struct RelayMachine {
                 // What follows is the answer to the gateway's STLS.
                 if case .upstreamTLS = self.state { break loop }
             case .replyEnded:
+                if self.rules != nil, let reply = Self.loginReply(events[eventsBefore...]),
+                    let replacement = self.loginAnswered(reply, into: &actions)
+                {
+                    // The upstream's answer to the gateway's cancel is not the client's: the reason is.
+                    if unitStart > forwardFrom, self.clientOpen {
+                        var before = self.upstreamInput
+                        before.moveReaderIndex(to: forwardFrom)
+                        if let slice = before.readSlice(length: unitStart - forwardFrom) {
+                            actions.append(.write(.client, slice))
+                        }
+                    }
+                    forwardFrom = self.upstreamInput.readerIndex
+                    events.append(
+                        .annotation(.gateway, "The client is told: \(String(buffer: replacement).dropLast(2))")
+                    )
+                    if self.clientOpen {
+                        if self.settings.export {
+                            actions.append(.export(.toClient(replacement, saslExchange: false)))
+                        }
+                        actions.append(.write(.client, replacement))
+                    }
+                }
                 guard case .relaying(var relaying) = self.state else { continue }
                 self.state = .modifying
                 relaying.answers.upstreamAnswered()
@@ -975,6 +1226,18 @@ struct RelayMachine {
                 self.closeIfClientDone(now: now, into: &actions)
             }
         }
+    }
+
+    /// The final reply to a login command among `events`, if one ended there.
+    private static func loginReply(_ events: ArraySlice<ConversationEvent>) -> ReplyEvent? {
+        for event in events.reversed() {
+            guard case .reply(let reply) = event else { continue }
+            guard let verb = reply.inResponseTo, verb == "PASS" || verb == "APOP" || verb == "AUTH",
+                reply.reply?.status != .continuation
+            else { return nil }
+            return reply
+        }
+        return nil
     }
 
     // MARK: - CAPA, as the gateway offers it

@@ -115,23 +115,35 @@ extension Popgate {
 
 /// Reads a rules file and what it includes, relative to the file's own directory.
 enum RulesFile {
-    static func load(_ file: String) -> (rules: Rules, problems: [RulesProblem]) {
+    /// The rules, their problems, and every file read for them (what a change to is a change to the rules).
+    static func load(_ file: String) -> (rules: Rules, problems: [RulesProblem], files: [String]) {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-            return (Rules(), [RulesProblem(file: file, line: 0, column: 0, message: "cannot read \(file)")])
+            return (Rules(), [RulesProblem(file: file, line: 0, column: 0, message: "cannot read \(file)")], [file])
         }
         let directory = file.contains("/") ? String(file[..<file.lastIndex(of: "/")!]) : ""
-        return RulesParser.parse(text, file: file) { path in
+        var files = [file]
+        let (rules, problems) = RulesParser.parse(text, file: file) { path in
             let resolved = path.hasPrefix("/") || directory.isEmpty ? path : directory + "/" + path
+            files.append(resolved)
             guard let text = try? String(contentsOfFile: resolved, encoding: .utf8) else {
                 throw RulesProblem(file: path, line: 0, column: 0, message: "cannot be read")
             }
             return text
         }
+        return (rules, problems, files)
+    }
+
+    /// One line for the log: how much there is of each kind.
+    static func summary(_ rules: Rules) -> String {
+        let ranges = rules.access.reduce(0) { $0 + ($1.addresses?.rangeCount ?? 1) }
+        return "\(rules.access.count) access line(s) (\(ranges) address range(s)), \(rules.limits.count) limit(s), "
+            + "TLS before \(rules.tlsBefore.count) command(s), \(rules.commandDenials.count) command denial(s), "
+            + "\(rules.deniedUsers.count) user denial(s)"
     }
 
     /// The rules, or every problem printed and exit 1.
     static func loadOrReport(_ file: String, command: String) throws -> Rules {
-        let (rules, problems) = Self.load(file)
+        let (rules, problems, _) = Self.load(file)
         if let first = problems.first, first.line == 0 {
             Terminal.shared.error("popgate rules \(command): \(first.message)")
             throw ExitCode(1)

@@ -27,6 +27,7 @@ import Yams
 /// command-line-limit: 255
 /// max-connections: 5000
 /// output-buffer-mib: 64
+/// rules: /etc/popgate/gateway.rules   # read again on SIGHUP and when it changes
 /// ```
 enum ConfigFile {
     struct Problem: Error, CustomStringConvertible {
@@ -37,7 +38,7 @@ enum ConfigFile {
         "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
         "command-line-limit", "max-connections", "output-buffer-mib", "listen-tls", "cert", "key", "require-tls",
         "sni", "sni-strict", "tls-min-version", "upstream-tls", "upstream-ca", "upstream-server-name",
-        "upstream-no-verify", "upstream-tls-min-version",
+        "upstream-no-verify", "upstream-tls-min-version", "rules",
     ]
     static let listenerKeys: Set<String> = [
         "listen", "listen-tls", "upstream", "cert", "key", "require-tls", "sni", "sni-strict", "upstream-tls",
@@ -185,6 +186,10 @@ enum ConfigFile {
                 throw problem("pcap", "expected a directory")
             }
             configuration.pcap = directory
+        }
+        if let value = map["rules"] {
+            guard let file = value as? String, !file.isEmpty else { throw problem("rules", "expected a rules file") }
+            configuration.rules = file
         }
         if let value = map["transcript-bodies"] {
             guard let flag = value as? Bool else { throw problem("transcript-bodies", "expected true or false") }

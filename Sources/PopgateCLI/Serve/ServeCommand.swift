@@ -4,6 +4,7 @@ import NIOCore
 import POP3Core
 import POP3NIO
 import POP3Relay
+import POP3Rules
 import ServiceLifecycle
 
 #if canImport(FoundationEssentials)
@@ -31,6 +32,8 @@ extension Popgate {
                   popgate serve --listen-tls 0.0.0.0:995 --cert cert.pem --key key.pem --upstream 10.0.0.5:110
                   popgate serve --listen 0.0.0.0:110 --cert cert.pem --key key.pem --require-tls --upstream 10.0.0.5:110
                       (the gateway answers STLS itself, and refuses logins before it)
+                  popgate serve --listen 0.0.0.0:110 --upstream 10.0.0.5:110 --rules Rules/default.rules
+                      (who may connect and how often; edit the file and new sessions follow it)
                   popgate serve --config popgate.yaml      (then: kill -HUP PID to reload it)
 
                 Signals: SIGTERM or SIGINT shut down gracefully (open sessions get --grace seconds). SIGHUP \
@@ -97,6 +100,15 @@ extension Popgate {
 
         @Option(help: "The oldest TLS version to use with the upstream (default 1.2; 1.0 and 1.1 for old servers).")
         var upstreamTLSMinVersion: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "The rules to enforce: who may connect, how often, what they may do (see popgate rules check).",
+                discussion: "Read again on SIGHUP and when the file, or one it includes, changes."
+            ),
+            completion: .file()
+        )
+        var rules: String?
 
         @Option(help: "Write each session's transcript to DIR/ID.txt and DIR/ID.jsonl.", completion: .directory)
         var transcripts: String?
@@ -175,9 +187,20 @@ extension Popgate {
                     output: { terminal.write($0) }
                 )
                 : nil
+            var gate: RulesGate?
+            if let file = configuration.rules {
+                let (rules, problems, _) = RulesFile.load(file)
+                guard problems.isEmpty else {
+                    for problem in problems { Terminal.shared.error(problem.description) }
+                    Terminal.shared.error("popgate serve: \(problems.count) error(s) in the rules \(file)")
+                    throw ExitCode(2)
+                }
+                gate = RulesGate(rules)
+                logger.info("enforcing the rules in \(file): \(RulesFile.summary(rules))")
+            }
             let server: RelayServer
             do {
-                server = try RelayServer(configuration: configuration, live: live, logger: logger)
+                server = try RelayServer(configuration: configuration, live: live, rules: gate, logger: logger)
                 try await server.bind()
             } catch {
                 Terminal.shared.error("popgate serve: \(error)")
@@ -285,6 +308,7 @@ extension Popgate {
                     description: "nothing to serve: give --listen and --upstream, or --config FILE"
                 )
             }
+            if let rules { configuration.rules = rules }
             if let transcripts { configuration.transcripts = transcripts }
             if let pcap { configuration.pcap = pcap }
             if self.live { configuration.live = true }
