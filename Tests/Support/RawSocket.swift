@@ -9,9 +9,24 @@ import Glibc
 public final class RawSocket: @unchecked Sendable {
     public let fd: Int32
 
-    public init(port: Int) throws {
+    /// `source`: the loopback address to connect from (all of 127.0.0.0/8 is this machine's), for allow-lists.
+    public init(port: Int, from source: String? = nil) throws {
         self.fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard self.fd >= 0 else { throw RawSocketError(what: "socket") }
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(self.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard bound == 0 else {
+                Glibc.close(self.fd)
+                throw RawSocketError(what: "bind to \(source)")
+            }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
