@@ -1,7 +1,7 @@
 // Sessions per second and RETR throughput through popgate serve, directly, and through the anchors that are
 // installed (haproxy's TCP relay, nginx's mail proxy), side by side in one run, as ratios.
 // Run: scripts/bench.sh   (or: swift run -c release popgate-relay-bench [--seconds N] [--clients N] [--rounds N]
-//      [--only popgate,haproxy] [--before PATH] [--idle N])
+//      [--only popgate,haproxy] [--before PATH] [--idle N] [--rules])
 // --before PATH: another popgate binary (an earlier build) as one more target, for before/after in one run.
 // --idle N: N logged-in sessions held open and idle; the resident memory each costs in each popgate and the
 // NIO glue relay.
@@ -33,6 +33,9 @@ let withTranscripts = arguments.contains("--transcripts") || arguments.contains(
 /// `--transcripts-in DIR`: where those transcripts go (the benchmark's temporary directory by default); a
 /// tmpfs such as /dev/shm separates popgate's cost from the file system's cost of making files.
 let transcriptsIn = arguments.firstIndex(of: "--transcripts-in").map { arguments[$0 + 1] }
+/// `--rules`: each popgate also runs a second time with a rules file: a 10,000-prefix allow list (this machine's
+/// 127.0.0.0/8 among them), every kind of limit on with numbers no run reaches, a command and a user denied.
+let withRules = arguments.contains("--rules")
 /// `--only popgate,haproxy`: measure only the targets whose names start with one of these (direct always runs).
 let only = arguments.firstIndex(of: "--only").map { arguments[$0 + 1].split(separator: ",").map(String.init) }
 let user = "bench"
@@ -315,13 +318,15 @@ func popgateTarget(
     _ path: String,
     log: String,
     transcripts: Bool = false,
-    upstreamTLSPort: Int? = nil
+    upstreamTLSPort: Int? = nil,
+    rules: Bool = false
 ) throws -> Target {
     let port = try freePort()
     var arguments = [
         "serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstreamTLSPort ?? upstream.port)",
         "--log-level", "error",
     ]
+    if rules { arguments += ["--rules", try benchRules()] }
     if upstreamTLSPort != nil {
         arguments += [
             "--upstream-tls", "implicit", "--upstream-ca", certificate, "--upstream-server-name", "localhost",
@@ -357,8 +362,43 @@ func haproxy(_ haproxy: String, name: String, port: Int, tls: Bool) throws -> Ch
     return try Child(name, haproxy, ["-f", path, "-db"], log: temporary.appendingPathComponent("\(name).log").path)
 }
 
+/// The rules file of `--rules`, with its prefix list beside it.
+func benchRules() throws -> String {
+    var generator = SystemRandomNumberGenerator()
+    var prefixes = ["127.0.0.0/8"]
+    for index in 0..<9_999 {
+        if index % 2 == 0 {
+            let address = UInt32.random(in: 0x0100_0000...0x7EFF_FFFF, using: &generator)
+            let length = Int.random(in: 8...32, using: &generator)
+            let masked = length == 32 ? address : address & ~(UInt32.max >> UInt32(length))
+            prefixes.append("\(masked >> 24).\(masked >> 16 & 255).\(masked >> 8 & 255).\(masked & 255)/\(length)")
+        } else {
+            let groups = (0..<4).map { _ in String(UInt16.random(in: 0...UInt16.max, using: &generator), radix: 16) }
+            prefixes.append("2001:\(groups.joined(separator: ":"))::/\(Int.random(in: 32...64, using: &generator))")
+        }
+    }
+    let list = temporary.appendingPathComponent("bench-prefixes.txt").path
+    try (prefixes.joined(separator: "\n") + "\n").write(toFile: list, atomically: true, encoding: .utf8)
+    let rules = """
+        allow from file \(list)
+        deny from any
+        limit connections 100000000 per minute per client-ip
+        limit sessions 100000 concurrent per client-ip
+        limit auth-failures 100000 per 10 minutes per client-ip then block 1 minute
+        limit auth-failures 100000 per hour per user then block 1 minute
+        deny command TOP for user nobody
+        deny user nobody
+        """
+    let path = temporary.appendingPathComponent("bench.rules").path
+    try (rules + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
 if FileManager.default.isExecutableFile(atPath: popgate) {
     targets.append(try popgateTarget(tlsMode ? "popgate serve (TLS)" : "popgate serve", popgate, log: "popgate"))
+    if withRules {
+        targets.append(try popgateTarget("popgate +rules", popgate, log: "popgate-r", rules: true))
+    }
     if withTranscripts {
         targets.append(try popgateTarget("popgate +transcripts", popgate, log: "popgate-t", transcripts: true))
     }
@@ -633,6 +673,18 @@ func cpuTable(_ title: String, _ figures: [String: (CPU, Int)], unit: Double, _ 
     }
 }
 cpuTable("per session", sessionCPU.mapValues { ($0.seconds, $0.sessions) }, unit: 1e6, "%.0f µs")
+if let plain = results.first(where: { $0.0 == "popgate serve" }),
+    let ruled = results.first(where: { $0.0 == "popgate +rules" })
+{
+    let cpu = { (name: String) in sessionCPU[name].map { $0.seconds.total / Double(max(1, $0.sessions)) } }
+    var cpuRatio = "-"
+    if let with = cpu("popgate +rules"), let without = cpu("popgate serve") {
+        cpuRatio = String(format: "%.3f", with / without)
+    }
+    print(
+        "  rules cost: sessions/s with rules ÷ without = \(String(format: "%.3f", ruled.1 / plain.1)); CPU per session with ÷ without = \(cpuRatio)"
+    )
+}
 cpuTable("per GB RETR", retrCPU.mapValues { ($0.seconds, $0.octets) }, unit: 1e9, "%.2f s")
 
 if !idleMemory.isEmpty {

@@ -9,9 +9,12 @@ public struct RulesExplanation: Sendable, Hashable {
 extension Rules {
     /// Whether `command` from `user` is refused, and by which line.
     public func commandDenied(_ command: String, user: String?) -> Source? {
-        let verb = command.uppercased()
+        // The verb in any case; no copy of it (every command of every session asks).
+        func same(_ a: UInt8, _ b: UInt8) -> Bool {
+            a & 0xDF == b & 0xDF && (a | 0x20) >= 0x61 && (a | 0x20) <= 0x7A || a == b
+        }
         return self.commandDenials.first { denial in
-            denial.command == verb
+            denial.command.utf8.elementsEqual(command.utf8, by: same)
                 && (denial.user.map { pattern in user.map { RulesState.matches($0, pattern) } ?? false } ?? true)
         }?.source
     }

@@ -31,6 +31,36 @@ public struct RulesState: Sendable {
         var occurrence: Int
     }
 
+    /// The times of one key's events within a limit's window, oldest first, at most the limit's count of them:
+    /// expired ones are dropped from the front, so each event costs O(1) however high the limit.
+    struct Window: Sendable {
+        private var times: [Double] = []
+        private var head = 0
+
+        /// Events later than `now - window`, once the older ones are dropped.
+        mutating func recent(now: Double, window: Double) -> Int {
+            while self.head < self.times.count, now - self.times[self.head] >= window { self.head += 1 }
+            return self.times.count - self.head
+        }
+
+        mutating func add(_ time: Double, keeping limit: Int) {
+            self.times.append(time)
+            if self.times.count - self.head > limit { self.head = self.times.count - limit }
+            if self.head >= 32, self.head * 2 >= self.times.count {
+                self.times.removeFirst(self.head)
+                self.head = 0
+            }
+        }
+
+        mutating func clear() {
+            self.times.removeAll()
+            self.head = 0
+        }
+
+        /// Whether any event is later than `now - window`.
+        func live(now: Double, window: Double) -> Bool { self.times.last.map { now - $0 < window } ?? false }
+    }
+
     /// What a limit counts by: an address (IPv6 grouped by its prefix) or a user name.
     enum Counter: Hashable, Sendable {
         case v4(UInt32)
@@ -41,11 +71,11 @@ public struct RulesState: Sendable {
     public let rules: Rules
     private let ids: [LimitID]
     /// Connection times per limit line and key, the oldest first; at most `count` kept.
-    private var connections: [LimitID: [Counter: [Double]]] = [:]
+    private var connections: [LimitID: [Counter: Window]] = [:]
     /// Open sessions per limit line and key.
     private var sessions: [LimitID: [Counter: Int]] = [:]
     /// Failure times per limit line and key.
-    private var failures: [LimitID: [Counter: [Double]]] = [:]
+    private var failures: [LimitID: [Counter: Window]] = [:]
     /// When each blocked key may log in again, per limit line.
     private var blocks: [LimitID: [Counter: Double]] = [:]
     /// Changes since the last sweep of keys whose times have all expired, so that the maps stay as large as
@@ -87,8 +117,7 @@ public struct RulesState: Sendable {
             let key = Self.counter(address, limit.key)
             switch limit.kind {
             case .connections:
-                let window = limit.window ?? 0
-                let recent = self.connections[id]?[key]?.reduce(0) { now - $1 < window ? $0 + 1 : $0 } ?? 0
+                let recent = self.connections[id]?[key]?.recent(now: now, window: limit.window ?? 0) ?? 0
                 if recent >= limit.count { return .limited(limit) }
             case .sessions:
                 if (self.sessions[id]?[key] ?? 0) >= limit.count { return .limited(limit) }
@@ -103,10 +132,7 @@ public struct RulesState: Sendable {
             let key = Self.counter(address, limit.key)
             switch limit.kind {
             case .connections:
-                let window = limit.window ?? 0
-                var recent = (self.connections[id]?[key] ?? []).filter { now - $0 < window }
-                recent.append(now)
-                self.connections[id, default: [:]][key] = Array(recent.suffix(limit.count))
+                self.connections[id, default: [:]][key, default: Window()].add(now, keeping: limit.count)
             case .sessions:
                 self.sessions[id, default: [:]][key, default: 0] += 1
                 counted.append(id)
@@ -147,15 +173,15 @@ public struct RulesState: Sendable {
         for (index, limit) in self.rules.limits.enumerated() where limit.kind == .authFailures {
             let id = self.ids[index]
             guard let key = Self.counter(address, user, limit.key) else { continue }
-            let window = limit.window ?? 0
-            var recent = (self.failures[id]?[key] ?? []).filter { now - $0 < window }
-            recent.append(now)
-            if recent.count >= limit.count {
+            var recent = self.failures[id]?[key] ?? Window()
+            _ = recent.recent(now: now, window: limit.window ?? 0)
+            recent.add(now, keeping: limit.count)
+            if recent.recent(now: now, window: limit.window ?? 0) >= limit.count {
                 self.blocks[id, default: [:]][key] = now + (limit.block ?? 0)
-                recent.removeAll()
+                recent.clear()
                 reached = reached ?? limit
             }
-            self.failures[id, default: [:]][key] = recent.isEmpty ? nil : recent
+            self.failures[id, default: [:]][key] = recent.live(now: now, window: limit.window ?? 0) ? recent : nil
         }
         self.changed(now: now)
         return reached
@@ -187,39 +213,52 @@ public struct RulesState: Sendable {
         for (index, limit) in self.rules.limits.enumerated() {
             let id = self.ids[index]
             let window = limit.window ?? 0
-            self.connections[id] = self.connections[id]?.filter { $0.value.contains { now - $0 < window } }
-            self.failures[id] = self.failures[id]?.filter { $0.value.contains { now - $0 < window } }
+            self.connections[id] = self.connections[id]?.filter { $0.value.live(now: now, window: window) }
+            self.failures[id] = self.failures[id]?.filter { $0.value.live(now: now, window: window) }
             self.blocks[id] = self.blocks[id]?.filter { $0.value > now }
         }
     }
 
     /// `*` matches any run of characters; case does not matter.
     static func matches(_ text: String, _ pattern: String) -> Bool {
-        let text = Array(text.lowercased())
-        let pattern = Array(pattern.lowercased())
-        var t = 0
-        var p = 0
-        var star: Int?
-        var mark = 0
-        while t < text.count {
-            if p < pattern.count, pattern[p] == "*" {
-                star = p
+        // ASCII (nearly every user name): on the octets as they are, no copies; every command may ask.
+        if text.utf8.allSatisfy({ $0 < 0x80 }) && pattern.utf8.allSatisfy({ $0 < 0x80 }) {
+            return Self.wildcard(text.utf8, pattern.utf8, star: UInt8(ascii: "*")) { Self.lower($0) == Self.lower($1) }
+        }
+        return Self.wildcard(Array(text.lowercased()), Array(pattern.lowercased()), star: "*", equal: ==)
+    }
+
+    private static func wildcard<C: Collection>(
+        _ text: C,
+        _ pattern: C,
+        star: C.Element,
+        equal: (C.Element, C.Element) -> Bool
+    ) -> Bool where C.Element: Equatable {
+        var t = text.startIndex
+        var p = pattern.startIndex
+        var starAt: C.Index?
+        var mark = t
+        while t != text.endIndex {
+            if p != pattern.endIndex, pattern[p] == star {
+                starAt = p
                 mark = t
-                p += 1
-            } else if p < pattern.count, pattern[p] == text[t] {
-                p += 1
-                t += 1
-            } else if let star {
-                p = star + 1
-                mark += 1
+                p = pattern.index(after: p)
+            } else if p != pattern.endIndex, equal(pattern[p], text[t]) {
+                p = pattern.index(after: p)
+                t = text.index(after: t)
+            } else if let starAt {
+                p = pattern.index(after: starAt)
+                mark = text.index(after: mark)
                 t = mark
             } else {
                 return false
             }
         }
-        while p < pattern.count, pattern[p] == "*" { p += 1 }
-        return p == pattern.count
+        while p != pattern.endIndex, pattern[p] == star { p = pattern.index(after: p) }
+        return p == pattern.endIndex
     }
+
+    private static func lower(_ octet: UInt8) -> UInt8 { octet >= 0x41 && octet <= 0x5A ? octet | 0x20 : octet }
 
     static func counter(_ address: RuleAddress, _ key: Rules.Key) -> Counter {
         switch (address, key) {

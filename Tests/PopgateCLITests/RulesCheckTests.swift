@@ -50,6 +50,19 @@ struct RulesCheckTests {
         #expect(output.contains("deny  from any address   (\(path):7)"), "\(output)")
     }
 
+    @Test("the annotated examples (a gateway, a developer, a classroom) are valid")
+    func examples() async throws {
+        let directory = Self.shipped + "/examples"
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".rules") }
+        #expect(Set(files) == ["gateway.rules", "developer.rules", "classroom.rules"])
+        for file in files {
+            let (status, output) = try await Self.check(directory + "/" + file)
+            #expect(status == 0, "\(output)")
+        }
+        let (_, gateway) = try await Self.check(directory + "/gateway.rules")
+        #expect(gateway.contains("deny  from 1 address range(s), closed without a reply"), "\(gateway)")
+    }
+
     @Test("a file with errors: each with line, column and hint, a count, exit code 1")
     func badFile() async throws {
         let path = ServeProcessTests.temporary("bad") + ".rules"

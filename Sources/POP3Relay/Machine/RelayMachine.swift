@@ -863,7 +863,7 @@ struct RelayMachine {
         into actions: inout [Action]
     ) -> Reply? {
         guard let rules = self.rules, let gate = self.settings.rules else { return nil }
-        let verb = parsed.keyword.uppercased()
+        let verb = parsed.keyword
         func refuse(_ event: RulesGate.Event, _ reply: Reply, _ why: String, _ rule: Rules.Source?) -> Reply {
             gate.count(event)
             let at = rule.map { " (\($0))" } ?? ""
@@ -872,7 +872,7 @@ struct RelayMachine {
             events.append(.annotation(.gateway, "The gateway refused \(verb)\(by): \(why)."))
             return reply
         }
-        if rules.tlsBefore.contains(verb), !self.clientEncrypted {
+        if !rules.tlsBefore.isEmpty, !self.clientEncrypted, rules.tlsBefore.contains(verb) {
             let reason = "TLS is required before \(verb) here: send STLS first, or use the TLS port"
             return refuse(.tlsRequired, .err(reason), "TLS is required before it", nil)
         }
@@ -884,10 +884,10 @@ struct RelayMachine {
         case .auth?: user = self.conversation.saslIdentity
         default: user = self.login.user ?? self.conversation.user
         }
-        let names = Set([user, self.conversation.user].compactMap { $0 })
-        if let source = names.isEmpty
-            ? rules.commandDenied(verb, user: nil)
-            : names.lazy.compactMap({ rules.commandDenied(verb, user: $0) }).first
+        let accepted = self.conversation.user
+        if !rules.commandDenials.isEmpty,
+            let source = rules.commandDenied(verb, user: user)
+                ?? (accepted != nil && accepted != user ? rules.commandDenied(verb, user: accepted) : nil)
         {
             return refuse(.deniedCommand, .err("\(verb) is not allowed here"), "deny command \(verb)", source)
         }

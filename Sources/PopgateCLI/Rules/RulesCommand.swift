@@ -39,7 +39,8 @@ extension Popgate {
                 var lines = ["\(file): valid"]
                 for access in rules.access {
                     let what = access.addresses.map { "\($0.rangeCount) address range(s)" } ?? "any address"
-                    lines.append("  \(access.allow ? "allow" : "deny ") from \(what)   (\(access.source))")
+                    let silently = access.silent ? ", closed without a reply" : ""
+                    lines.append("  \(access.allow ? "allow" : "deny ") from \(what)\(silently)   (\(access.source))")
                 }
                 if !rules.access.isEmpty, rules.access.last?.addresses != nil {
                     lines.append("  otherwise: allow (no rule decides; end the file with deny from any to refuse)")
