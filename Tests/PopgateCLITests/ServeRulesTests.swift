@@ -59,7 +59,13 @@ struct ServeRulesTests {
     @Test("allowed from 127.0.0.2, refused from 127.0.0.3 with -ERR [SYS/PERM] and no upstream connection")
     func allowAndDeny() async throws {
         let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
-        let gateway = try await Gateway("allow from 127.0.0.2\ndeny from any\n", dovecot: dovecot)
+        let transcripts = ServeProcessTests.temporary("rules-tr")
+        defer { try? FileManager.default.removeItem(atPath: transcripts) }
+        let gateway = try await Gateway(
+            "allow from 127.0.0.2\ndeny from any\n",
+            dovecot: dovecot,
+            extra: ["--transcripts", transcripts]
+        )
         let (listing, allowed) = try await gateway.curl(from: "127.0.0.2")
         #expect(allowed == 0 && listing.hasPrefix("1 "), "\(listing)")
         let before = Self.dovecotConnections(dovecot)
@@ -77,6 +83,14 @@ struct ServeRulesTests {
             )
         )
         await gateway.stop()
+        // The refused session's transcript: the gateway's decision and its reply, no fault of a server's.
+        let files = try FileManager.default.contentsOfDirectory(atPath: transcripts).filter { $0.hasSuffix(".jsonl") }
+        let refusedSession = try files.map { try String(contentsOfFile: transcripts + "/" + $0, encoding: .utf8) }
+            .first { $0.contains("127.0.0.3") }
+        let events = try #require(refusedSession, "no transcript for the refused client")
+        #expect(events.contains("by the rule at \(gateway.rules):2"))
+        #expect(events.contains("\"side\":\"gateway\"") && events.contains("\"status\":\"-ERR\""))
+        #expect(!events.contains("\"kind\":\"anomaly\""), "\(events)")
         await dovecot.stop()
     }
 
