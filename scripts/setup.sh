@@ -7,7 +7,7 @@ set -euo pipefail
 purpose=${1:-demo}
 packages=(libpcap-dev pkg-config)
 if [ "$purpose" = test ]; then
-  packages+=(dovecot-pop3d tshark tcpdump curl python3 openssl)
+  packages+=(dovecot-pop3d tshark tcpdump curl python3 openssl haproxy)
 fi
 
 missing=()

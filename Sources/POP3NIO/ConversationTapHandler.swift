@@ -19,11 +19,14 @@ public struct SessionInfo: Sendable, Hashable {
     public var id: String
     public var client: String?
     public var server: String?
+    /// The balancer the client came through, when a PROXY protocol header named the client.
+    public var via: String?
 
-    public init(id: String, client: String?, server: String?) {
+    public init(id: String, client: String?, server: String?, via: String? = nil) {
         self.id = id
         self.client = client
         self.server = server
+        self.via = via
     }
 }
 

@@ -18,10 +18,11 @@ public struct SessionRecorder {
         self.info = info
     }
 
-    public mutating func start(client: String?, server: String?, time: Double) {
+    public mutating func start(client: String?, server: String?, via: String? = nil, time: Double) {
         guard !self.started else { return }
         self.started = true
         if let client { self.info.client = client }
+        if let via { self.info.via = via }
         if let server { self.info.server = server }
         self.sink?.sessionStarted(self.info, time: time)
     }
@@ -60,7 +61,7 @@ public struct SessionRecorder {
         sessionLogger.info(
             "session ended: \(ending ?? "closed")",
             metadata: [
-                "client": "\(self.info.client ?? "?")",
+                "client": "\(self.info.client ?? "?")\(self.info.via.map { " via \($0)" } ?? "")",
                 "upstream": "\(self.info.server ?? "?")",
                 "octets_from_client": "\(clientOctets)",
                 "octets_from_upstream": "\(serverOctets)",

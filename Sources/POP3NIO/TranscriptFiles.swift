@@ -45,8 +45,12 @@ public final class TranscriptFiles: ConversationSink {
             textFile: self.writer.open(base + ".txt", note: Self.note(text)),
             jsonFile: self.writer.open(base + ".jsonl", note: Self.note(json))
         )
-        open.textFile.append(Self.bytes(text.start(time: time, client: session.client, server: session.server)))
-        open.jsonFile.append(Self.bytes(json.start(time: time, client: session.client, server: session.server)))
+        open.textFile.append(
+            Self.bytes(text.start(time: time, client: session.client, server: session.server, via: session.via))
+        )
+        open.jsonFile.append(
+            Self.bytes(json.start(time: time, client: session.client, server: session.server, via: session.via))
+        )
         self.sessions.withLockedValue { $0[session.id] = open }
     }
 

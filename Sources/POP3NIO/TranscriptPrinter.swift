@@ -37,7 +37,7 @@ public final class TranscriptPrinter: ConversationSink {
                 color: self.color,
                 showBodies: self.showBodies
             )
-            let lines = renderer.start(time: time, client: session.client, server: session.server)
+            let lines = renderer.start(time: time, client: session.client, server: session.server, via: session.via)
             state.renderers[session.id] = renderer
             return lines
         }

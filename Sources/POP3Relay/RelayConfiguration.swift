@@ -1,5 +1,6 @@
 import NIOCore
 import POP3Core
+import POP3Rules
 
 /// A `host:port` pair: `127.0.0.1:110`, `[::1]:110`, `mail.example.org:110`, or a POP URL
 /// `pop://host[:port]` (RFC 2384 §3–4, default port 110; R48).
@@ -97,6 +98,9 @@ public struct RelayConfiguration: Sendable, Hashable {
         /// Off only by an explicit, logged choice, for legacy servers with self-signed certificates.
         public var upstreamVerify = true
         public var upstreamTLSMinimum: TLSFloor = .tls12
+        /// Every connection starts with a PROXY protocol header (v1 or v2) from a balancer in `proxyTrusted`:
+        /// the client it names is the one the rules, transcripts and logs see.
+        public var proxyProtocol = false
 
         public init(listen: [Endpoint], upstream: Endpoint) {
             self.listen = listen
@@ -193,6 +197,11 @@ public struct RelayConfiguration: Sendable, Hashable {
     /// The rules file (`Rules/*.rules`) every listener enforces; nil for none. Read again on SIGHUP and when it
     /// or a file it includes changes.
     public var rules: String?
+    /// The balancers whose PROXY protocol headers are believed; a connection from anywhere else to a
+    /// `proxyProtocol` listener is closed.
+    public var proxyTrusted = AddressSet()
+    /// From the connection to the PROXY header's last octet.
+    public var proxyHeaderTimeout: TimeAmount = .seconds(5)
 
     public init() {}
 

@@ -21,7 +21,9 @@ public struct ProxyHeader: Sendable, Hashable {
             self.port = port
         }
 
-        public var description: String { self.address.contains(":") ? "[\(self.address)]:\(self.port)" : "\(self.address):\(self.port)" }
+        public var description: String {
+            self.address.contains(":") ? "[\(self.address)]:\(self.port)" : "\(self.address):\(self.port)"
+        }
     }
 
     public var version: Version
@@ -93,7 +95,9 @@ public struct ProxyHeader: Sendable, Hashable {
             return .header(ProxyHeader(version: .v1, source: nil, destination: nil, length: length))
         }
         guard family == "TCP4" || family == "TCP6" else {
-            return .invalid("a version 1 header with protocol \(Self.show(family.utf8.prefix(16))), not TCP4, TCP6 or UNKNOWN")
+            return .invalid(
+                "a version 1 header with protocol \(Self.show(family.utf8.prefix(16))), not TCP4, TCP6 or UNKNOWN"
+            )
         }
         guard fields.count == 5 else { return .invalid("a version 1 header needs 2 addresses and 2 ports") }
         guard let source = Self.address(fields[1], v6: family == "TCP6"),
@@ -224,7 +228,8 @@ public struct ProxyHeader: Sendable, Hashable {
 
     /// Octets for a log line: printable ASCII as it is, the rest as \xNN.
     static func show(_ bytes: some Collection<UInt8>) -> String {
-        "\"" + bytes.map { $0 >= 0x20 && $0 < 0x7F ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16) }.joined()
+        "\""
+            + bytes.map { $0 >= 0x20 && $0 < 0x7F ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16) }.joined()
             + "\""
     }
 }

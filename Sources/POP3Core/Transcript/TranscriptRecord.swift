@@ -34,6 +34,8 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
     public var note: String?
     public var client: String?
     public var server: String?
+    /// For `session-start`: the balancer the client came through (PROXY protocol).
+    public var via: String?
 
     public init(session: String, time: String, kind: String) {
         self.session = session
@@ -86,6 +88,7 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
         string("time", self.time)
         int("v", self.v)
         string("verb", self.verb)
+        string("via", self.via)
         return out + "}"
     }
 

@@ -39,8 +39,10 @@ public struct TranscriptRenderer: Sendable {
 
     // MARK: - Session boundaries
 
-    public mutating func start(time: Double, client: String?, server: String?) -> [String] {
-        let peers = [client, server].compactMap { $0 }.joined(separator: " → ")
+    /// `via`: the balancer a PROXY protocol header came from, when it named the client.
+    public mutating func start(time: Double, client: String?, server: String?, via: String? = nil) -> [String] {
+        let shown = client.map { client in via.map { "\(client) (via \($0))" } ?? client }
+        let peers = [shown, server].compactMap { $0 }.joined(separator: " → ")
         return [
             self.boundary(
                 "session-start",
@@ -49,6 +51,7 @@ public struct TranscriptRenderer: Sendable {
             ) {
                 $0.client = client
                 $0.server = server
+                $0.via = via
             }
         ]
     }

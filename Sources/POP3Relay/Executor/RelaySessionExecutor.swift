@@ -42,6 +42,8 @@ final class RelaySessionExecutor {
         var upstreamTLS: UpstreamTLS?
         /// The rules, when the gateway has them.
         var rules: RulesGate?
+        /// The listener is behind a balancer that sends a PROXY protocol header.
+        var proxy: RelayMachine.Proxy?
     }
 
     private let settings: Settings
@@ -79,6 +81,7 @@ final class RelaySessionExecutor {
         machine.upstreamSTLS = settings.upstreamTLS.map { !$0.implicit } ?? false
         machine.handshakeTimeout = configuration.handshakeTimeout
         machine.rules = settings.rules
+        machine.proxy = settings.proxy
         self.machine = RelayMachine(settings: machine, now: .now(), wallClock: Date().timeIntervalSince1970)
         self.recorder = SessionRecorder(
             sink: settings.sink,
@@ -94,23 +97,30 @@ final class RelaySessionExecutor {
         self.client = context
         let now = NIODeadline.now()
         self.settings.registry.add(self.settings.id, context.channel)
-        // Named only for someone who reads it: a transcript, a live view or the end line.
-        let named = self.settings.sink != nil || self.settings.logger.logLevel <= .info
-        self.recorder.start(
-            client: named ? context.channel.remoteAddress.map(ConversationTapHandler.describe) : nil,
-            server: nil,
-            time: self.machine.wallClock(now)
-        )
-        self.pcap = self.settings.pcap?.start(
-            id: self.settings.id,
-            client: context.channel.remoteAddress,
-            gateway: context.channel.localAddress
-        )
-        let address = self.settings.rules != nil ? RuleAddress(context.channel.remoteAddress) : nil
+        // Behind a balancer, the record starts once its header has named the client.
+        if self.settings.proxy == nil { self.startRecord(client: context.channel.remoteAddress, via: nil, now: now) }
+        let address =
+            self.settings.rules != nil || self.settings.proxy != nil ? RuleAddress(context.channel.remoteAddress) : nil
         self.run(now) { $0.clientConnected(now: $1, address: address, into: &$2) }
     }
 
     func upstreamAdded(_ context: ChannelHandlerContext) { self.upstream = context }
+
+    private func startRecord(client: SocketAddress?, via: String?, now: NIODeadline) {
+        // Named only for someone who reads it: a transcript, a live view or the end line.
+        let named = self.settings.sink != nil || self.settings.logger.logLevel <= .info
+        self.recorder.start(
+            client: named ? client.map(ConversationTapHandler.describe) : nil,
+            server: nil,
+            via: named ? via : nil,
+            time: self.machine.wallClock(now)
+        )
+        self.pcap = self.settings.pcap?.start(
+            id: self.settings.id,
+            client: client,
+            gateway: self.client?.channel.localAddress
+        )
+    }
 
     func clientTLSEstablished(_ context: ChannelHandlerContext) {
         let version = RelayConfiguration.TLSFloor.name(try? context.pipeline.syncOperations.nioSSL_tlsVersion())
@@ -216,7 +226,9 @@ final class RelaySessionExecutor {
         case .admit:
             let client = self.client?.channel.remoteAddress
             var decision = self.settings.admission.decide(client: client, listener: self.settings.listener)
-            if decision == .admit, let rules = self.settings.rules, let address = RuleAddress(client) {
+            if decision == .admit, let rules = self.settings.rules,
+                let address = self.machine.clientAddress ?? RuleAddress(client)
+            {
                 (decision, self.ticket) = rules.admit(address)
             }
             self.machine.admitted(decision, now: .now(), into: &self.actions)
@@ -265,12 +277,18 @@ final class RelaySessionExecutor {
         case .refuseHandshake:
             // The tap that asked writes the alert and closes.
             self.handshakeRefused = true
+        case .identified(let client, let via):
+            let address = client.flatMap { try? SocketAddress(ipAddress: $0.address, port: $0.port) }
+            self.startRecord(client: address ?? self.client?.channel.remoteAddress, via: via, now: .now())
+        case .beginClientTLS(let leftover):
+            self.startTLS(leftover: leftover)
         }
     }
 
-    /// After the gateway's +OK to STLS: TLS goes in front of everything on the client's connection, with the tap
-    /// that reads the hellos below it. Bytes not yet read are the client's handshake from here on.
-    private func startTLS() {
+    /// After the gateway's +OK to STLS, or a balancer's PROXY header on a TLS port: TLS goes in front of
+    /// everything on the client's connection, with the tap that reads the hellos below it. Bytes not yet read
+    /// are the client's handshake from here on; `leftover`, read with the header, is its start.
+    private func startTLS(leftover: ByteBuffer? = nil) {
         guard let client = self.client, let tls = self.settings.tls else { return }
         let pipeline = client.pipeline.syncOperations
         do {
@@ -278,6 +296,11 @@ final class RelaySessionExecutor {
             try pipeline.addHandler(HelloTap { self.tlsHelloSeen($0) }, position: .first)
         } catch {
             self.failed(.client, error)
+            return
+        }
+        if let leftover, leftover.readableBytes > 0 {
+            pipeline.fireChannelRead(NIOAny(leftover))
+            pipeline.fireChannelReadComplete()
         }
     }
 

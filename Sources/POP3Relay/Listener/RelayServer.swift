@@ -175,6 +175,7 @@ public final class RelayServer: Service, Sendable {
                         terminatesTLS: tls != nil,
                         implicitTLS: implicitTLS,
                         requireTLS: listener.requireTLS,
+                        proxy: listener.proxyProtocol,
                         quiesce: quiesce
                     )
                     bound.append((channel, quiesce))
@@ -183,8 +184,9 @@ public final class RelayServer: Service, Sendable {
                         host: channel.localAddress?.ipAddress ?? endpoint.host,
                         port: channel.localAddress?.port ?? endpoint.port
                     )
+                    let proxy = listener.proxyProtocol ? ", PROXY protocol from trusted balancers" : ""
                     self.logger.info(
-                        "listening on \(actual)\(implicitTLS ? " (TLS)" : ""), relaying to \(listener.upstream)"
+                        "listening on \(actual)\(implicitTLS ? " (TLS)" : "")\(proxy), relaying to \(listener.upstream)"
                     )
                 }
             }
@@ -202,6 +204,7 @@ public final class RelayServer: Service, Sendable {
         terminatesTLS: Bool,
         implicitTLS: Bool,
         requireTLS: Bool,
+        proxy: Bool,
         quiesce: ServerQuiescingHelper
     ) async throws -> any Channel {
         let upstreamAddress = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
@@ -226,10 +229,17 @@ public final class RelayServer: Service, Sendable {
                 settings.clientTLS = implicitTLS
                 settings.tls = tls
                 settings.requireTLS = requireTLS && !implicitTLS
+                if proxy {
+                    settings.proxy = RelayMachine.Proxy(
+                        trusted: settings.configuration.proxyTrusted,
+                        timeout: settings.configuration.proxyHeaderTimeout
+                    )
+                }
                 let executor = RelaySessionExecutor(settings)
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    if implicitTLS, let tls {
+                    // Behind a balancer, TLS goes in once its PROXY header has been read.
+                    if implicitTLS, !proxy, let tls {
                         try pipeline.addHandler(HelloTap { executor.tlsHelloSeen($0) })
                         try pipeline.addHandler(tls.handler())
                     }

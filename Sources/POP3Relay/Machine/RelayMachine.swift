@@ -21,6 +21,8 @@ public enum SessionEnd: String, Sendable, Hashable {
     case tlsOnPlaintextPort = "the client spoke TLS on a plaintext port"
     case alpnRefused = "the client's ALPN did not offer pop3"
     case limited = "a rules limit refused the client, for now"
+    case proxyRefused = "the PROXY protocol header was missing, malformed or not from a trusted balancer"
+    case proxyTimeout = "no PROXY protocol header came in time"
     case shutdown = "the gateway shut down"
     case error = "a connection error"
 }
@@ -102,6 +104,13 @@ struct RelayMachine {
         /// The rules, with the counts every session shares; nil without rules. The session keeps the rules in
         /// force when it starts (a reload applies to the sessions after it).
         var rules: RulesGate? = nil
+        /// Every connection begins with a PROXY protocol header from one of these balancers, within the time.
+        var proxy: Proxy? = nil
+    }
+
+    struct Proxy: Sendable {
+        var trusted: AddressSet
+        var timeout: TimeAmount = .seconds(5)
     }
 
     /// What a pcap export is shown: client lines with their secrets still in them (the export masks them).
@@ -138,6 +147,12 @@ struct RelayMachine {
         case startUpstreamTLS
         /// The client's handshake ends here with a no_application_protocol alert, then its connection closes.
         case refuseHandshake
+        /// The PROXY header named the client (nil: the balancer's own connection, `via` nil too): the session's
+        /// record starts with it.
+        case identified(client: ProxyHeader.Endpoint?, via: String?)
+        /// After the PROXY header on a TLS port: TLS goes in front now, and `leftover` (the ClientHello's first
+        /// octets, read with the header) is handed to it.
+        case beginClientTLS(leftover: ByteBuffer)
     }
 
     /// Before the upstream greets. What the client sends meanwhile waits, unread, as a server's socket would
@@ -162,6 +177,8 @@ struct RelayMachine {
     }
 
     private enum State: Sendable {
+        /// Behind a balancer: its PROXY header comes first, by the deadline.
+        case awaitingProxyHeader(deadline: NIODeadline)
         /// A TLS client's handshake, before anything else: no upstream is asked for a client that cannot do it.
         case handshaking(deadline: NIODeadline)
         case admitting
@@ -216,7 +233,8 @@ struct RelayMachine {
     private var upstreamFailure: String?
     /// The rules this session keeps, and the client's address as they see it.
     private let rules: Rules?
-    private var clientAddress: RuleAddress?
+    /// The client's address for the rules: the peer's, or the one a trusted PROXY header named.
+    private(set) var clientAddress: RuleAddress?
     /// The login under way, for the rules: who it names, and whether its AUTH exchange has carried
     /// credentials (an initial response, or a response that is not `*`).
     private var login = Login()
@@ -265,12 +283,71 @@ struct RelayMachine {
     mutating func clientConnected(now: NIODeadline, address: RuleAddress? = nil, into actions: inout [Action]) {
         guard case .admitting = self.state else { return }
         self.clientAddress = address
+        if let proxy = self.settings.proxy {
+            guard let address, proxy.trusted.contains(address) else {
+                let peer = address.map { "\($0)" } ?? "an unknown address"
+                actions.append(
+                    .log(.info, "closing a connection from \(peer): not a trusted balancer for the PROXY protocol")
+                )
+                self.state = .closing(.proxyRefused)
+                actions.append(.close(.client))
+                return
+            }
+            self.state = .awaitingProxyHeader(deadline: now + proxy.timeout)
+            self.rearm(now: now, into: &actions)
+            return
+        }
+        self.begin(now: now, into: &actions)
+    }
+
+    /// The client is known: TLS first where the port has it, then admission.
+    private mutating func begin(now: NIODeadline, into actions: inout [Action]) {
         if self.settings.clientTLS {
             self.state = .handshaking(deadline: now + self.settings.handshakeTimeout)
             self.rearm(now: now, into: &actions)
             return
         }
+        self.state = .admitting
         actions.append(.admit)
+    }
+
+    /// Reads the balancer's PROXY header from what has come: the client it names is the session's client from
+    /// here on (for the rules, the record, the logs); what follows the header is the client's own.
+    private mutating func readProxyHeader(now: NIODeadline, into actions: inout [Action]) {
+        let balancer = self.clientName
+        switch ProxyHeader.parse(self.clientInput.readableBytesView) {
+        case .needMoreData:
+            return
+        case .invalid(let why):
+            actions.append(.log(.info, "closing a connection from the balancer \(balancer): \(why)"))
+            self.clientInput = Self.drained
+            self.state = .closing(.proxyRefused)
+            actions.append(.close(.client))
+        case .header(let header):
+            self.clientInput.moveReaderIndex(forwardBy: header.length)
+            if let source = header.source, let address = RuleAddress(source.address) {
+                self.clientAddress = address
+                actions.append(.identified(client: source, via: balancer))
+            } else {
+                // v2 LOCAL, v1 UNKNOWN: the balancer's own connection (a health check).
+                actions.append(.identified(client: nil, via: nil))
+            }
+            if let tls = header.tls {
+                let what = [tls.version, tls.cipher].compactMap { $0 }.joined(separator: ", ")
+                actions.append(
+                    .log(.debug, "the balancer \(balancer) says the client used TLS\(what.isEmpty ? "" : " (\(what))")")
+                )
+            }
+            let leftover = self.clientInput
+            self.clientInput = Self.drained
+            self.begin(now: now, into: &actions)
+            if self.settings.clientTLS {
+                // The TLS handler was not in front while the header was read: it goes there now.
+                actions.append(.beginClientTLS(leftover: leftover))
+            } else if leftover.readableBytes > 0 {
+                self.clientInput = leftover
+            }
+        }
     }
 
     /// The client's TLS handshake is done (`version` as negotiated): the session begins.
@@ -419,6 +496,14 @@ struct RelayMachine {
         // Between the +OK to STLS and the handshake's end the TLS handler takes every octet; none is plaintext.
         if self.startingTLS { return }
         switch self.state {
+        case .awaitingProxyHeader:
+            if self.clientInput.readableBytes == 0 {
+                self.clientInput = bytes
+            } else {
+                var bytes = bytes
+                self.clientInput.writeBuffer(&bytes)
+            }
+            self.readProxyHeader(now: now, into: &actions)
         case .tunnel:
             var events: [ConversationEvent] = []
             self.conversation.clientSent(bytes, at: self.wallClock(now), into: &events)
@@ -459,6 +544,14 @@ struct RelayMachine {
         switch self.state {
         case .handshaking:
             self.closeBoth(.handshakeFailed, into: &actions)
+        case .awaitingProxyHeader:
+            actions.append(
+                .log(
+                    .info,
+                    "closing a connection from the balancer \(self.clientName): it ended before its PROXY header"
+                )
+            )
+            self.closeBoth(.proxyRefused, into: &actions)
         case .tunnel, .admitting:
             self.closeBoth(self.quitForwarded ? .clientQuit : .clientVanished, into: &actions)
         case .connecting, .awaitingGreeting, .relaying:
@@ -485,6 +578,8 @@ struct RelayMachine {
             break
         case .handshaking:
             self.state = .closing(.handshakeFailed)
+        case .awaitingProxyHeader:
+            self.state = .closing(.proxyRefused)
         default:
             // Invariant 3: closing without QUIT leaves every DELE mark uncommitted.
             if self.upstream == .open { actions.append(.close(.upstream)) }
@@ -536,7 +631,7 @@ struct RelayMachine {
             var bytes = bytes
             self.upstreamInput.writeBuffer(&bytes)
             self.readUpstreamSTLSReply(now: now, into: &actions)
-        case .handshaking, .admitting, .connecting, .closed, .modifying:
+        case .handshaking, .awaitingProxyHeader, .admitting, .connecting, .closed, .modifying:
             break
         }
     }
@@ -596,7 +691,7 @@ struct RelayMachine {
             self.state = .closing(self.quitForwarded ? .clientQuit : .upstreamClosed)
         case .awaitingQuitReply:
             self.state = .closing(.clientQuit)
-        case .handshaking, .admitting, .closing, .closed, .modifying:
+        case .handshaking, .awaitingProxyHeader, .admitting, .closing, .closed, .modifying:
             break
         }
         self.finishIfDone(now: now, into: &actions)
@@ -611,6 +706,16 @@ struct RelayMachine {
             actions.append(.log(.warning, "TLS with the upstream \(self.settings.upstream) did not come up in time"))
             self.upstreamFailure = "timeout"
             actions.append(.close(.upstream))
+            return
+        case .awaitingProxyHeader(let deadline) where now >= deadline:
+            let seconds = Double((self.settings.proxy?.timeout ?? .zero).nanoseconds) / 1e9
+            actions.append(
+                .log(
+                    .info,
+                    "closing a connection from the balancer \(self.clientName): no PROXY header within \(seconds) s"
+                )
+            )
+            self.closeBoth(.proxyTimeout, into: &actions)
             return
         case .handshaking(let deadline) where now >= deadline:
             let seconds = self.settings.handshakeTimeout.nanoseconds / 1_000_000_000
@@ -1504,7 +1609,7 @@ struct RelayMachine {
             // While connecting, the connect timeout applies: a greeting deadline passed then is set anew on
             // connection. Arming at the first one means most sessions schedule one timer, not two.
             if waiting.greetingDeadline > now { next = min(next, waiting.greetingDeadline) }
-        case .awaitingQuitReply(let deadline), .handshaking(let deadline):
+        case .awaitingQuitReply(let deadline), .handshaking(let deadline), .awaitingProxyHeader(let deadline):
             next = min(next, deadline)
         case .relaying(let relaying):
             if let quit = relaying.quitDeadline { next = min(next, quit) }

@@ -1,5 +1,6 @@
 import NIOCore
 import POP3Relay
+import POP3Rules
 import Yams
 
 /// Reads `popgate serve --config FILE`: YAML that can say everything the flags can, and more than one
@@ -18,12 +19,16 @@ import Yams
 ///       - { names: [pop.example.org, "*.mail.example.org"], cert: /etc/popgate/pop.pem, key: /etc/popgate/pop.key }
 ///     sni-strict: false        # true: a name no certificate has ends the handshake
 ///     upstream: pop://legacy.example.org
+///   - listen: 0.0.0.0:3110
+///     proxy-protocol: true      # behind HAProxy (send-proxy or send-proxy-v2)
+///     upstream: 10.0.0.5:110
+/// proxy-trusted: [10.0.0.10/32, 10.0.0.11/32]   # the balancers whose PROXY headers are believed
 /// tls-min-version: "1.2"
 /// transcripts: /var/log/popgate
 /// pcap: /var/log/popgate/pcap
 /// transcript-bodies: false
 /// live: false
-/// timeouts: { idle: 600, connect: 10, greeting: 30, handshake: 10, line: 60, login: 180, quit-reply: 5, shutdown-grace: 10, shutdown-drain: 5 }
+/// timeouts: { idle: 600, connect: 10, greeting: 30, handshake: 10, proxy-header: 5, line: 60, login: 180, quit-reply: 5, shutdown-grace: 10, shutdown-drain: 5 }
 /// command-line-limit: 255
 /// max-connections: 5000
 /// output-buffer-mib: 64
@@ -38,14 +43,15 @@ enum ConfigFile {
         "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
         "command-line-limit", "max-connections", "output-buffer-mib", "listen-tls", "cert", "key", "require-tls",
         "sni", "sni-strict", "tls-min-version", "upstream-tls", "upstream-ca", "upstream-server-name",
-        "upstream-no-verify", "upstream-tls-min-version", "rules",
+        "upstream-no-verify", "upstream-tls-min-version", "rules", "proxy-protocol", "proxy-trusted",
     ]
     static let listenerKeys: Set<String> = [
         "listen", "listen-tls", "upstream", "cert", "key", "require-tls", "sni", "sni-strict", "upstream-tls",
-        "upstream-ca", "upstream-server-name", "upstream-no-verify", "upstream-tls-min-version",
+        "upstream-ca", "upstream-server-name", "upstream-no-verify", "upstream-tls-min-version", "proxy-protocol",
     ]
     static let timeoutKeys: Set<String> = [
-        "idle", "connect", "greeting", "handshake", "line", "login", "quit-reply", "shutdown-grace", "shutdown-drain",
+        "idle", "connect", "greeting", "handshake", "proxy-header", "line", "login", "quit-reply", "shutdown-grace",
+        "shutdown-drain",
     ]
 
     /// Applies `text` (the file at `path`) on top of `configuration`.
@@ -108,6 +114,12 @@ enum ConfigFile {
                 guard let flag = value as? Bool else { throw problem(sub("require-tls"), "expected true or false") }
                 listener.requireTLS = flag
             }
+            if let value = map["proxy-protocol"] {
+                guard let flag = value as? Bool else {
+                    throw problem(sub("proxy-protocol"), "expected true or false")
+                }
+                listener.proxyProtocol = flag
+            }
             if let value = map["upstream-tls"] {
                 guard let text = value as? String, let mode = RelayConfiguration.UpstreamTLSMode(rawValue: text) else {
                     throw problem(sub("upstream-tls"), "expected none, implicit or starttls")
@@ -167,6 +179,16 @@ enum ConfigFile {
             var shorthand: [String: Any] = [:]
             for name in listenerKeys { shorthand[name] = map[name] }
             configuration.listeners.append(try listener(shorthand, key: ""))
+        }
+        if let value = map["proxy-trusted"] {
+            let items: [Any] = (value as? [Any]) ?? [value]
+            var prefixes: [RulePrefix] = []
+            for (index, item) in items.enumerated() {
+                let itemKey = value is [Any] ? "proxy-trusted[\(index)]" : "proxy-trusted"
+                guard let text = item as? String else { throw problem(itemKey, "expected an address or prefix") }
+                do { prefixes.append(try RulePrefix(parsing: text)) } catch { throw problem(itemKey, "\(error)") }
+            }
+            configuration.proxyTrusted = AddressSet(prefixes)
         }
         if let value = map["tls-min-version"] {
             let text = (value as? String) ?? (value as? Double).map { String($0) } ?? ""
@@ -243,6 +265,7 @@ enum ConfigFile {
                 case "connect": configuration.connectTimeout = amount
                 case "greeting": configuration.greetingTimeout = amount
                 case "handshake": configuration.handshakeTimeout = amount
+                case "proxy-header": configuration.proxyHeaderTimeout = amount
                 case "line": configuration.lineTimeout = amount
                 case "login": configuration.loginTimeout = amount
                 case "quit-reply": configuration.quitReplyTimeout = amount

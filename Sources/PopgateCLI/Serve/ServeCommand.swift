@@ -34,6 +34,8 @@ extension Popgate {
                       (the gateway answers STLS itself, and refuses logins before it)
                   popgate serve --listen 0.0.0.0:110 --upstream 10.0.0.5:110 --rules Rules/default.rules
                       (who may connect and how often; edit the file and new sessions follow it)
+                  popgate serve --listen 0.0.0.0:110 --proxy-protocol --proxy-trusted 10.0.0.10 --upstream 10.0.0.5:110
+                      (behind HAProxy's send-proxy-v2: the rules and transcripts see the real client)
                   popgate serve --config popgate.yaml      (then: kill -HUP PID to reload it)
 
                 Signals: SIGTERM or SIGINT shut down gracefully (open sessions get --grace seconds). SIGHUP \
@@ -82,6 +84,20 @@ extension Popgate {
 
         @Option(help: "Seconds a TLS client has to finish its handshake (default 10).")
         var handshakeTimeout: Double?
+
+        @Flag(
+            help: ArgumentHelp(
+                "Every connection starts with a PROXY protocol header (v1 or v2), as HAProxy's send-proxy sends.",
+                discussion: "The client it names is what the rules, transcripts and logs see; needs --proxy-trusted."
+            )
+        )
+        var proxyProtocol = false
+
+        @Option(help: "A balancer allowed to send PROXY headers: ADDRESS or PREFIX (repeatable); others are closed.")
+        var proxyTrusted: [String] = []
+
+        @Option(help: "Seconds a balancer has to send its PROXY header (default 5).")
+        var proxyHeaderTimeout: Double?
 
         @Option(help: "The POP3 server to relay to: HOST:PORT or pop://HOST[:PORT].")
         var upstream: String?
@@ -261,6 +277,7 @@ extension Popgate {
                 listener.certificate = self.cert
                 listener.key = self.key
                 listener.requireTLS = self.requireTLS
+                listener.proxyProtocol = self.proxyProtocol
                 if let mode = self.upstreamTLS { listener.upstreamTLS = mode }
                 listener.upstreamCA = self.upstreamCA
                 listener.upstreamServerName = self.upstreamServerName
@@ -292,9 +309,10 @@ extension Popgate {
                     throw ConfigFile.Problem(description: "TLS settings: \(problem)")
                 }
                 configuration.listeners.append(listener)
-            } else if self.cert != nil || self.key != nil || self.requireTLS {
+            } else if self.cert != nil || self.key != nil || self.requireTLS || self.proxyProtocol {
                 throw ConfigFile.Problem(
-                    description: "--cert, --key and --require-tls go with --listen or --listen-tls and --upstream"
+                    description:
+                        "--cert, --key, --require-tls and --proxy-protocol go with --listen or --listen-tls and --upstream"
                 )
             }
             if let text = self.tlsMinVersion {
@@ -309,6 +327,20 @@ extension Popgate {
                 )
             }
             if let rules { configuration.rules = rules }
+            if !self.proxyTrusted.isEmpty {
+                configuration.proxyTrusted = AddressSet(
+                    try self.proxyTrusted.map { text in
+                        do { return try RulePrefix(parsing: text) } catch {
+                            throw ConfigFile.Problem(description: "--proxy-trusted \(text): \(error)")
+                        }
+                    }
+                )
+            }
+            if configuration.listeners.contains(where: \.proxyProtocol), configuration.proxyTrusted.rangeCount == 0 {
+                throw ConfigFile.Problem(
+                    description: "the PROXY protocol needs --proxy-trusted (proxy-trusted:), the balancers' addresses"
+                )
+            }
             if let transcripts { configuration.transcripts = transcripts }
             if let pcap { configuration.pcap = pcap }
             if self.live { configuration.live = true }
@@ -322,6 +354,9 @@ extension Popgate {
             if let t = try seconds(self.connectTimeout, "connect-timeout") { configuration.connectTimeout = t }
             if let t = try seconds(self.greetingTimeout, "greeting-timeout") { configuration.greetingTimeout = t }
             if let t = try seconds(self.handshakeTimeout, "handshake-timeout") { configuration.handshakeTimeout = t }
+            if let t = try seconds(self.proxyHeaderTimeout, "proxy-header-timeout") {
+                configuration.proxyHeaderTimeout = t
+            }
             if let t = try seconds(self.grace, "grace") { configuration.shutdownGrace = t }
             if let limit = self.maxConnections {
                 guard limit >= 1 else { throw ConfigFile.Problem(description: "--max-connections must be at least 1") }

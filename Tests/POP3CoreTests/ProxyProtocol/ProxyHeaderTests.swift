@@ -79,7 +79,10 @@ struct ProxyHeaderTests {
 
     @Test("no header at all: a POP3 command, a TLS ClientHello, nothing yet")
     func missing() {
-        #expect(Self.invalid(Array("USER alice\r\n".utf8)) == "no PROXY header: the connection began with \"USER alice\\xd\\xa\"")
+        #expect(
+            Self.invalid(Array("USER alice\r\n".utf8))
+                == "no PROXY header: the connection began with \"USER alice\\xd\\xa\""
+        )
         #expect(Self.invalid([0x16, 0x03, 0x01, 0x02, 0x00])?.hasPrefix("no PROXY header") == true)
         #expect(ProxyHeader.parse([UInt8]()) == .needMoreData)
         #expect(ProxyHeader.parse(Array("PRO".utf8)) == .needMoreData)
@@ -88,11 +91,16 @@ struct ProxyHeaderTests {
 
     @Test("v2 PROXY over IPv4 and IPv6 with TLVs: the TLS one and the authority read, the rest skipped")
     func version2() throws {
-        let ssl = Self.tlv(0x20, [0x03, 0, 0, 0, 0] + Self.tlv(0x21, Array("TLSv1.3".utf8)) + Self.tlv(0x23, Array("TLS_AES_256_GCM_SHA384".utf8)))
-        let bytes = Self.v2(
-            addresses: Self.v4Addresses,
-            tlvs: Self.tlv(0x02, Array("pop.example.org".utf8)) + Self.tlv(0x05, [1, 2, 3]) + ssl
-        ) + Array("+rest".utf8)
+        let ssl = Self.tlv(
+            0x20,
+            [0x03, 0, 0, 0, 0] + Self.tlv(0x21, Array("TLSv1.3".utf8))
+                + Self.tlv(0x23, Array("TLS_AES_256_GCM_SHA384".utf8))
+        )
+        let bytes =
+            Self.v2(
+                addresses: Self.v4Addresses,
+                tlvs: Self.tlv(0x02, Array("pop.example.org".utf8)) + Self.tlv(0x05, [1, 2, 3]) + ssl
+            ) + Array("+rest".utf8)
         let header = try #require(Self.header(bytes))
         #expect(header.version == .v2 && header.source?.description == "192.0.2.7:51234")
         #expect(header.destination?.description == "198.51.100.1:110")
