@@ -36,6 +36,8 @@ let transcriptsIn = arguments.firstIndex(of: "--transcripts-in").map { arguments
 /// `--rules`: each popgate also runs a second time with a rules file: a 10,000-prefix allow list (this machine's
 /// 127.0.0.0/8 among them), every kind of limit on with numbers no run reaches, a command and a user denied.
 let withRules = arguments.contains("--rules")
+/// `--proxy`: each popgate also runs behind the PROXY protocol, its clients sending a v1 header first.
+let withProxy = arguments.contains("--proxy")
 /// `--only popgate,haproxy`: measure only the targets whose names start with one of these (direct always runs).
 let only = arguments.firstIndex(of: "--only").map { arguments[$0 + 1].split(separator: ",").map(String.init) }
 let user = "bench"
@@ -112,15 +114,30 @@ let clientTLS: NIOSSLContext = {
     return try! NIOSSLContext(configuration: configuration)
 }()
 
-func tlsPrepare(_ tls: Bool) -> (@Sendable (any Channel) throws -> Void)? {
-    guard tls else { return nil }
+func tlsPrepare(_ tls: Bool, proxy: Bool = false) -> (@Sendable (any Channel) throws -> Void)? {
+    guard tls || proxy else { return nil }
     return { channel in
-        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: clientTLS, serverHostname: nil))
+        if proxy { try channel.pipeline.syncOperations.addHandler(ProxyHeaderWriter()) }
+        if tls {
+            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: clientTLS, serverHostname: nil))
+        }
+    }
+}
+
+/// What a balancer does first: a PROXY v1 header naming the client (here, itself), then the bytes.
+final class ProxyHeaderWriter: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    func channelActive(context: ChannelHandlerContext) {
+        let local = context.channel.localAddress?.port ?? 0
+        let remote = context.channel.remoteAddress?.port ?? 0
+        let header = "PROXY TCP4 127.0.0.1 127.0.0.1 \(local) \(remote)\r\n"
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: header)), promise: nil)
+        context.fireChannelActive()
     }
 }
 
 /// Concurrent clients each run short sessions (greeting, USER, PASS, STAT, QUIT) until time is up.
-func sessionsPerSecond(port: Int, tls: Bool) async -> (rate: Double, failures: Int, count: Int) {
+func sessionsPerSecond(port: Int, tls: Bool, proxy: Bool = false) async -> (rate: Double, failures: Int, count: Int) {
     let done = NIOLockedValueBox((ok: 0, failed: 0))
     let deadline = ContinuousClock.now + .seconds(seconds)
     let start = ContinuousClock.now
@@ -129,7 +146,11 @@ func sessionsPerSecond(port: Int, tls: Bool) async -> (rate: Double, failures: I
             group.addTask {
                 while ContinuousClock.now < deadline {
                     do {
-                        try await POP3Client.withSession(host: "127.0.0.1", port: port, prepare: tlsPrepare(tls)) { s in
+                        try await POP3Client.withSession(
+                            host: "127.0.0.1",
+                            port: port,
+                            prepare: tlsPrepare(tls, proxy: proxy)
+                        ) { s in
                             _ = try await s.send("USER \(user)\(client)")
                             guard try await s.send("PASS \(password)").isOK else {
                                 throw POP3Client.Failure(description: "login")
@@ -289,6 +310,8 @@ struct Target {
     var child: Child?
     /// Its clients speak TLS to it.
     var tls = tlsMode
+    /// Its clients begin with a PROXY header, as a balancer's connections do.
+    var proxy = false
 }
 var targets = [Target(name: tlsMode ? "direct (plaintext)" : "direct", port: upstream.port, child: nil, tls: false)]
 
@@ -319,7 +342,8 @@ func popgateTarget(
     log: String,
     transcripts: Bool = false,
     upstreamTLSPort: Int? = nil,
-    rules: Bool = false
+    rules: Bool = false,
+    proxy: Bool = false
 ) throws -> Target {
     let port = try freePort()
     var arguments = [
@@ -327,6 +351,7 @@ func popgateTarget(
         "--log-level", "error",
     ]
     if rules { arguments += ["--rules", try benchRules()] }
+    if proxy { arguments += ["--proxy-protocol", "--proxy-trusted", "127.0.0.1"] }
     if upstreamTLSPort != nil {
         arguments += [
             "--upstream-tls", "implicit", "--upstream-ca", certificate, "--upstream-server-name", "localhost",
@@ -341,7 +366,7 @@ func popgateTarget(
         arguments += ["--transcripts", base.appendingPathComponent("popgate-bench-\(getpid())-\(log)").path]
     }
     let child = try Child(log, path, arguments, log: temporary.appendingPathComponent("\(log).log").path)
-    return Target(name: name, port: port, child: child)
+    return Target(name: name, port: port, child: child, proxy: proxy)
 }
 /// haproxy relaying TCP from `port` to the embedded server, with TLS on its listening side when `tls`.
 func haproxy(_ haproxy: String, name: String, port: Int, tls: Bool) throws -> Child {
@@ -398,6 +423,9 @@ if FileManager.default.isExecutableFile(atPath: popgate) {
     targets.append(try popgateTarget(tlsMode ? "popgate serve (TLS)" : "popgate serve", popgate, log: "popgate"))
     if withRules {
         targets.append(try popgateTarget("popgate +rules", popgate, log: "popgate-r", rules: true))
+    }
+    if withProxy {
+        targets.append(try popgateTarget("popgate +PROXY header", popgate, log: "popgate-p", proxy: true))
     }
     if withTranscripts {
         targets.append(try popgateTarget("popgate +transcripts", popgate, log: "popgate-t", transcripts: true))
@@ -535,7 +563,7 @@ for round in 0..<rounds {
     for (index, target) in ready.enumerated() {
         let pid = target.child?.process.processIdentifier
         let cpuBefore = pid.flatMap(cpuSeconds)
-        let sessions = await sessionsPerSecond(port: target.port, tls: target.tls)
+        let sessions = await sessionsPerSecond(port: target.port, tls: target.tls, proxy: target.proxy)
         if let pid, let before = cpuBefore, let after = cpuSeconds(pid) {
             let sofar = sessionCPU[target.name] ?? (CPU(), 0)
             sessionCPU[target.name] = (sofar.seconds + (after - before), sofar.sessions + sessions.count)
@@ -683,6 +711,18 @@ if let plain = results.first(where: { $0.0 == "popgate serve" }),
     }
     print(
         "  rules cost: sessions/s with rules ÷ without = \(String(format: "%.3f", ruled.1 / plain.1)); CPU per session with ÷ without = \(cpuRatio)"
+    )
+}
+if let plain = results.first(where: { $0.0 == "popgate serve" }),
+    let proxied = results.first(where: { $0.0 == "popgate +PROXY header" })
+{
+    let cpu = { (name: String) in sessionCPU[name].map { $0.seconds.total / Double(max(1, $0.sessions)) } }
+    var cpuRatio = "-"
+    if let with = cpu("popgate +PROXY header"), let without = cpu("popgate serve") {
+        cpuRatio = String(format: "%.3f", with / without)
+    }
+    print(
+        "  PROXY header cost: sessions/s with ÷ without = \(String(format: "%.3f", proxied.1 / plain.1)); CPU per session with ÷ without = \(cpuRatio)"
     )
 }
 cpuTable("per GB RETR", retrCPU.mapValues { ($0.seconds, $0.octets) }, unit: 1e9, "%.2f s")

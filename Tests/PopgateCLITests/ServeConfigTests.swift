@@ -79,6 +79,9 @@ struct ServeConfigTests {
             ("command-line-limit: 100\n", "command-line-limit: expected a number of octets, at least 255"),
             ("- just\n- a list\n", "expected a mapping"),
             ("listeners: [\n", "not valid YAML"),
+            ("proxy-trusted: [10.0.0.0/33]\n", "proxy-trusted[0]:"),
+            ("listen: 127.0.0.1:1\nupstream: h:1\nproxy-protocol: maybe\n", "proxy-protocol: expected true or false"),
+            ("rules: [a]\n", "rules: expected a rules file"),
         ]
     )
     func badYAML(_ text: String, _ message: String) {
@@ -108,5 +111,46 @@ struct ServeConfigTests {
         #expect(throws: ConfigFile.Problem.self) { try noUpstream.relayConfiguration() }
         let nothing = try #require(try Popgate.parseAsRoot(["serve"]) as? Popgate.Serve)
         #expect(throws: ConfigFile.Problem.self) { try nothing.relayConfiguration() }
+    }
+
+    @Test("the PROXY protocol and the rules from the file and from flags; PROXY without trusted balancers is refused")
+    func proxyAndRules() throws {
+        var configuration = RelayConfiguration()
+        try ConfigFile.apply(
+            """
+            listeners:
+              - listen: 127.0.0.1:1110
+                proxy-protocol: true
+                upstream: 127.0.0.1:110
+            proxy-trusted: [10.0.0.10, "2001:db8::/64"]
+            rules: Rules/default.rules
+            timeouts: { proxy-header: 2 }
+            """,
+            path: "p.yaml",
+            to: &configuration
+        )
+        #expect(configuration.listeners[0].proxyProtocol)
+        #expect(configuration.proxyTrusted.rangeCount == 2)
+        #expect(configuration.rules == "Rules/default.rules")
+        #expect(configuration.proxyHeaderTimeout == .seconds(2))
+        let untrusted = try #require(
+            try Popgate.parseAsRoot(["serve", "--listen", "127.0.0.1:0", "--upstream", "h:110", "--proxy-protocol"])
+                as? Popgate.Serve
+        )
+        #expect { try untrusted.relayConfiguration() } throws: { "\($0)".contains("needs --proxy-trusted") }
+        let trusted = try #require(
+            try Popgate.parseAsRoot([
+                "serve", "--listen", "127.0.0.1:0", "--upstream", "h:110", "--proxy-protocol", "--proxy-trusted",
+                "10.0.0.10", "--proxy-header-timeout", "3", "--rules", "x.rules",
+            ]) as? Popgate.Serve
+        )
+        let flags = try trusted.relayConfiguration()
+        #expect(flags.listeners[0].proxyProtocol && flags.proxyTrusted.rangeCount == 1)
+        #expect(flags.proxyHeaderTimeout == .seconds(3) && flags.rules == "x.rules")
+        let bad = try #require(
+            try Popgate.parseAsRoot(["serve", "--listen", "127.0.0.1:0", "--upstream", "h:110", "--proxy-trusted", "x"])
+                as? Popgate.Serve
+        )
+        #expect { try bad.relayConfiguration() } throws: { "\($0)".contains("--proxy-trusted x") }
     }
 }

@@ -278,7 +278,10 @@ final class RelaySessionExecutor {
             // The tap that asked writes the alert and closes.
             self.handshakeRefused = true
         case .identified(let client, let via):
-            let address = client.flatMap { try? SocketAddress(ipAddress: $0.address, port: $0.port) }
+            // The address is made only for someone who reads it.
+            let wanted =
+                self.settings.sink != nil || self.settings.pcap != nil || self.settings.logger.logLevel <= .info
+            let address = wanted ? client.flatMap { try? SocketAddress(ipAddress: $0.address, port: $0.port) } : nil
             self.startRecord(client: address ?? self.client?.channel.remoteAddress, via: via, now: .now())
         case .beginClientTLS(let leftover):
             self.startTLS(leftover: leftover)

@@ -314,28 +314,29 @@ struct RelayMachine {
     /// Reads the balancer's PROXY header from what has come: the client it names is the session's client from
     /// here on (for the rules, the record, the logs); what follows the header is the client's own.
     private mutating func readProxyHeader(now: NIODeadline, into actions: inout [Action]) {
-        let balancer = self.clientName
         switch ProxyHeader.parse(self.clientInput.readableBytesView) {
         case .needMoreData:
             return
         case .invalid(let why):
-            actions.append(.log(.info, "closing a connection from the balancer \(balancer): \(why)"))
+            actions.append(.log(.info, "closing a connection from the balancer \(self.clientName): \(why)"))
             self.clientInput = Self.drained
             self.state = .closing(.proxyRefused)
             actions.append(.close(.client))
         case .header(let header):
             self.clientInput.moveReaderIndex(forwardBy: header.length)
+            let balancer = self.clientAddress
             if let source = header.source, let address = RuleAddress(source.address) {
                 self.clientAddress = address
-                actions.append(.identified(client: source, via: balancer))
+                actions.append(.identified(client: source, via: balancer.map { "\($0)" }))
             } else {
                 // v2 LOCAL, v1 UNKNOWN: the balancer's own connection (a health check).
                 actions.append(.identified(client: nil, via: nil))
             }
             if let tls = header.tls {
                 let what = [tls.version, tls.cipher].compactMap { $0 }.joined(separator: ", ")
+                let name = balancer.map { "\($0)" } ?? "unknown"
                 actions.append(
-                    .log(.debug, "the balancer \(balancer) says the client used TLS\(what.isEmpty ? "" : " (\(what))")")
+                    .log(.debug, "the balancer \(name) says the client used TLS\(what.isEmpty ? "" : " (\(what))")")
                 )
             }
             let leftover = self.clientInput
