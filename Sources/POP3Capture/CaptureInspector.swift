@@ -36,12 +36,17 @@ public final class CaptureInspector {
         var closed = false
         var carriedData = false
         let keepBodies: Bool
+        /// The TCP payload octets each side sent, as reassembled.
+        public private(set) var clientOctets = 0
+        public private(set) var serverOctets = 0
         /// Buffers reused from packet to packet.
         var outputs: [TCPReassembler.Output] = []
         var produced: [ConversationEvent] = []
 
-        /// Whether the connection has ended (FIN both ways, or RST).
+        /// Whether the connection has ended (FIN both ways, or RST), or the capture has.
         public var isClosed: Bool { self.closed }
+        /// The capture ended (or was stopped) while the connection was still open: neither side closed it.
+        public private(set) var captureEnded = false
 
         init(number: Int, client: TCPEndpoint, server: TCPEndpoint, started: Double, options: Options) {
             self.number = number
@@ -71,6 +76,11 @@ public final class CaptureInspector {
                 switch output {
                 case .data(let buffer):
                     if side == .client {
+                        self.clientOctets += buffer.readableBytes
+                    } else {
+                        self.serverOctets += buffer.readableBytes
+                    }
+                    if side == .client {
                         self.machine.clientSent(buffer, at: time, into: &self.produced)
                     } else {
                         self.machine.serverSent(buffer, at: time, into: &self.produced)
@@ -83,6 +93,18 @@ public final class CaptureInspector {
                     self.events.append((time, event))
                 }
             }
+        }
+
+        /// The capture ended with the connection open: what waited behind holes is given up, and no side is
+        /// said to have closed (so nothing is flagged that a close would mean).
+        func endOfCapture(at time: Double) {
+            guard !self.closed else { return }
+            self.closed = true
+            self.captureEnded = true
+            self.feed(self.clientStream.finish(), from: .client, at: time)
+            self.feed(self.serverStream.finish(), from: .server, at: time)
+            let note = "The capture ended; the connection was still open (neither side had closed it)."
+            self.events.append((time, .annotation(.capture, note)))
         }
 
         func close(at time: Double) {
@@ -238,9 +260,10 @@ public final class CaptureInspector {
         self.allSessions.removeAll { $0.closed }
     }
 
-    /// The end of the capture: every session still open is closed as it stands.
+    /// The end of the capture: every session still open ends as it stands, said to be cut by the capture, not
+    /// closed by either side.
     public func finish() {
-        for session in self.allSessions where !session.closed { session.close(at: self.lastTime) }
+        for session in self.allSessions where !session.closed { session.endOfCapture(at: self.lastTime) }
         self.open.removeAll()
         self.waitingOctets = 0
     }

@@ -39,6 +39,60 @@ struct InspectProcessTests {
         #expect(output.components(separatedBy: "── session ").count == 6)
     }
 
+    @Test("a capture that stops with the connection open says so: capture-ended, no side closed")
+    func captureEnded() async throws {
+        var open = SyntheticCapture()
+        open.exchange = Array(SyntheticCapture.session.prefix(7))
+        open.closes = false
+        let path = try Self.temporaryFile(open.bytes)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let (_, text) = try await Self.inspect([path])
+        #expect(text.contains("·· The capture ended; the connection was still open"), "\(text)")
+        #expect(text.contains("the capture ended in TRANSACTION, the connection still open"))
+        #expect(!text.contains("closed the connection"))
+        let (_, json) = try await Self.inspect(["--format", "json", path])
+        #expect(json.contains("\"kind\":\"session-end\"") && json.contains("\"state\":\"capture-ended\""))
+        #expect(json.contains("\"side\":\"capture\""))
+        let (_, summary) = try await Self.inspect(["--summary", "--format", "json", path])
+        #expect(summary.contains("\"state\":\"capture-ended\""), "\(summary)")
+        // Closed by both sides: no such words.
+        let closedPath = try Self.temporaryFile(SyntheticCapture().bytes)
+        defer { try? FileManager.default.removeItem(atPath: closedPath) }
+        let (_, closed) = try await Self.inspect(["--summary", closedPath])
+        #expect(!closed.contains("capture ended") && closed.contains("ended in closed"), "\(closed)")
+    }
+
+    @Test("--summary ends with the totals, which add up the session lines")
+    func summaryTotals() async throws {
+        let (status, output) = try await Self.inspect(["--summary", Self.shared + "/zeek/pop3.pcap"])
+        #expect(status == 0)
+        let lines = output.split(separator: "\n")
+        let sessions = lines.filter { $0.hasPrefix("session ") }
+        let commands = sessions.compactMap { line in
+            line.components(separatedBy: "  ").last?.split(separator: " ").first.flatMap { Int($0) }
+        }.reduce(0, +)
+        let totals = try #require(lines.last { $0.hasPrefix("totals: ") }, "\(output)")
+        #expect(totals.hasPrefix("totals: \(sessions.count) sessions, \(commands) commands, "), "\(totals)")
+        // The octets, as tshark counts them (payload of segments that are not retransmissions, by direction).
+        let lengths = try await runTool(
+            "tshark",
+            [
+                "-r", Self.shared + "/zeek/pop3.pcap", "-Y", "tcp.len>0 && !tcp.analysis.retransmission", "-T",
+                "fields",
+                "-e", "tcp.srcport", "-e", "tcp.len",
+            ]
+        )
+        var (client, server) = (0, 0)
+        for line in lengths.split(separator: "\n") {
+            let fields = line.split(separator: "\t")
+            guard fields.count == 2, let length = Int(fields[1]) else { continue }
+            if fields[0] == "110" { server += length } else { client += length }
+        }
+        #expect(totals.hasSuffix("\(client) octets from clients, \(server) from servers"), "\(totals)")
+        let (_, json) = try await Self.inspect(["--summary", "--format", "json", Self.shared + "/zeek/pop3.pcap"])
+        #expect(json.split(separator: "\n").last?.contains("\"kind\":\"totals\"") == true)
+    }
+
     @Test("a file that is not a capture: a clear message, exit 2")
     func notACapture() async throws {
         let path = try Self.temporaryFile(Array("this is not a capture file at all\n".utf8))

@@ -10,6 +10,8 @@ public struct SyntheticCapture {
     public var exchange: [(fromClient: Bool, text: String)]
     /// Two segments of `exchange` written in each other's place.
     public var swap: (Int, Int)?
+    /// FIN both ways at the end; false: the capture stops with the connection open.
+    public var closes = true
 
     public static let session: [(fromClient: Bool, text: String)] = [
         (false, "+OK ready\r\n"), (true, "USER alice\r\n"), (false, "+OK\r\n"), (true, "PASS wonderland\r\n"),
@@ -67,8 +69,10 @@ public struct SyntheticCapture {
         for (fromClient, text) in self.exchange {
             packet(fromClient: fromClient, flags: 0x18, payload: Array(text.utf8))
         }
-        packet(fromClient: false, flags: 0x11, payload: [])
-        packet(fromClient: true, flags: 0x11, payload: [])
+        if self.closes {
+            packet(fromClient: false, flags: 0x11, payload: [])
+            packet(fromClient: true, flags: 0x11, payload: [])
+        }
         if let (i, j) = self.swap { frames.swapAt(2 + i, 2 + j) }
         for (index, frame) in frames.enumerated() {
             u32(1_700_000_000)

@@ -4,6 +4,8 @@ public enum Side: String, Sendable, Hashable, Codable {
     case server
     /// The gateway itself: its own replies and decisions.
     case gateway
+    /// The capture: what the inspector could and could not see (it began or ended mid-session).
+    case capture
 }
 
 /// A rule of the conformance checklist; its raw value is the number in `R1`…`R54`.

@@ -261,8 +261,8 @@ extension ConversationMachine {
 
     private mutating func greeting(_ bytes: ByteBufferView, text: String, into events: inout [ConversationEvent]) {
         let parsed = ReplyParser.parse(bytes)
-        for issue in parsed.issues { self.report(issue, into: &events) }
         guard let reply = parsed.reply else {
+            for issue in parsed.issues { self.report(issue, into: &events) }
             self.lineWithoutStatus(
                 text,
                 inResponseTo: nil,
@@ -273,6 +273,8 @@ extension ConversationMachine {
             self.suspect("the first server line is not a greeting", weight: 2, into: &events)
             return
         }
+        // What is wrong with the greeting is said under it, not above it.
+        var findings = parsed.issues
         let utf8 = reply.text.utf8
         if let open = utf8.firstIndex(of: UInt8(ascii: "<")),
             let close = utf8[open...].firstIndex(of: UInt8(ascii: ">"))
@@ -281,19 +283,13 @@ extension ConversationMachine {
             if stamp.utf8.contains(UInt8(ascii: "@")) {
                 self.greetingTimestamp = stamp
             } else {
-                self.report(
-                    Anomaly(.apop, .server, "the greeting's timestamp is not in msg-id form <…@…>"),
-                    into: &events
-                )
+                findings.append(Anomaly(.apop, .server, "the greeting's timestamp is not in msg-id form <…@…>"))
             }
         }
         if reply.code == .inUse || reply.code == .loginDelay || reply.code == .sysTemp || reply.code == .sysPerm
             || reply.code == .auth, reply.status == .ok
         {
-            self.report(
-                Anomaly(.systemCodes, .server, "the response code [\(reply.code!)] goes with -ERR"),
-                into: &events
-            )
+            findings.append(Anomaly(.systemCodes, .server, "the response code [\(reply.code!)] goes with -ERR"))
         }
         events.append(
             .reply(
@@ -306,6 +302,7 @@ extension ConversationMachine {
                 )
             )
         )
+        for finding in findings { self.report(finding, into: &events) }
         self.replyCount += 1
         if reply.status == .ok {
             self.enter(

@@ -271,7 +271,8 @@ public enum CommandParser {
     static func isVisible(_ byte: UInt8) -> Bool { byte > 0x20 && byte < 0x7F }
     static func isLowerHex(_ byte: UInt8) -> Bool { (byte >= 0x30 && byte <= 0x39) || (byte >= 0x61 && byte <= 0x66) }
 
-    /// Text safe to put in one line of a transcript: control characters shown as `\xNN`, capped in length.
+    /// Text safe to put in one line of a transcript: tab, CR and LF as `\t`, `\r`, `\n`, other control
+    /// characters as `\xNN`, capped in length.
     static func printable(_ text: String, limit: Int = 60) -> String {
         // The usual line has no control characters and fits: it is its own printable form.
         if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != 0x7F }), limit == Int.max || text.utf8.count <= limit {
@@ -279,7 +280,13 @@ public enum CommandParser {
         }
         var out = ""
         for scalar in text.unicodeScalars.prefix(limit) {
-            if scalar.value < 0x20 || scalar.value == 0x7F {
+            if scalar.value == 0x09 {
+                out += "\\t"
+            } else if scalar.value == 0x0D {
+                out += "\\r"
+            } else if scalar.value == 0x0A {
+                out += "\\n"
+            } else if scalar.value < 0x20 || scalar.value == 0x7F {
                 out += "\\x" + String(scalar.value, radix: 16, uppercase: true)
             } else {
                 out.unicodeScalars.append(scalar)

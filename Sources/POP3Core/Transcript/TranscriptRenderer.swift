@@ -56,11 +56,13 @@ public struct TranscriptRenderer: Sendable {
         ]
     }
 
-    public mutating func end(time: Double, summary: String) -> [String] {
+    /// `state`: how it ended when that is not a close (`capture-ended`), for the JSON record.
+    public mutating func end(time: Double, summary: String, state: String? = nil) -> [String] {
         self.flushOpaque(time: time)
             + [
                 self.boundary("session-end", time: time, text: "── end of session \(self.session): \(summary)") {
                     $0.note = summary
+                    $0.state = state
                 }
             ]
     }
@@ -244,7 +246,8 @@ public struct TranscriptRenderer: Sendable {
         case .stateChanged(let state, let note):
             return [self.paint("   ▸ \(state.displayName): \(note)", .state)]
         case .annotation(let side, let note):
-            return [self.paint("   \(side == .client ? "C" : side == .server ? "S" : "G")· \(note)", .dim)]
+            let mark = side == .client ? "C" : side == .server ? "S" : side == .gateway ? "G" : "·"
+            return [self.paint("   \(mark)· \(note)", .dim)]
         case .anomaly(let anomaly):
             return [self.paint("   ! \(anomaly.rule.id) \(anomaly.side.rawValue): \(anomaly.reason)", .anomaly)]
         case .closed(let side):
@@ -282,6 +285,7 @@ public struct TranscriptRenderer: Sendable {
         case .client: "C:"
         case .server: "S:"
         case .gateway: "G:"
+        case .capture: "·:"
         }
     }
 

@@ -135,7 +135,8 @@ final class LivePrinter {
             if session.isClosed || final {
                 lines += renderer.end(
                     time: session.events.last?.time ?? session.started,
-                    summary: Popgate.Inspect.describe(session)
+                    summary: Popgate.Inspect.describe(session),
+                    state: session.captureEnded ? "capture-ended" : nil
                 )
                 self.renderers[session.number] = nil
                 self.printed[session.number] = nil

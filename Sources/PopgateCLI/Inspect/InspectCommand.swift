@@ -56,6 +56,7 @@ extension Popgate {
             let terminal = Terminal.shared
             var failed = false
             var number = 0
+            var totals = Totals()
             for file in self.files {
                 let inspector = CaptureInspector(options: options)
                 do {
@@ -72,8 +73,10 @@ extension Popgate {
                     number += 1
                     if let wanted = self.session, wanted != number { continue }
                     terminal.write(self.render(session, number: number, color: self.color.enabled(for: terminal)))
+                    totals.add(session)
                 }
             }
+            if self.summary { terminal.write([totals.line(self.format)]) }
             if failed { throw ExitCode(2) }
         }
 
@@ -106,8 +109,52 @@ extension Popgate {
                 if self.anomaliesOnly, case .anomaly = event {} else if self.anomaliesOnly { continue }
                 lines += renderer.render(event, time: time)
             }
-            lines += renderer.end(time: session.events.last?.time ?? session.started, summary: Self.describe(session))
+            lines += renderer.end(
+                time: session.events.last?.time ?? session.started,
+                summary: Self.describe(session),
+                state: session.captureEnded ? "capture-ended" : nil
+            )
             return lines
+        }
+
+        /// What `--summary` adds up over every session printed.
+        struct Totals {
+            var sessions = 0
+            var commands = 0
+            var replies = 0
+            var anomalies = 0
+            var clientOctets = 0
+            var serverOctets = 0
+
+            mutating func add(_ session: CaptureInspector.Session) {
+                self.sessions += 1
+                self.commands += session.machine.commandCount
+                for (_, event) in session.events {
+                    switch event {
+                    case .reply: self.replies += 1
+                    case .anomaly: self.anomalies += 1
+                    default: break
+                    }
+                }
+                self.clientOctets += session.clientOctets
+                self.serverOctets += session.serverOctets
+            }
+
+            func line(_ format: TranscriptRenderer.Format) -> String {
+                let text =
+                    "\(self.sessions) session\(self.sessions == 1 ? "" : "s"), \(self.commands) commands, "
+                    + "\(self.replies) replies, \(self.anomalies) anomal\(self.anomalies == 1 ? "y" : "ies"), "
+                    + "\(self.clientOctets) octets from clients, \(self.serverOctets) from servers"
+                switch format {
+                case .text:
+                    return "totals: " + text
+                case .json:
+                    var record = TranscriptRecord(session: "*", time: TranscriptRecord.timestamp(0), kind: "totals")
+                    record.octets = self.clientOctets + self.serverOctets
+                    record.note = text
+                    return record.jsonLine()
+                }
+            }
         }
 
         static func describe(_ session: CaptureInspector.Session) -> String {
@@ -115,9 +162,13 @@ extension Popgate {
             let replies = events.filter { if case .reply = $0 { true } else { false } }.count
             let multi = events.filter { if case .reply(let r) = $0 { r.multiline } else { false } }.count
             let anomalies = events.filter { if case .anomaly = $0 { true } else { false } }.count
+            let end =
+                session.captureEnded
+                ? "the capture ended in \(session.machine.state.displayName), the connection still open"
+                : "ended in \(session.machine.state.displayName)"
             var text =
                 "\(session.machine.commandCount) commands, \(replies) replies (\(multi) multi-line), "
-                + "\(anomalies) anomal\(anomalies == 1 ? "y" : "ies"), ended in \(session.machine.state.displayName)"
+                + "\(anomalies) anomal\(anomalies == 1 ? "y" : "ies"), \(end)"
             if session.retransmissions + session.gaps + session.conflicts > 0 {
                 text +=
                     "; TCP: \(session.retransmissions) retransmitted, \(session.gaps) gaps, \(session.conflicts) conflicts"
@@ -142,7 +193,7 @@ extension Popgate {
                 )
                 record.client = session.client.description
                 record.server = session.server.description
-                record.state = session.machine.state.rawValue
+                record.state = session.captureEnded ? "capture-ended" : session.machine.state.rawValue
                 record.note = Self.describe(session)
                 return record.jsonLine()
             }
