@@ -44,7 +44,7 @@ struct DemoTests {
         let lines = try await Self.runDemo(format: .text)
         let text = lines.joined(separator: "\n")
         #expect(text.contains("C: STAT\n"))
-        #expect(text.contains("! R13 client: STAT is valid only in TRANSACTION"))
+        #expect(text.contains("! R13 violation client: STAT is valid only in TRANSACTION"))
         #expect(text.contains("C: PASS ********"))
         #expect(text.contains("DELE 1 marks message 1 as deleted; nothing is removed until the session ends with QUIT"))
         #expect(text.contains("(2 messages left)"))

@@ -93,6 +93,20 @@ struct InspectProcessTests {
         #expect(json.split(separator: "\n").last?.contains("\"kind\":\"totals\"") == true)
     }
 
+    @Test("--min-severity keeps the findings of that class and above; each finding shows its class")
+    func minSeverity() async throws {
+        let captures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Captures").path
+        let file = captures + "/apop-and-pipelining.pcap"
+        let (_, all) = try await Self.inspect(["--anomalies-only", file])
+        #expect(all.contains("! R26 security client:") && all.contains("! R30 interop client:"), "\(all)")
+        let (status, security) = try await Self.inspect(["--anomalies-only", "--min-severity", "security", file])
+        #expect(status == 0)
+        #expect(security.contains("! R26 security") && !security.contains("R30"), "\(security)")
+        let (bad, usage) = try await Self.inspect(["--min-severity", "loud", file])
+        #expect(bad == 64 && usage.contains("loud"))
+    }
+
     @Test("a file that is not a capture: a clear message, exit 2")
     func notACapture() async throws {
         let path = try Self.temporaryFile(Array("this is not a capture file at all\n".utf8))

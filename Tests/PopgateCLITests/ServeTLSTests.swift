@@ -442,7 +442,7 @@ struct ServeTLSTests {
         let texts = try await stack.stopGateway()
         await stack.remove()
         let text = try #require(texts.first { $0.contains("USER alice") })
-        #expect(text.contains("R31 client: 11 octets of plaintext followed STLS before TLS began"), "\(text)")
+        #expect(text.contains("R31 security client: 11 octets of plaintext followed STLS before TLS began"), "\(text)")
         #expect(!text.contains("evil"), "the dropped line is counted, not shown as a command")
     }
 

@@ -68,6 +68,44 @@ public enum Rule: Int, Sendable, Hashable, CaseIterable, CustomStringConvertible
     /// The stable id used in transcripts and docs, such as `R17`.
     public var id: String { "R\(self.rawValue)" }
     public var description: String { self.id }
+
+    /// The class of this rule's findings unless a finding says otherwise (R26's weak MD5 is `security`, its
+    /// timestamp syntax a `violation`; a relay's upstream that closed unasked, under R53, is a `note`).
+    public var defaultSeverity: Severity {
+        switch self {
+        case .lineEnding, .commandSyntax, .commandLength, .statusIndicator, .replyLength, .multiLineTermination,
+            .dotStuffing, .bodyAfterError, .greeting, .authorizationOnly, .transactionOnly, .errorRequired,
+            .loginSequence, .arguments, .statFormat, .listFormat, .deletedMessage, .topFormat, .uniqueID, .apop,
+            .capa, .stlsUnderTLS, .authCommand, .saslChallenge, .saslEncoding, .saslInitialResponse,
+            .saslSecurityLayer, .lockAndDelay, .systemCodes, .utf8Command, .utf8Content, .unexpectedServerData,
+            .directionConfusion:
+            .violation
+        case .stls, .cleartextLogin:
+            .security
+        case .responseCode, .eightBit, .autologout, .obsoleteCommand, .pipelining, .capabilitiesAfterTLS,
+            .tlsPortMismatch, .authProbe, .unknownCommands, .pendingCommands, .authLines, .lengthCaps:
+            .interop
+        case .failedAuthentication, .update, .messageSize, .capability, .stlsAdvertised, .saslMechanism, .popURL:
+            .note
+        }
+    }
+}
+
+/// How much a finding matters, per finding: the protocol broken, legal but known to break peers, a risk to
+/// secrets, or worth knowing. Ordered, for `--min-severity`: note < interop < violation < security.
+public enum Severity: String, Sendable, Hashable, CaseIterable, Comparable, Codable {
+    /// Worth knowing, not wrong.
+    case note
+    /// Legal, or tolerated, but known to break clients or servers.
+    case interop
+    /// The protocol is broken: framing, state, or reply.
+    case violation
+    /// A login without TLS, APOP's MD5, weak TLS, injection around STLS.
+    case security
+
+    public static func < (a: Severity, b: Severity) -> Bool {
+        Self.allCases.firstIndex(of: a)! < Self.allCases.firstIndex(of: b)!
+    }
 }
 
 /// A deviation from the checklist that a session shows.
@@ -77,10 +115,13 @@ public struct Anomaly: Sendable, Hashable {
     public var side: Side
     /// One line of explanation. Never holds a credential.
     public var reason: String
+    /// This finding's class; its rule's default unless the finding is of another kind.
+    public var severity: Severity
 
-    public init(_ rule: Rule, _ side: Side, _ reason: String) {
+    public init(_ rule: Rule, _ side: Side, _ reason: String, severity: Severity? = nil) {
         self.rule = rule
         self.side = side
         self.reason = reason
+        self.severity = severity ?? rule.defaultSeverity
     }
 }

@@ -483,7 +483,12 @@ extension ConversationMachine {
             }
             self.reportOnce(
                 "R26-weak",
-                Anomaly(.apop, .client, "APOP relies on MD5, which is weak; prefer TLS with a SASL mechanism"),
+                Anomaly(
+                    .apop,
+                    .client,
+                    "APOP relies on MD5, which is weak; prefer TLS with a SASL mechanism",
+                    severity: .security
+                ),
                 into: &events
             )
         case .auth(let mechanism?, _):

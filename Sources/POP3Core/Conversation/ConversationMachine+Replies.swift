@@ -36,7 +36,12 @@ extension ConversationMachine {
         case .stls:
             if tlsActive { return Anomaly(.stlsUnderTLS, .client, "STLS while TLS is already active") }
             if !inAuthorization {
-                return Anomaly(.stls, .client, "STLS is valid only in AUTHORIZATION, not in \(name)")
+                return Anomaly(
+                    .stls,
+                    .client,
+                    "STLS is valid only in AUTHORIZATION, not in \(name)",
+                    severity: .violation
+                )
             }
         case .utf8:
             if !inAuthorization {

@@ -29,6 +29,8 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
     public var complete: Bool?
     public var rule: String?
     public var reason: String?
+    /// For `anomaly`: `violation`, `interop`, `security` or `note`.
+    public var severity: String?
     public var state: String?
     public var text: String?
     public var note: String?
@@ -80,6 +82,7 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
         string("rule", self.rule)
         string("server", self.server)
         string("session", self.session)
+        string("severity", self.severity)
         string("side", self.side)
         string("state", self.state)
         string("status", self.status)

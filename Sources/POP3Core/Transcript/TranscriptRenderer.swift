@@ -187,6 +187,7 @@ public struct TranscriptRenderer: Sendable {
             r.side = anomaly.side.rawValue
             r.rule = anomaly.rule.id
             r.reason = anomaly.reason
+            r.severity = anomaly.severity.rawValue
         case .closed(let side):
             r.kind = "closed"
             r.side = side.rawValue
@@ -249,7 +250,12 @@ public struct TranscriptRenderer: Sendable {
             let mark = side == .client ? "C" : side == .server ? "S" : side == .gateway ? "G" : "·"
             return [self.paint("   \(mark)· \(note)", .dim)]
         case .anomaly(let anomaly):
-            return [self.paint("   ! \(anomaly.rule.id) \(anomaly.side.rawValue): \(anomaly.reason)", .anomaly)]
+            return [
+                self.paint(
+                    "   ! \(anomaly.rule.id) \(anomaly.severity.rawValue) \(anomaly.side.rawValue): \(anomaly.reason)",
+                    .anomaly
+                )
+            ]
         case .closed(let side):
             return [self.paint("   ▸ the \(side.rawValue) closed the connection", .state)]
         case .tls(let side, let hello):

@@ -1527,10 +1527,12 @@ struct RelayMachine {
     }
 
     private mutating func recordUpstreamVanished(now: NIODeadline, into actions: inout [Action]) {
+        // A close, not a broken reply: worth knowing (a reply it cut short is reported as truncated).
         let anomaly = Anomaly(
             .unexpectedServerData,
             .server,
-            "the upstream closed the connection unasked, in \(self.conversation.state.displayName)"
+            "the upstream closed the connection unasked, in \(self.conversation.state.displayName)",
+            severity: .note
         )
         actions.append(.record([.anomaly(anomaly)]))
     }

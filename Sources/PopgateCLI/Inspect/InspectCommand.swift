@@ -41,6 +41,14 @@ extension Popgate {
         @Flag(help: "Only the anomalies of each session.")
         var anomaliesOnly = false
 
+        @Option(
+            help: ArgumentHelp(
+                "Only anomalies of this class or above: note, interop, violation, security.",
+                discussion: "The order is note < interop < violation < security."
+            )
+        )
+        var minSeverity: Severity?
+
         @Flag(help: "One line per session, then totals.")
         var summary = false
 
@@ -106,7 +114,11 @@ extension Popgate {
                 server: session.server.description
             )
             for (time, event) in session.events {
-                if self.anomaliesOnly, case .anomaly = event {} else if self.anomaliesOnly { continue }
+                if case .anomaly(let anomaly) = event {
+                    if let floor = self.minSeverity, anomaly.severity < floor { continue }
+                } else if self.anomaliesOnly {
+                    continue
+                }
                 lines += renderer.render(event, time: time)
             }
             lines += renderer.end(
@@ -123,6 +135,7 @@ extension Popgate {
             var commands = 0
             var replies = 0
             var anomalies = 0
+            var classes: [Severity: Int] = [:]
             var clientOctets = 0
             var serverOctets = 0
 
@@ -132,7 +145,9 @@ extension Popgate {
                 for (_, event) in session.events {
                     switch event {
                     case .reply: self.replies += 1
-                    case .anomaly: self.anomalies += 1
+                    case .anomaly(let anomaly):
+                        self.anomalies += 1
+                        self.classes[anomaly.severity, default: 0] += 1
                     default: break
                     }
                 }
@@ -143,7 +158,8 @@ extension Popgate {
             func line(_ format: TranscriptRenderer.Format) -> String {
                 let text =
                     "\(self.sessions) session\(self.sessions == 1 ? "" : "s"), \(self.commands) commands, "
-                    + "\(self.replies) replies, \(self.anomalies) anomal\(self.anomalies == 1 ? "y" : "ies"), "
+                    + "\(self.replies) replies, \(self.anomalies) anomal\(self.anomalies == 1 ? "y" : "ies")"
+                    + Popgate.Inspect.byClass(self.classes) + ", "
                     + "\(self.clientOctets) octets from clients, \(self.serverOctets) from servers"
                 switch format {
                 case .text:
@@ -157,18 +173,28 @@ extension Popgate {
             }
         }
 
+        /// ` (2 violation, 1 security)`, most serious first; nothing when there are none.
+        static func byClass(_ classes: [Severity: Int]) -> String {
+            let parts = Severity.allCases.reversed().compactMap { severity in
+                classes[severity].map { "\($0) \(severity.rawValue)" }
+            }
+            return parts.isEmpty ? "" : " (" + parts.joined(separator: ", ") + ")"
+        }
+
         static func describe(_ session: CaptureInspector.Session) -> String {
             let events = session.events.map(\.event)
             let replies = events.filter { if case .reply = $0 { true } else { false } }.count
             let multi = events.filter { if case .reply(let r) = $0 { r.multiline } else { false } }.count
-            let anomalies = events.filter { if case .anomaly = $0 { true } else { false } }.count
+            var classes: [Severity: Int] = [:]
+            for case .anomaly(let anomaly) in events { classes[anomaly.severity, default: 0] += 1 }
+            let anomalies = classes.values.reduce(0, +)
             let end =
                 session.captureEnded
                 ? "the capture ended in \(session.machine.state.displayName), the connection still open"
                 : "ended in \(session.machine.state.displayName)"
             var text =
                 "\(session.machine.commandCount) commands, \(replies) replies (\(multi) multi-line), "
-                + "\(anomalies) anomal\(anomalies == 1 ? "y" : "ies"), \(end)"
+                + "\(anomalies) anomal\(anomalies == 1 ? "y" : "ies")\(Self.byClass(classes)), \(end)"
             if session.retransmissions + session.gaps + session.conflicts > 0 {
                 text +=
                     "; TCP: \(session.retransmissions) retransmitted, \(session.gaps) gaps, \(session.conflicts) conflicts"
@@ -200,3 +226,5 @@ extension Popgate {
         }
     }
 }
+
+extension Severity: ExpressibleByArgument {}
