@@ -25,6 +25,8 @@ public final class CaptureInspector {
         public let number: Int
         public let client: TCPEndpoint
         public let server: TCPEndpoint
+        /// The innermost tunnel it came through, if any.
+        public let tunnel: Tunnel?
         public let started: Double
         public internal(set) var machine: ConversationMachine
         /// Events with their capture times.
@@ -48,10 +50,18 @@ public final class CaptureInspector {
         /// The capture ended (or was stopped) while the connection was still open: neither side closed it.
         public private(set) var captureEnded = false
 
-        init(number: Int, client: TCPEndpoint, server: TCPEndpoint, started: Double, options: Options) {
+        init(
+            number: Int,
+            client: TCPEndpoint,
+            server: TCPEndpoint,
+            tunnel: Tunnel?,
+            started: Double,
+            options: Options
+        ) {
             self.number = number
             self.client = client
             self.server = server
+            self.tunnel = tunnel
             self.started = started
             var configuration = ConversationMachine.Configuration()
             configuration.implicitTLS = options.implicitTLSPorts.contains(server.port)
@@ -61,6 +71,9 @@ public final class CaptureInspector {
             self.clientStream = TCPReassembler(limit: options.reassemblyLimit)
             self.serverStream = TCPReassembler(limit: options.reassemblyLimit)
         }
+
+        /// The server's address, with the tunnel it came through: `10.0.0.2:110 in VXLAN 42`.
+        public var serverLabel: String { self.server.description + (self.tunnel.map { " in \($0)" } ?? "") }
 
         /// Counts of what the reassembly saw in both directions.
         public var retransmissions: Int { self.clientStream.retransmissions + self.serverStream.retransmissions }
@@ -121,8 +134,10 @@ public final class CaptureInspector {
     struct FlowKey: Hashable {
         var a: TCPEndpoint
         var b: TCPEndpoint
+        var tunnel: UInt64
 
-        init(_ x: TCPEndpoint, _ y: TCPEndpoint) {
+        init(_ x: TCPEndpoint, _ y: TCPEndpoint, tunnel: UInt64 = 0) {
+            self.tunnel = tunnel
             let first = x.address == y.address ? x.port < y.port : x.address < y.address
             if first {
                 (self.a, self.b) = (x, y)
@@ -156,7 +171,7 @@ public final class CaptureInspector {
 
     public func packet(_ segment: TCPSegment, at time: Double) {
         self.lastTime = max(self.lastTime, time)
-        let key = FlowKey(segment.source, segment.destination)
+        let key = FlowKey(segment.source, segment.destination, tunnel: segment.tunnel)
         if self.ignored.contains(key) { return }
         let session: Session
         if let existing = self.open[key] {
@@ -177,6 +192,7 @@ public final class CaptureInspector {
                 number: self.started,
                 client: client,
                 server: server,
+                tunnel: segment.tunnelName,
                 started: time,
                 options: self.options
             )

@@ -126,11 +126,32 @@ public final class PCAPSource: @unchecked Sendable {
         case end
     }
 
+    /// What was not decoded, by what it was: packets and their octets on the wire.
+    public private(set) var undecoded: [String: (packets: Int, octets: Int)] = [:]
+
+    /// The undecoded packets in one line, most first; nil when every packet was decoded.
+    public var undecodedReport: String? {
+        guard !self.undecoded.isEmpty else { return nil }
+        let packets = self.undecoded.values.reduce(0) { $0 + $1.packets }
+        let octets = self.undecoded.values.reduce(0) { $0 + $1.octets }
+        let kinds = self.undecoded.sorted { ($1.value.packets, $0.key) < ($0.value.packets, $1.key) }
+            .map { "\($0.key) \($0.value.packets) (\($0.value.octets) octets)" }
+        return "\(packets) packet\(packets == 1 ? "" : "s") (\(octets) octets) not decoded as TCP: "
+            + kinds.joined(separator: ", ")
+    }
+
     /// The next packet decoded straight from libpcap's buffer, without copying the whole packet.
     public func nextSegment() throws -> NextSegment {
         let linkType = self.linkType
-        switch try self.read({ time, bytes, _ in (PacketDecoder.tcp(bytes, linkType: linkType), time) }) {
-        case .value(let (segment, time)): return .packet(segment, time: time)
+        let decoded = try self.read { time, bytes, wire in (PacketDecoder.decode(bytes, linkType: linkType), time, wire)
+        }
+        switch decoded {
+        case .value(let (.tcp(segment), time, _)):
+            return .packet(segment, time: time)
+        case .value(let (.skipped(what), time, wire)):
+            self.undecoded[what, default: (0, 0)].packets += 1
+            self.undecoded[what, default: (0, 0)].octets += wire
+            return .packet(nil, time: time)
         case .nothing: return .nothing
         case .end: return .end
         }

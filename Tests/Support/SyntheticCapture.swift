@@ -12,6 +12,10 @@ public struct SyntheticCapture {
     public var swap: (Int, Int)?
     /// FIN both ways at the end; false: the capture stops with the connection open.
     public var closes = true
+    /// The client's and the server's first sequence numbers.
+    public var initialSequence: (client: UInt32, server: UInt32) = (1000, 5000)
+    /// Makes the frame from each IP packet (a tunnel around it, say); `linkHeader` is not used then.
+    public var wrap: (([UInt8]) -> [UInt8])?
 
     public static let session: [(fromClient: Bool, text: String)] = [
         (false, "+OK ready\r\n"), (true, "USER alice\r\n"), (false, "+OK\r\n"), (true, "PASS wonderland\r\n"),
@@ -26,7 +30,10 @@ public struct SyntheticCapture {
     }
 
     /// The file: classic pcap, little-endian, microseconds.
-    public var bytes: [UInt8] {
+    public var bytes: [UInt8] { Self.file(self.frames, dlt: self.dlt) }
+
+    /// A pcap file of `frames`, a millisecond apart.
+    public static func file(_ frames: [[UInt8]], dlt: UInt32) -> [UInt8] {
         var file: [UInt8] = []
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { file += $0 } }
         func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { file += $0 } }
@@ -36,9 +43,21 @@ public struct SyntheticCapture {
         u32(0)
         u32(0)
         u32(65535)
-        u32(self.dlt)
+        u32(dlt)
+        for (index, frame) in frames.enumerated() {
+            u32(1_700_000_000)
+            u32(UInt32(index) * 1000)
+            u32(UInt32(frame.count))
+            u32(UInt32(frame.count))
+            file += frame
+        }
+        return file
+    }
+
+    /// The frames of the connection, in the order written.
+    public var frames: [[UInt8]] {
         var frames: [[UInt8]] = []
-        var seq: [Bool: UInt32] = [true: 1000, false: 5000]
+        var seq: [Bool: UInt32] = [true: self.initialSequence.client, false: self.initialSequence.server]
         func packet(fromClient: Bool, flags: UInt8, payload: [UInt8]) {
             let ports: (UInt16, UInt16) = fromClient ? (40000, 110) : (110, 40000)
             let s = seq[fromClient]!
@@ -62,7 +81,7 @@ public struct SyntheticCapture {
                 let length = 20 + tcp.count
                 ip = [0x45, 0, UInt8(length >> 8), UInt8(length & 0xFF), 0, 0, 0x40, 0, 64, 6, 0, 0] + src + dst
             }
-            frames.append(self.linkHeader(self.ipv6) + ip + tcp)
+            frames.append(self.wrap.map { $0(ip + tcp) } ?? (self.linkHeader(self.ipv6) + ip + tcp))
         }
         packet(fromClient: true, flags: 0x02, payload: [])
         packet(fromClient: false, flags: 0x12, payload: [])
@@ -74,13 +93,6 @@ public struct SyntheticCapture {
             packet(fromClient: true, flags: 0x11, payload: [])
         }
         if let (i, j) = self.swap { frames.swapAt(2 + i, 2 + j) }
-        for (index, frame) in frames.enumerated() {
-            u32(1_700_000_000)
-            u32(UInt32(index) * 1000)
-            u32(UInt32(frame.count))
-            u32(UInt32(frame.count))
-            file += frame
-        }
-        return file
+        return frames
     }
 }

@@ -87,6 +87,7 @@ extension Popgate {
                         if let report = ReassemblyOptions.report(inspector) {
                             Terminal.shared.error("popgate capture: \(report)")
                         }
+                        if let report = source.undecodedReport { Terminal.shared.error("popgate capture: \(report)") }
                         done.resume(returning: nil)
                     } catch {
                         inspector.finish()
@@ -126,7 +127,7 @@ final class LivePrinter {
                     lines += r.start(
                         time: session.started,
                         client: session.client.description,
-                        server: session.server.description
+                        server: session.serverLabel
                     )
                     return r
                 }()

@@ -65,10 +65,14 @@ extension Popgate {
             var failed = false
             var number = 0
             var totals = Totals()
+            var undecoded: [String] = []
             for file in self.files {
                 let inspector = CaptureInspector(options: options)
                 do {
-                    try Self.read(file, filter: self.filter, into: inspector)
+                    if let report = try Self.read(file, filter: self.filter, into: inspector) {
+                        terminal.error("popgate inspect: \(file): \(report)")
+                        undecoded.append(self.files.count > 1 ? "\(file): \(report)" : report)
+                    }
                 } catch {
                     terminal.error("popgate inspect: \(error)")
                     failed = true
@@ -84,12 +88,17 @@ extension Popgate {
                     totals.add(session)
                 }
             }
-            if self.summary { terminal.write([totals.line(self.format)]) }
+            if self.summary {
+                terminal.write(
+                    [totals.line(self.format)] + undecoded.map { self.format == .text ? $0 : Self.undecodedRecord($0) }
+                )
+            }
             if failed { throw ExitCode(2) }
         }
 
         /// Feeds every TCP segment of `file` to `inspector`; throws on damage after feeding what came before.
-        static func read(_ file: String, filter: String?, into inspector: CaptureInspector) throws {
+        /// Returns what was not decoded, if anything was not.
+        static func read(_ file: String, filter: String?, into inspector: CaptureInspector) throws -> String? {
             let source = try PCAPSource(file: file)
             try PacketDecoder.checkLinkType(source.linkType)
             if let filter { try source.setFilter(filter) }
@@ -100,9 +109,15 @@ extension Popgate {
                 case .nothing:
                     continue
                 case .end:
-                    return
+                    return source.undecodedReport
                 }
             }
+        }
+
+        static func undecodedRecord(_ text: String) -> String {
+            var record = TranscriptRecord(session: "*", time: TranscriptRecord.timestamp(0), kind: "not-decoded")
+            record.note = text
+            return record.jsonLine()
         }
 
         func render(_ session: CaptureInspector.Session, number: Int, color: Bool) -> [String] {
@@ -111,7 +126,7 @@ extension Popgate {
             var lines = renderer.start(
                 time: session.started,
                 client: session.client.description,
-                server: session.server.description
+                server: session.serverLabel
             )
             for (time, event) in session.events {
                 if case .anomaly(let anomaly) = event {
@@ -210,7 +225,7 @@ extension Popgate {
         ) -> String {
             switch format {
             case .text:
-                return "session \(number)  \(session.client) → \(session.server)  \(Self.describe(session))"
+                return "session \(number)  \(session.client) → \(session.serverLabel)  \(Self.describe(session))"
             case .json:
                 var record = TranscriptRecord(
                     session: String(number),
@@ -218,7 +233,7 @@ extension Popgate {
                     kind: "summary"
                 )
                 record.client = session.client.description
-                record.server = session.server.description
+                record.server = session.serverLabel
                 record.state = session.captureEnded ? "capture-ended" : session.machine.state.rawValue
                 record.note = Self.describe(session)
                 return record.jsonLine()
