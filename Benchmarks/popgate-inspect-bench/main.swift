@@ -145,19 +145,38 @@ print(
 let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
     "popgate"
 ).path
-// Best of five for popgate and of two for tshark: the machine is shared and noisy.
-let ourRuns = (0..<5).map { _ in time(popgate, ["inspect", "--summary", path]) }
-let ours = ourRuns.min { $0.seconds < $1.seconds }!
-let ourCPU = ourRuns.map(\.cpu).min()!
-let ourSessions = ours.output.split(separator: "\n").filter { $0.hasPrefix("session ") }.count
-print(
-    String(
-        format: "  popgate inspect --summary   %7.2f s   %7.2f s CPU   %d sessions read",
-        ours.seconds,
-        ourCPU,
-        ourSessions
+// Start-up (the binary, libpcap, the first allocations) on an empty capture, taken off each figure so that the
+// per-octet cost is what is compared.
+let empty = FileManager.default.temporaryDirectory.appendingPathComponent("popgate-inspect-empty-\(getpid()).pcap").path
+try CaptureWriter().data.write(to: URL(fileURLWithPath: empty))
+defer { try? FileManager.default.removeItem(atPath: empty) }
+let gigabytes = Double(writer.data.count) / 1e9
+/// `--before PATH`: an earlier popgate build measured in the same run.
+let before = arguments.firstIndex(of: "--before").map { arguments[$0 + 1] }
+var ourCPU = 0.0
+var ours = (seconds: 0.0, cpu: 0.0, output: "")
+for (name, binary) in [("popgate inspect --summary", popgate)] + (before.map { [("popgate before", $0)] } ?? []) {
+    let startup = (0..<5).map { _ in time(binary, ["inspect", "--summary", empty]).cpu }.min()!
+    // Best of five for popgate and of two for tshark: the machine is shared and noisy.
+    let runs = (0..<5).map { _ in time(binary, ["inspect", "--summary", path]) }
+    let best = runs.min { $0.seconds < $1.seconds }!
+    let cpu = runs.map(\.cpu).min()!
+    if binary == popgate { (ourCPU, ours) = (cpu, best) }
+    let sessionsRead = best.output.split(separator: "\n").filter { $0.hasPrefix("session ") }.count
+    let padded = name + String(repeating: " ", count: max(0, 27 - name.count))
+    print(
+        "  " + padded
+            + String(
+                format:
+                    " %7.2f s   %7.2f s CPU   %d sessions read   %.2f GB per CPU second (start-up %.3f s taken off)",
+                best.seconds,
+                cpu,
+                sessionsRead,
+                gigabytes / max(cpu - startup, 0.001),
+                startup
+            )
     )
-)
+}
 
 let tsharkPath = ["/usr/bin/tshark", "/usr/local/bin/tshark"].first { FileManager.default.isExecutableFile(atPath: $0) }
 if let tsharkPath {

@@ -154,6 +154,8 @@ public final class CaptureInspector {
     private var open: [FlowKey: Session] = [:]
     /// Connections that are not POP3: remembered so they are not looked at again.
     private var ignored: Set<FlowKey> = []
+    /// Connections whose SYN was seen before they were known to be POP3.
+    private var synSeen: Set<FlowKey> = []
     /// Connections that ended: late packets (ACKs, retransmitted FINs) are not a new session.
     private var ended: Set<FlowKey> = []
     private var lastTime = 0.0
@@ -184,6 +186,8 @@ public final class CaptureInspector {
             }
             guard let server = self.serverEnd(of: segment) else {
                 if segment.payload.readableBytes > 0 { Self.remember(key, in: &self.ignored) }
+                // On a port not known to be POP3 the session is found by its greeting: its SYN came before.
+                if segment.syn { Self.remember(key, in: &self.synSeen) }
                 return
             }
             let client = server == segment.source ? segment.destination : segment.source
@@ -196,6 +200,8 @@ public final class CaptureInspector {
                 started: time,
                 options: self.options
             )
+            // No SYN: the capture began after the connection did, so it is read from where it is.
+            if !segment.syn, self.synSeen.remove(key) == nil { session.machine.pickUpMidway() }
             self.allSessions.append(session)
             self.open[key] = session
         }

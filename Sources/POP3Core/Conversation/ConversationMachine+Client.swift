@@ -158,7 +158,15 @@ extension ConversationMachine {
     }
 
     private mutating func clientFrame(_ frame: LineFramer.Frame, into events: inout [ConversationEvent]) -> ClientLine {
+        // A server line held while picking up mid-way came before this one.
+        self.releaseHeldReply(into: &events)
         switch frame {
+        case .tooLong(let prefix, let octets) where self.pickup?.clientSyncing == true:
+            self.pickup?.unseenClientOctets += octets
+            return ClientLine(
+                kind: .tooLong(octets: octets, limit: self.clientLineLimit, inSASL: false),
+                content: prefix
+            )
         case .tooLong(let prefix, let octets):
             if let index = self.pending.indices.last, self.pending[index].opensSASL {
                 return self.overlongSASLResponse(prefix, octets: octets, pendingIndex: index, into: &events)
@@ -219,6 +227,16 @@ extension ConversationMachine {
             if let index = self.pending.indices.last, self.pending[index].opensSASL {
                 let cancel = self.saslResponse(content, pendingIndex: index, into: &events)
                 return ClientLine(kind: .saslResponse(cancel: cancel), content: content, ending: ending)
+            }
+            if self.pickup?.clientSyncing == true {
+                // Picked up mid-way: the first line may be the tail of one, or a SASL response; a known
+                // command is where reading begins.
+                let parsed = CommandParser.parse(content.readableBytesView, utf8Allowed: true)
+                guard let command = parsed.command, command.isKnown, parsed.issues.isEmpty else {
+                    self.pickup?.unseenClientOctets += content.readableBytes + (ending == .crlf ? 2 : 1)
+                    return ClientLine(kind: .command(parsed, refusal: nil), content: content, ending: ending)
+                }
+                self.pickup?.clientSyncing = false
             }
             let parsed = self.clientCommand(content, into: &events)
             return ClientLine(kind: .command(parsed, refusal: nil), content: content, ending: ending)
@@ -373,7 +391,8 @@ extension ConversationMachine {
                 )
             }
         }
-        if self.awaitingReply, self.advertises("PIPELINING") != true {
+        // Picked up mid-way without a CAPA seen, whether PIPELINING was offered is not known.
+        if self.awaitingReply, self.advertises("PIPELINING") != true, self.pickup == nil || self.capabilities != nil {
             self.reportOnce(
                 "R30",
                 Anomaly(
@@ -475,7 +494,7 @@ extension ConversationMachine {
                 self.reportCleartextLogin("a login", into: &events)
             }
         case .apop:
-            if self.greetingTimestamp == nil, self.state != .greeting {
+            if self.greetingTimestamp == nil, self.state != .greeting, self.pickup == nil {
                 self.report(
                     Anomaly(.apop, .client, "APOP needs a timestamp in the greeting, and this greeting has none"),
                     into: &events

@@ -81,7 +81,10 @@ extension ConversationMachine {
             }
             return
         }
-        if let violation = Self.stateViolation(command, in: state, tlsActive: self.tlsActive) {
+        // A guessed state flags nothing (a session picked up mid-way, before a reply has shown where it is).
+        if self.pickup?.stateGuessed != true,
+            let violation = Self.stateViolation(command, in: state, tlsActive: self.tlsActive)
+        {
             findings.append(violation)
             if ok {
                 let rule: Rule = violation.rule == .stlsUnderTLS ? .stlsUnderTLS : .errorRequired
@@ -170,7 +173,7 @@ extension ConversationMachine {
             self.recordUniqueID(fields[1], for: n, into: &events)
             for case .anomaly(let anomaly) in events { findings.append(anomaly) }
         case .apop:
-            if self.greetingTimestamp == nil {
+            if self.greetingTimestamp == nil, self.pickup == nil {
                 findings.append(Anomaly(.apop, .server, "the server accepted APOP without a timestamp in its greeting"))
             }
         default:

@@ -95,10 +95,23 @@ extension ConversationMachine {
                 into: &events
             )
         case .lines:
+            if self.pickup?.serverSyncing == true, self.pickup?.held == nil, self.pending.isEmpty,
+                let newline = input.readableBytesView.lastIndex(of: 0x0A)
+            {
+                // Nothing seen waits for a reply, so no line here can be trusted: whole lines are counted in one
+                // step (a body picked up mid-way costs no more than one read from its start). A partial line
+                // at the end is framed as usual.
+                let octets = newline - input.readableBytesView.startIndex + 1
+                self.pickup?.unseenServerOctets += octets + self.serverFramer.pendingOctets
+                self.serverFramer.reset()
+                input.moveReaderIndex(forwardBy: octets)
+                return true
+            }
             self.serverFramer.limit =
                 self.pending.first?.opensSASL == true
                 ? self.configuration.saslLineLimit : self.configuration.replyLineLimit
             guard let frame = self.serverFramer.next(from: &input, holdingPartial: holdingPartial) else { return false }
+            if self.pickup?.serverSyncing == true, self.unseenServerLine(frame, into: &events) { return true }
             switch frame {
             case .line(let content, let ending):
                 self.checkServerLineEnding(content, ending, into: &events)
@@ -116,6 +129,123 @@ extension ConversationMachine {
             }
         }
         return true
+    }
+
+    /// Picked up mid-way: a server line before the first trusted one is counted, not read. Trusted: a status
+    /// line (or a SASL challenge to a seen AUTH) that fits the oldest command the capture shows waiting, as
+    /// STAT's `+OK n m` does. A single-line candidate is held until what follows shows it was not the first line
+    /// of a multi-line reply to a command sent before the capture began. Returns whether the line was taken.
+    private mutating func unseenServerLine(_ frame: LineFramer.Frame, into events: inout [ConversationEvent]) -> Bool {
+        var octets = 0
+        var content: ByteBuffer?
+        switch frame {
+        case .line(let line, let ending):
+            octets = line.readableBytes + (ending == .crlf ? 2 : 1)
+            content = line
+        case .tooLong(_, let length):
+            octets = length
+        }
+        let bytes = content?.readableBytesView
+        let status = bytes.map { $0.starts(with: Self.okPrefix) || $0.starts(with: Self.errPrefix) } ?? false
+        if let held = self.pickup?.held {
+            self.pickup?.held = nil
+            guard status else {
+                // The held line began a multi-line reply to something not seen: both are not seen.
+                self.pickup?.unseenServerOctets += held.octets + octets
+                return true
+            }
+            self.trust(held.content, into: &events)
+            return false
+        }
+        guard let head = self.pending.first, let content, let bytes else {
+            self.pickup?.unseenServerOctets += octets
+            return true
+        }
+        let challenge = head.opensSASL && bytes.first == UInt8(ascii: "+") && !status
+        guard status || challenge, Self.fits(bytes, head.command) else {
+            self.pickup?.unseenServerOctets += octets
+            return true
+        }
+        if status, head.command?.expectsMultiLineReply != true || bytes.first == UInt8(ascii: "-") {
+            self.pickup?.held = (content, octets)
+            return true
+        }
+        self.pickup?.serverSyncing = false
+        self.reportPickup(into: &events)
+        return false
+    }
+
+    static let okPrefix = Array("+OK".utf8)
+    static let errPrefix = Array("-ERR".utf8)
+
+    /// Whether a status line can be the reply to `command`: STAT's `+OK count size`, LIST's and UIDL's with an
+    /// argument naming the same message; any other status line fits any other command.
+    static func fits(_ line: ByteBufferView, _ command: Command?) -> Bool {
+        guard line.starts(with: Self.okPrefix) else { return true }
+        let words = line.split(separator: 0x20)
+        func number(_ index: Int) -> Int? {
+            guard words.count > index else { return nil }
+            return Int(String(decoding: words[index], as: UTF8.self))
+        }
+        switch command {
+        case .stat?: return number(1) != nil && number(2) != nil
+        case .list(let n?)?, .uidl(let n?)?: return number(1) == n
+        default: return true
+        }
+    }
+
+    /// A held status line turned out to be a reply (a status line, a command or a close came next): reading
+    /// begins with it.
+    private mutating func trust(_ content: ByteBuffer, into events: inout [ConversationEvent]) {
+        self.pickup?.serverSyncing = false
+        self.reportPickup(into: &events)
+        self.statusLine(content, into: &events)
+    }
+
+    /// Before anything after it is read: a held status line is the reply it looked like.
+    mutating func releaseHeldReply(into events: inout [ConversationEvent]) {
+        guard let held = self.pickup?.held else { return }
+        self.pickup?.held = nil
+        self.trust(held.content, into: &events)
+    }
+
+    /// Picked up mid-way: a reply that shows where the session is settles the guessed state. An +OK to a
+    /// TRANSACTION command means TRANSACTION; one to USER, PASS, APOP, AUTH or STLS means AUTHORIZATION before
+    /// it (the reply then moves it on as usual). Others (CAPA, -ERR to most) settle nothing.
+    mutating func inferState(from reply: Reply, to pending: PendingCommand, into events: inout [ConversationEvent]) {
+        guard reply.status == .ok, let command = pending.command else { return }
+        switch command {
+        case .stat, .list, .retr, .dele, .noop, .rset, .top, .uidl:
+            self.pickup?.stateGuessed = false
+            self.enter(
+                .transaction,
+                "picked up mid-way: \(pending.verb)'s +OK shows the maildrop is open (RFC 1939 §5).",
+                into: &events
+            )
+        case .pass:
+            self.pickup?.stateGuessed = false
+            self.state = .userAccepted
+        case .user, .apop, .auth, .stls:
+            self.pickup?.stateGuessed = false
+            self.state = .authorization
+        default:
+            break
+        }
+    }
+
+    /// The one finding that says where reading began, once both sides are read.
+    mutating func reportPickup(into events: inout [ConversationEvent]) {
+        guard let pickup = self.pickup else { return }
+        self.reportOnce(
+            "pickup",
+            Anomaly(
+                .unexpectedServerData,
+                .capture,
+                "the capture began mid-session: read from octet \(pickup.unseenServerOctets) of the server's stream and \(pickup.unseenClientOctets) of the client's; what came before is not seen from the start",
+                severity: .note
+            ),
+            into: &events
+        )
     }
 
     private mutating func checkServerLineEnding(
@@ -222,6 +352,7 @@ extension ConversationMachine {
         let command = self.pending.removeFirst()
         self.saslChallengePending = false
         self.replyCount += 1
+        if self.pickup?.stateGuessed == true { self.inferState(from: reply, to: command, into: &events) }
         var findings: [Anomaly] = []
         self.checkReply(reply, to: command, state: self.state, findings: &findings)
         self.applyReply(reply, to: command)

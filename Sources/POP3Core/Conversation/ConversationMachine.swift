@@ -78,6 +78,25 @@ public struct ConversationMachine: Sendable {
     public internal(set) var tlsActive: Bool
     public internal(set) var commandCount = 0
     public internal(set) var replyCount = 0
+    /// The session was picked up mid-way (a capture that began after the connection did), until the first line
+    /// that can be trusted on each side; nil for a session read from its start.
+    public internal(set) var pickup: Pickup?
+
+    /// What a session picked up mid-way has not seen, and what is still guessed.
+    public struct Pickup: Sendable {
+        /// Server lines are counted, not read, until a status line answers a command the capture shows.
+        public internal(set) var serverSyncing = true
+        /// Client lines are counted, not read, until one is a known command (the first may be a line's tail).
+        public internal(set) var clientSyncing = true
+        /// The state is a guess until a reply settles it: nothing is flagged that depends on it.
+        public internal(set) var stateGuessed = true
+        public internal(set) var unseenServerOctets = 0
+        public internal(set) var unseenClientOctets = 0
+        /// A status line that may answer the oldest command seen, or be the first line of a multi-line reply to
+        /// one sent before the capture began: the next server line, the client's next command or a close says.
+        var held: (content: ByteBuffer, octets: Int)?
+    }
+
     /// The `<…@…>` timestamp of the greeting, which APOP digests (RFC 1939 §7).
     public internal(set) var greetingTimestamp: String?
 
@@ -116,6 +135,15 @@ public struct ConversationMachine: Sendable {
             self.serverMode = .opaque
             self.clientMode = .opaque
         }
+    }
+
+    /// The capture began after the connection did: no greeting is expected, and what came before the first line
+    /// that can be trusted is counted as not seen from the start, never read as replies.
+    public mutating func pickUpMidway() {
+        guard self.pickup == nil, self.state == .greeting, !self.clientBytesSeen, !self.serverBytesSeen else { return }
+        self.pickup = Pickup()
+        // A placeholder: the state is guessed (`stateGuessed`) until a reply shows it.
+        self.state = .authorization
     }
 
     /// Whether a command has been sent and not yet answered in full.
@@ -223,6 +251,7 @@ public struct ConversationMachine: Sendable {
     /// The client closed its side of the connection.
     public mutating func clientClosed(at time: Double? = nil) -> [ConversationEvent] {
         var events: [ConversationEvent] = []
+        self.releaseHeldReply(into: &events)
         if self.clientFramer.pendingOctets > 0 {
             events.append(
                 .annotation(
@@ -267,6 +296,7 @@ public struct ConversationMachine: Sendable {
     /// The server closed its side of the connection.
     public mutating func serverClosed(at time: Double? = nil) -> [ConversationEvent] {
         var events: [ConversationEvent] = []
+        self.releaseHeldReply(into: &events)
         self.flushTLSProbes(into: &events)
         switch self.serverMode {
         case .listing(let command, let lines, let stuffed, let octets):
