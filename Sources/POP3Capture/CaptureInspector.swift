@@ -220,6 +220,19 @@ public final class CaptureInspector {
                 session.serverStream.syn(segment.sequence)
             }
         }
+        // What this side acknowledges of the other's was received: holes there are given up first, so that the
+        // other side's data is read before this segment's, as it happened.
+        if segment.ack {
+            session.outputs.removeAll(keepingCapacity: true)
+            let now = segment.payload.readableBytes > 0
+            if fromClient {
+                session.serverStream.acknowledged(segment.acknowledgment, now: now, into: &session.outputs)
+                if !session.outputs.isEmpty { session.feed(session.outputs, from: .server, at: time) }
+            } else {
+                session.clientStream.acknowledged(segment.acknowledgment, now: now, into: &session.outputs)
+                if !session.outputs.isEmpty { session.feed(session.outputs, from: .client, at: time) }
+            }
+        }
         session.outputs.removeAll(keepingCapacity: true)
         if fromClient {
             session.clientStream.segment(segment.sequence, segment.payload, into: &session.outputs)
@@ -233,7 +246,14 @@ public final class CaptureInspector {
             self.open[key] = nil
             Self.remember(key, in: &self.ended)
         } else if segment.fin {
-            if fromClient { session.clientFinished = true } else { session.serverFinished = true }
+            let end = segment.sequence &+ UInt32(segment.payload.readableBytes)
+            if fromClient {
+                session.clientFinished = true
+                session.clientStream.fin(end)
+            } else {
+                session.serverFinished = true
+                session.serverStream.fin(end)
+            }
             if session.clientFinished && session.serverFinished {
                 session.close(at: time)
                 self.open[key] = nil

@@ -81,6 +81,8 @@ public struct TCPSegment: Sendable {
     public var source: TCPEndpoint
     public var destination: TCPEndpoint
     public var sequence: UInt32
+    /// What the sender has received of the other direction (valid with the ACK flag).
+    public var acknowledgment: UInt32 = 0
     public var flags: UInt8
     public var payload: ByteBuffer
     /// The tunnels it came through, as one key (0 for none): two tunnels carrying the same inner addresses
@@ -323,6 +325,8 @@ public enum PacketDecoder {
                 source: TCPEndpoint(address: source, port: sourcePort),
                 destination: TCPEndpoint(address: destination, port: destinationPort),
                 sequence: sequence,
+                acknowledgment: UInt32(b[o + 8]) << 24 | UInt32(b[o + 9]) << 16 | UInt32(b[o + 10]) << 8
+                    | UInt32(b[o + 11]),
                 flags: b[o + 13],
                 payload: ByteBuffer(bytes: UnsafeBufferPointer(rebasing: b[(o + dataOffset)..<end])),
                 tunnel: path.key,

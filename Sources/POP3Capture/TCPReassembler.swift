@@ -21,6 +21,11 @@ public struct TCPReassembler: Sendable {
     public private(set) var waitingOctets = 0
     /// Octets delivered so far (the stream offset of `next`).
     private var delivered: Int64 = 0
+    /// Where the FIN is, once seen.
+    private var finOffset: Int64?
+    /// Acknowledgments past a hole still to come before it is given up.
+    private var ackPatience = Self.patience
+    static let patience = 4
 
     public private(set) var retransmissions = 0
     public private(set) var conflicts = 0
@@ -77,6 +82,44 @@ public struct TCPReassembler: Sendable {
             self.skip(to: first.start, into: &out)
             self.drain(into: &out)
         }
+    }
+
+    /// The other side acknowledged everything before `acknowledgment`: octets of this stream up to there that
+    /// the capture does not hold were sent and received, so they never will be seen. Such holes are given up
+    /// now (as gaps), so that what follows is read in its turn with the other side's, not at the end.
+    /// `now`: the acknowledging segment carries data of its own, which must be read after this stream's
+    /// octets it acknowledges; a bare acknowledgment gives the capture a few more segments to show them.
+    public mutating func acknowledged(_ acknowledgment: UInt32, now: Bool = false, into out: inout [Output]) {
+        guard self.next != nil else { return }
+        var acked = self.offset(acknowledgment)
+        // The FIN takes a sequence number of its own and carries no octet.
+        if let fin = self.finOffset { acked = min(acked, fin) }
+        // A stale or wrapped acknowledgment is ignored; one far beyond what was seen is not believed either.
+        guard acked > self.delivered, acked - self.delivered < 1 << 30 else {
+            self.ackPatience = Self.patience
+            return
+        }
+        // A capture can hold a segment after the acknowledgment of it (taken on another queue, or near the
+        // sender): the hole is given up only when the peer has gone on acknowledging past it a few times.
+        self.ackPatience -= 1
+        guard now || self.ackPatience <= 0 else { return }
+        self.ackPatience = Self.patience
+        while self.delivered < acked {
+            if let first = self.waiting.first, first.start <= acked {
+                self.skip(to: first.start, into: &out)
+                self.drain(into: &out)
+            } else {
+                self.skip(to: acked, into: &out)
+                self.drain(into: &out)
+                break
+            }
+        }
+    }
+
+    /// This direction's FIN, at `sequence` (the octet after its last).
+    public mutating func fin(_ sequence: UInt32) {
+        guard self.next != nil else { return }
+        self.finOffset = self.offset(sequence)
     }
 
     /// Gives up the oldest hole (reported as a gap) and delivers what waited behind it: the capture as a whole

@@ -101,4 +101,56 @@ struct MidwayTests {
             }
         }
     }
+
+    /// Whether `mine` appears in `theirs` in order (not necessarily next to each other).
+    static func subsequence(_ mine: [String], of theirs: [String]) -> Bool {
+        var index = theirs.startIndex
+        for item in mine {
+            guard let found = theirs[index...].firstIndex(of: item) else { return false }
+            index = found + 1
+        }
+        return true
+    }
+
+    @Test("a hole at every packet: reading starts over at the next trusted line; nothing invented, no false finding")
+    func everyHole() throws {
+        var holes = 0
+        for (path, ports) in Self.captures {
+            let segments = try Self.segments(path)
+            let whole = Self.read(segments, ports: ports)
+            for dropped in segments.indices where segments[dropped].0.payload.readableBytes > 0 {
+                var holed = segments
+                holed.remove(at: dropped)
+                let sessions = Self.read(holed, ports: ports)
+                for session in sessions {
+                    guard
+                        let original = whole.first(where: { $0.client == session.client && $0.server == session.server }
+                        )
+                    else { continue }
+                    holes += session.gaps
+                    let items = Self.items(session).filter { !$0.hasSuffix(" false") }
+                    let all = Self.items(original)
+                    for side in ["C ", "S "] {
+                        let pick = { (list: [String]) in
+                            list.filter {
+                                side == "S " ? $0.hasPrefix("S ") || $0.hasPrefix("end ") : $0.hasPrefix(side)
+                            }
+                        }
+                        #expect(
+                            Self.subsequence(pick(items), of: pick(all)),
+                            "\(path) without packet \(dropped):\n\(items.joined(separator: "\n"))\n--- whole:\n\(all.joined(separator: "\n"))"
+                        )
+                    }
+                    let known = Set(Self.findings(original).map { "\($0.rule.id) \($0.side) \($0.reason)" })
+                    for finding in Self.findings(session) where finding.side != .capture {
+                        #expect(
+                            known.contains("\(finding.rule.id) \(finding.side) \(finding.reason)"),
+                            "\(path) without packet \(dropped): \(finding.rule.id) \(finding.side): \(finding.reason)"
+                        )
+                    }
+                }
+            }
+        }
+        #expect(holes > 50, "the holes were seen as holes")
+    }
 }

@@ -79,4 +79,42 @@ struct TCPReassemblerTests {
         out += stream.segment(0, ByteBuffer(string: "efgh"))
         #expect(self.text(out) == "abcdefgh")
     }
+
+    @Test("a hole the peer acknowledged: given up at once when the peer sends data, after a few bare ACKs otherwise")
+    func acknowledgedHole() {
+        var stream = TCPReassembler(limit: 1 << 20)
+        stream.syn(999)
+        var out: [TCPReassembler.Output] = []
+        stream.segment(1000, ByteBuffer(string: "USER a\r\n"), into: &out)
+        // PASS b\r\n (1008..1016) is lost; QUIT\r\n waits behind the hole.
+        stream.segment(1016, ByteBuffer(string: "QUIT\r\n"), into: &out)
+        #expect(self.text(out) == "USER a\r\n")
+        for _ in 0..<3 { stream.acknowledged(1022, into: &out) }
+        #expect(self.text(out) == "USER a\r\n", "a bare ACK or three: the capture may still show the segment")
+        stream.acknowledged(1022, into: &out)
+        #expect(self.text(out) == "USER a\r\n<gap 8>QUIT\r\n")
+        // With data of its own, the acknowledging segment cannot wait.
+        var eager = TCPReassembler(limit: 1 << 20)
+        eager.syn(999)
+        var now: [TCPReassembler.Output] = []
+        eager.segment(1000, ByteBuffer(string: "USER a\r\n"), into: &now)
+        eager.acknowledged(1016, now: true, into: &now)
+        #expect(self.text(now) == "USER a\r\n<gap 8>")
+        // A segment that fills the hole before then is read as usual.
+        var filled = TCPReassembler(limit: 1 << 20)
+        filled.syn(999)
+        var kept: [TCPReassembler.Output] = []
+        filled.segment(1008, ByteBuffer(string: "PASS b\r\n"), into: &kept)
+        filled.acknowledged(1016, into: &kept)
+        filled.segment(1000, ByteBuffer(string: "USER a\r\n"), into: &kept)
+        #expect(self.text(kept) == "USER a\r\nPASS b\r\n" && filled.gaps == 0)
+        // The FIN's sequence number is not a missing octet.
+        var closing = TCPReassembler(limit: 1 << 20)
+        closing.syn(999)
+        var end: [TCPReassembler.Output] = []
+        closing.segment(1000, ByteBuffer(string: "QUIT\r\n"), into: &end)
+        closing.fin(1006)
+        closing.acknowledged(1007, now: true, into: &end)
+        #expect(closing.gaps == 0)
+    }
 }

@@ -12,6 +12,8 @@ public struct SyntheticCapture {
     public var swap: (Int, Int)?
     /// FIN both ways at the end; false: the capture stops with the connection open.
     public var closes = true
+    /// Segments carry the ACK flag (their acknowledgment numbers follow the exchange's order, not the file's).
+    public var acks = true
     /// The client's and the server's first sequence numbers.
     public var initialSequence: (client: UInt32, server: UInt32) = (1000, 5000)
     /// Makes the frame from each IP packet (a tunnel around it, say); `linkHeader` is not used then.
@@ -86,7 +88,7 @@ public struct SyntheticCapture {
         packet(fromClient: true, flags: 0x02, payload: [])
         packet(fromClient: false, flags: 0x12, payload: [])
         for (fromClient, text) in self.exchange {
-            packet(fromClient: fromClient, flags: 0x18, payload: Array(text.utf8))
+            packet(fromClient: fromClient, flags: self.acks ? 0x18 : 0x08, payload: Array(text.utf8))
         }
         if self.closes {
             packet(fromClient: false, flags: 0x11, payload: [])

@@ -236,14 +236,13 @@ extension ConversationMachine {
     /// The one finding that says where reading began, once both sides are read.
     mutating func reportPickup(into events: inout [ConversationEvent]) {
         guard let pickup = self.pickup else { return }
+        let what =
+            pickup.number == 0
+            ? "read from octet \(pickup.unseenServerOctets) of the server's stream and \(pickup.unseenClientOctets) of the client's; what came before is not seen from the start"
+            : "read again after \(pickup.unseenServerOctets) more octets from the server and \(pickup.unseenClientOctets) from the client that could not be placed"
         self.reportOnce(
-            "pickup",
-            Anomaly(
-                .unexpectedServerData,
-                .capture,
-                "the capture began mid-session: read from octet \(pickup.unseenServerOctets) of the server's stream and \(pickup.unseenClientOctets) of the client's; what came before is not seen from the start",
-                severity: .note
-            ),
+            "pickup-\(pickup.number)",
+            Anomaly(.unexpectedServerData, .capture, "\(pickup.reason): \(what)", severity: .note),
             into: &events
         )
     }

@@ -92,6 +92,10 @@ public struct ConversationMachine: Sendable {
         public internal(set) var stateGuessed = true
         public internal(set) var unseenServerOctets = 0
         public internal(set) var unseenClientOctets = 0
+        /// Why reading starts over: the capture began mid-session, or a hole in it.
+        public internal(set) var reason = "the capture began mid-session"
+        /// How many times reading started over, for the one finding each time.
+        var number = 0
         /// A status line that may answer the oldest command seen, or be the first line of a multi-line reply to
         /// one sent before the capture began: the next server line, the client's next command or a close says.
         var held: (content: ByteBuffer, octets: Int)?
@@ -232,19 +236,78 @@ public struct ConversationMachine: Sendable {
     /// `octets` from `side` are missing (a capture lost them). A body goes on being counted; a line being read is
     /// dropped, and reading starts again at the next line ending.
     public mutating func gap(_ side: Side, octets: Int) -> [ConversationEvent] {
-        let events: [ConversationEvent] = [
+        var events: [ConversationEvent] = [
             .annotation(
                 side,
                 "\(octets) octets from the \(side.rawValue) are missing from the capture; what follows is read with care."
             )
         ]
-        if side == .client {
-            if case .lines = self.clientMode { self.clientFramer.reset() }
-        } else if case .lines = self.serverMode {
+        switch self.state {
+        case .authorization, .userAccepted, .saslExchange, .transaction, .update:
+            break
+        case .greeting:
+            // The greeting may be what is missing: the session is picked up after the hole, as mid-way.
+            self.state = .authorization
+            self.pickup = Pickup()
+            self.pickup?.reason = "after a hole of \(octets) octets in the \(side.rawValue)'s stream at its start"
             self.serverFramer.reset()
-        } else if case .listing = self.serverMode {
-            self.serverFramer.reset()
+            self.clientFramer.reset()
+            return events
+        default:
+            // Before the greeting, or counted not read: nothing to pick up again.
+            if side == .client, case .lines = self.clientMode { self.clientFramer.reset() }
+            if side == .server, case .lines = self.serverMode { self.serverFramer.reset() }
+            return events
         }
+        // A reply the hole falls in is incomplete here, not on the wire: ended, without blaming the server.
+        let hole =
+            "A hole of \(octets) octets in the capture falls in this reply: it is incomplete here, not on the wire."
+        switch self.serverMode {
+        case .body(let command, let scanner) where side == .server:
+            events.append(
+                .bodyEnd(
+                    BodySummary(
+                        inResponseTo: command.verb,
+                        octets: scanner.octets + octets,
+                        lines: scanner.lines,
+                        stuffedLines: scanner.stuffedLines,
+                        complete: false,
+                        note: hole
+                    )
+                )
+            )
+        case .listing(let command, let lines, let stuffed, let seen) where side == .server:
+            events.append(
+                .bodyEnd(
+                    BodySummary(
+                        inResponseTo: command.verb,
+                        octets: seen + octets,
+                        lines: lines,
+                        stuffedLines: stuffed,
+                        complete: false,
+                        note: hole
+                    )
+                )
+            )
+        default:
+            break
+        }
+        self.serverMode = .lines
+        self.serverFramer.reset()
+        self.clientFramer.reset()
+        // Which replies (or commands) the hole swallowed is not known: the commands waiting are let go, and
+        // reading starts over at the next line that can be trusted, as for a session picked up mid-way.
+        let unanswered = !self.pending.isEmpty
+        self.pending.removeAll()
+        self.saslChallengePending = false
+        var pickup = Pickup()
+        pickup.reason = "after a hole of \(octets) octets in the \(side.rawValue)'s stream"
+        pickup.number = (self.pickup?.number ?? 0) + 1
+        // After a hole either way, client lines wait for a known command too: a SASL response whose challenge
+        // the hole swallowed must not be read as a command.
+        // Lost commands, or lost replies to seen ones, may have moved the state on: it is a guess until shown.
+        pickup.stateGuessed = side == .client || unanswered || self.pickup?.stateGuessed == true
+        self.pickup = pickup
         return events
     }
 
