@@ -163,8 +163,10 @@ let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathCom
 ).path
 var midwayWriter = CaptureWriter()
 for index in 0..<sessions { midwayWriter.session(index, body: body, midway: true) }
-let midwayPath = FileManager.default.temporaryDirectory.appendingPathComponent("popgate-inspect-midway-\(getpid()).pcap")
-    .path
+let midwayPath = FileManager.default.temporaryDirectory.appendingPathComponent(
+    "popgate-inspect-midway-\(getpid()).pcap"
+)
+.path
 try midwayWriter.data.write(to: URL(fileURLWithPath: midwayPath))
 let midwaySize = midwayWriter.data.count
 defer { try? FileManager.default.removeItem(atPath: midwayPath) }
