@@ -398,7 +398,9 @@ extension ConversationMachine {
                 Anomaly(
                     .pipelining,
                     .client,
-                    "the client sent \"\(parsed.keyword)\" before the previous reply ended, and the server did not advertise PIPELINING"
+                    self.capabilities == nil
+                        ? "the client pipelined \"\(parsed.keyword)\" without having seen PIPELINING in CAPA (it did not ask)"
+                        : "the client pipelined \"\(parsed.keyword)\" although the server's CAPA does not list PIPELINING"
                 ),
                 into: &events
             )
@@ -534,18 +536,11 @@ extension ConversationMachine {
                 )
             }
         case .stls:
+            // STLS without CAPA first is legal: RFC 2595 §4 obliges the server to offer CAPA, not the client to
+            // ask. Only a CAPA seen without STLS in it is worth a note.
             if self.advertises("STLS") == false {
                 self.report(
-                    Anomaly(.stlsAdvertised, .client, "STLS was used although CAPA did not advertise it"),
-                    into: &events
-                )
-            } else if self.capabilities == nil {
-                self.report(
-                    Anomaly(
-                        .stlsAdvertised,
-                        .client,
-                        "STLS was used without CAPA first, so its support was not checked"
-                    ),
+                    Anomaly(.stlsAdvertised, .client, "STLS was used although the CAPA seen does not list it"),
                     into: &events
                 )
             }

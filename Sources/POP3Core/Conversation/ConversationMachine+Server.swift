@@ -601,9 +601,17 @@ extension ConversationMachine {
             if self.configuration.annotate, let note = Annotations.capability(capability) {
                 events.append(.annotation(.server, note))
             }
-            if !Capability.registered.contains(capability.name), !capability.name.hasPrefix("X") {
+            // Dovecot and others list CAPA itself: the command every listing answers, not an unknown name.
+            if !Capability.registered.contains(capability.name), !capability.name.hasPrefix("X"),
+                capability.name != "CAPA"
+            {
                 self.report(
-                    Anomaly(.capability, .server, "\(capability.name) is neither registered nor private (X…)"),
+                    Anomaly(
+                        .capability,
+                        .server,
+                        "\(capability.name) is neither registered nor private (X…)",
+                        severity: .interop
+                    ),
                     into: &events
                 )
             }

@@ -425,8 +425,12 @@ struct RuleTests {
         Case(
             rule: .stlsAdvertised,
             side: .client,
-            trigger: Script("STLS without CAPA", [greeting, .client("STLS\r\n"), .server("-ERR\r\n")]),
-            clean: Script("STLS after CAPA", [greeting] + capaPipelining + [.client("STLS\r\n"), .server("-ERR\r\n")])
+            trigger: Script(
+                "STLS after a CAPA without it",
+                [greeting] + capaBare + [.client("STLS\r\n"), .server("-ERR\r\n")]
+            ),
+            // Legal: RFC 2595 §4 obliges servers to offer CAPA, not clients to ask for it before STLS.
+            clean: Script("STLS without CAPA", [greeting, .client("STLS\r\n"), .server("-ERR\r\n")])
         ),
         Case(
             rule: .cleartextLogin,
