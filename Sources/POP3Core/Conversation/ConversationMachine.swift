@@ -357,19 +357,22 @@ public struct ConversationMachine: Sendable {
     }
 
     /// The server closed its side of the connection.
-    public mutating func serverClosed(at time: Double? = nil) -> [ConversationEvent] {
+    /// `by`: `gateway` when a relay closed the server's connection itself (its client had gone, a timeout,
+    /// shutdown): a reply cut short then is the gateway's doing, not the server's.
+    public mutating func serverClosed(at time: Double? = nil, by closer: Side = .server) -> [ConversationEvent] {
         var events: [ConversationEvent] = []
         self.releaseHeldReply(into: &events)
         self.flushTLSProbes(into: &events)
         switch self.serverMode {
         case .listing(let command, let lines, let stuffed, let octets):
-            self.truncated(command, octets: octets, lines: lines, stuffed: stuffed, into: &events)
+            self.truncated(command, octets: octets, lines: lines, stuffed: stuffed, by: closer, into: &events)
         case .body(let command, let scanner):
             self.truncated(
                 command,
                 octets: scanner.octets,
                 lines: scanner.lines,
                 stuffed: scanner.stuffedLines,
+                by: closer,
                 into: &events
             )
         case .lines, .opaque:
@@ -418,24 +421,32 @@ public struct ConversationMachine: Sendable {
         octets: Int,
         lines: Int,
         stuffed: Int,
+        by closer: Side = .server,
         into events: inout [ConversationEvent]
     ) {
-        events.append(
-            .anomaly(
-                Anomaly(
-                    .unexpectedServerData,
-                    .server,
-                    "the reply to \(command.verb) ended without its terminating dot (truncated reply)"
-                )
+        let anomaly =
+            closer == .gateway
+            ? Anomaly(
+                .unexpectedServerData,
+                .gateway,
+                "the gateway closed the upstream during the reply to \(command.verb), so it ends here (not the server's doing)",
+                severity: .note
             )
-        )
+            : Anomaly(
+                .unexpectedServerData,
+                .server,
+                "the reply to \(command.verb) ended without its terminating dot (truncated reply)"
+            )
+        events.append(.anomaly(anomaly))
         let summary = BodySummary(
             inResponseTo: command.verb,
             octets: octets,
             lines: lines,
             stuffedLines: stuffed,
             complete: false,
-            note: "The connection closed after \(lines) lines, before the reply's terminating dot (RFC 1939 §3)."
+            note: closer == .gateway
+                ? "The gateway closed the upstream after \(lines) lines of the reply."
+                : "The connection closed after \(lines) lines, before the reply's terminating dot (RFC 1939 §3)."
         )
         events.append(.bodyEnd(summary))
     }

@@ -1596,8 +1596,13 @@ struct RelayMachine {
         let time = self.wallClock(now)
         // Only an upstream that closed on its own can have logged out early (R18); a close of the gateway's is not.
         let serverClosedAt = reason == .upstreamClosed ? time : nil
+        // A reply cut short by the gateway's own close (its client gone, a timeout, shutdown) is its doing.
+        let closer: POP3Core.Side = reason == .upstreamClosed || reason == .clientQuit ? .server : .gateway
         actions.append(
-            .record(self.conversation.clientClosed(at: time) + self.conversation.serverClosed(at: serverClosedAt))
+            .record(
+                self.conversation.clientClosed(at: time)
+                    + self.conversation.serverClosed(at: serverClosedAt, by: closer)
+            )
         )
         actions.append(.ended(reason))
     }

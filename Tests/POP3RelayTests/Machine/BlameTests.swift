@@ -1,0 +1,47 @@
+import NIOCore
+import POP3Core
+import Testing
+
+@testable import POP3Relay
+
+/// Who is blamed when the gateway itself ends a session, and what is said of traffic the gateway could not
+/// read (TLS passed through after STLS).
+@Suite("Relay machine: blame where it belongs")
+struct BlameTests {
+    static func events(_ h: Harness) -> [ConversationEvent] {
+        h.all.flatMap { action -> [ConversationEvent] in
+            guard case .record(let events) = action else { return [] }
+            return events
+        }
+    }
+
+    @Test("TLS passed through after STLS: encrypted, not judged; the upstream's close is not 'unasked'")
+    func passThroughTLS() {
+        var h = Harness.relaying()
+        h.client("STLS\r\n")
+        h.upstream("+OK go ahead\r\n")
+        h.client("\u{16}\u{3}\u{1}\u{0}\u{5}hello")
+        h.upstream("\u{16}\u{3}\u{3}\u{0}\u{5}world")
+        h.client("\u{17}\u{3}\u{3}\u{0}\u{5}12345")
+        h.run { $0.upstreamClosed(now: $1, into: &$2) }
+        h.run { $0.clientClosed(now: $1, into: &$2) }
+        let events = Self.events(h)
+        let anomalies = events.compactMap { if case .anomaly(let a) = $0 { a } else { nil } }
+        #expect(!anomalies.contains { $0.rule == .unexpectedServerData }, "\(anomalies)")
+        #expect(h.machine.conversation.state != .tlsNegotiation)
+        let notes = events.compactMap { if case .annotation(_, let text) = $0 { text } else { nil } }
+        #expect(!notes.contains { $0.contains("without QUIT") }, "\(notes)")
+    }
+
+    @Test("the client vanished mid-RETR: the reply the gateway cut is the gateway's doing, not the server's R53")
+    func gatewayCutTheReply() {
+        var h = Harness.relaying()
+        h.client("USER a\r\nPASS b\r\nRETR 1\r\n")
+        h.upstream("+OK\r\n+OK\r\n+OK 100 octets\r\nSubject: x\r\n\r\nhalf of it")
+        h.run { $0.clientClosed(now: $1, into: &$2) }
+        h.run { $0.upstreamClosed(now: $1, into: &$2) }
+        let anomalies = Self.events(h).compactMap { if case .anomaly(let a) = $0 { a } else { nil } }
+        #expect(!anomalies.contains { $0.rule == .unexpectedServerData && $0.side == .server }, "\(anomalies)")
+        #expect(anomalies.contains { $0.rule == .unexpectedServerData && $0.side == .gateway && $0.severity == .note })
+    }
+}
