@@ -311,6 +311,12 @@ public struct ConversationMachine: Sendable {
         return events
     }
 
+    /// `1 second`, `12 seconds`.
+    static func seconds(_ value: Double) -> String {
+        let whole = Int(value)
+        return whole == 1 ? "1 second" : "\(whole) seconds"
+    }
+
     /// The client closed its side of the connection.
     public mutating func clientClosed(at time: Double? = nil) -> [ConversationEvent] {
         var events: [ConversationEvent] = []
@@ -400,12 +406,12 @@ public struct ConversationMachine: Sendable {
                             Anomaly(
                                 .autologout,
                                 .server,
-                                "the server closed an idle session after \(Int(idle)) seconds; an autologout timer is at least 10 minutes"
+                                "the server closed an idle session after \(Self.seconds(idle)); an autologout timer is at least 10 minutes"
                             )
                         )
                     )
                 }
-                note += " The session had been idle for \(Int(idle)) seconds."
+                note += " The session had been idle for \(Self.seconds(idle))."
             }
             events.append(.annotation(.server, note))
         }

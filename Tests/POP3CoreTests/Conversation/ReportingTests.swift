@@ -26,6 +26,15 @@ struct ReportingTests {
         for (index, kind) in kinds.enumerated() where kind.hasPrefix("R") { #expect(index > reply!, "\(kinds)") }
     }
 
+    @Test("one second is a second: \"idle for 1 second\"")
+    func oneSecond() {
+        var machine = ConversationMachine()
+        var events: [ConversationEvent] = []
+        machine.serverSent(ByteBuffer(string: "+OK hi\r\n"), at: 10, into: &events)
+        let notes = machine.serverClosed(at: 11.5).compactMap { if case .annotation(_, let t) = $0 { t } else { nil } }
+        #expect(notes.contains { $0.hasSuffix("The session had been idle for 1 second.") }, "\(notes)")
+    }
+
     @Test("excerpts show a tab as \\t, CR and LF as \\r and \\n, other controls as \\xNN")
     func controlCharacters() {
         #expect(CommandParser.printable("a\tb\rc\nd\u{1}e") == "a\\tb\\rc\\nd\\x1e")
