@@ -147,7 +147,7 @@ struct ServeTLSTests {
         "garbage, a stalled handshake and plaintext on the TLS port each end cleanly; a real client meanwhile is served"
     )
     func faults() async throws {
-        let stack = try await Stack.start(["--handshake-timeout", "3"])
+        let stack = try await Stack.start(["--handshake-timeout", "6"])
         let (certificates, port) = (stack.certificates, stack.port)
         let staller = try RawSocket(port: port)
         let started = ContinuousClock.now
@@ -160,8 +160,8 @@ struct ServeTLSTests {
             let answer = Array(await client.readAll(seconds: 5).utf8)
             #expect(answer.isEmpty || answer.first == 0x15, "\(answer)")
         }
-        // At once, not at the handshake time.
-        #expect(ContinuousClock.now - started < .milliseconds(2500))
+        // At once, not at the handshake time (6 s; the margin is for a loaded machine).
+        #expect(ContinuousClock.now - started < .milliseconds(4500))
         let curl = try await runTool(
             "curl",
             [
@@ -170,9 +170,9 @@ struct ServeTLSTests {
             ]
         )
         #expect(curl.contains("Hello through the gateway."))
-        #expect(await staller.readAll(seconds: 5) == "")
+        #expect(await staller.readAll(seconds: 8) == "")
         let waited = ContinuousClock.now - started
-        #expect(waited >= .milliseconds(2900) && waited < .seconds(8), "\(waited)")
+        #expect(waited >= .milliseconds(5900) && waited < .seconds(11), "\(waited)")
         for client in [staller, garbage, plaintext] { client.close() }
         _ = try await stack.stopGateway()
         let gatewayLog = stack.gatewayLog

@@ -32,7 +32,8 @@ public final class Dovecot: @unchecked Sendable {
     public init(
         users: [String: String] = ["alice": "wonderland"],
         messages: [[UInt8]] = [],
-        tls: TLS? = nil
+        tls: TLS? = nil,
+        extraMechanisms: [String] = []
     ) throws {
         let binary = "/usr/sbin/dovecot"
         guard FileManager.default.isExecutableFile(atPath: binary) else {
@@ -67,7 +68,7 @@ public final class Dovecot: @unchecked Sendable {
             log_path = \(d)/dovecot.log
             \(ssl)
             disable_plaintext_auth = no
-            auth_mechanisms = plain login apop
+            auth_mechanisms = plain login apop\(extraMechanisms.map { " " + $0 }.joined())
             # Failed logins are answered at once: tests make many, and the gateway's own limits are what they test.
             auth_failure_delay = 0
             mail_location = maildir:\(d)/mail/%u

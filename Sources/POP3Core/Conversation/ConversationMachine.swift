@@ -172,6 +172,18 @@ public struct ConversationMachine: Sendable {
     /// Whether the oldest command waiting for its reply is an AUTH exchange: server lines may be SASL challenges.
     public var saslExchangeOpen: Bool { self.pending.first?.opensSASL == true }
 
+    /// The open AUTH exchange's challenges are not secret: LOGIN's prompts, PLAIN's empty one, CRAM-MD5's and
+    /// DIGEST-MD5's nonces. Exports keep them as sent (other mechanisms' are masked).
+    public var saslChallengesArePublic: Bool {
+        guard let head = self.pending.first, head.opensSASL, case .auth(let mechanism?, _)? = head.command else {
+            return false
+        }
+        return ["PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5"].contains(mechanism)
+    }
+
+    /// Whether an export masks what the server sends now.
+    public var exportMasksServer: Bool { self.saslExchangeOpen && !self.saslChallengesArePublic }
+
     /// Whether the next client line is a SASL response rather than a command (RFC 5034 §4).
     public var expectsSASLResponse: Bool { self.pending.last?.opensSASL == true }
 

@@ -1228,7 +1228,7 @@ struct RelayMachine {
         let time = self.wallClock(now)
         var events: [ConversationEvent] = []
         var forwardFrom = self.upstreamInput.readerIndex
-        var saslExchange = self.conversation.saslExchangeOpen
+        var saslExchange = self.conversation.exportMasksServer
         // Client lines can be read after this: the greeting came, or a reply let lines behind STLS go on.
         var clientLinesMayGoOn = false
         func forward(_ machine: inout RelayMachine, _ actions: inout [Action]) {
@@ -1243,9 +1243,9 @@ struct RelayMachine {
             forwardFrom = end
         }
         loop: while self.upstreamInput.readableBytes > 0 {
-            if self.settings.export, self.conversation.saslExchangeOpen != saslExchange {
+            if self.settings.export, self.conversation.exportMasksServer != saslExchange {
                 forward(&self, &actions)
-                saslExchange = self.conversation.saslExchangeOpen
+                saslExchange = self.conversation.exportMasksServer
             }
             let unitStart = self.upstreamInput.readerIndex
             let eventsBefore = events.count
