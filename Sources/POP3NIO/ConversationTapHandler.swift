@@ -21,6 +21,8 @@ public struct SessionInfo: Sendable, Hashable {
     public var server: String?
     /// The balancer the client came through, when a PROXY protocol header named the client.
     public var via: String?
+    /// The relay's listening address the client came to.
+    public var gateway: String?
 
     public init(id: String, client: String?, server: String?, via: String? = nil) {
         self.id = id

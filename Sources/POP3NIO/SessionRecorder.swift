@@ -18,11 +18,18 @@ public struct SessionRecorder {
         self.info = info
     }
 
-    public mutating func start(client: String?, server: String?, via: String? = nil, time: Double) {
+    public mutating func start(
+        client: String?,
+        server: String?,
+        via: String? = nil,
+        gateway: String? = nil,
+        time: Double
+    ) {
         guard !self.started else { return }
         self.started = true
         if let client { self.info.client = client }
         if let via { self.info.via = via }
+        if let gateway { self.info.gateway = gateway }
         if let server { self.info.server = server }
         self.sink?.sessionStarted(self.info, time: time)
     }

@@ -46,10 +46,26 @@ public final class TranscriptFiles: ConversationSink {
             jsonFile: self.writer.open(base + ".jsonl", note: Self.note(json))
         )
         open.textFile.append(
-            Self.bytes(text.start(time: time, client: session.client, server: session.server, via: session.via))
+            Self.bytes(
+                text.start(
+                    time: time,
+                    client: session.client,
+                    server: session.server,
+                    via: session.via,
+                    gateway: session.gateway
+                )
+            )
         )
         open.jsonFile.append(
-            Self.bytes(json.start(time: time, client: session.client, server: session.server, via: session.via))
+            Self.bytes(
+                json.start(
+                    time: time,
+                    client: session.client,
+                    server: session.server,
+                    via: session.via,
+                    gateway: session.gateway
+                )
+            )
         )
         self.sessions.withLockedValue { $0[session.id] = open }
     }

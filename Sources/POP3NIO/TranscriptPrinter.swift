@@ -37,7 +37,13 @@ public final class TranscriptPrinter: ConversationSink {
                 color: self.color,
                 showBodies: self.showBodies
             )
-            let lines = renderer.start(time: time, client: session.client, server: session.server, via: session.via)
+            let lines = renderer.start(
+                time: time,
+                client: session.client,
+                server: session.server,
+                via: session.via,
+                gateway: session.gateway
+            )
             state.renderers[session.id] = renderer
             return lines
         }

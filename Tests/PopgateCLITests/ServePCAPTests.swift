@@ -62,7 +62,9 @@ struct ServePCAPTests {
         _ = try await runTool("python3", ["-c", Self.clients, "\(port)"])
         process.signal(SIGTERM)
         #expect(await process.wait(seconds: 10) == 0)
+        let dovecotPort = dovecot.port
         await dovecot.stop()
+        let gatewayLog = try String(contentsOfFile: log, encoding: .utf8)
 
         // Session ids end in a counter.
         let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".pcap") }
@@ -99,6 +101,14 @@ struct ServePCAPTests {
                 }.sorted()
             }
             #expect(findings(records) == findings(relayed), "\(file)")
+            // One session, one name: the export's file, what inspect calls it, the transcript and the log line.
+            #expect(!records.isEmpty && records.allSatisfy { $0.session == id }, "\(file)")
+            let header =
+                try String(contentsOfFile: transcripts + "/" + id + ".txt", encoding: .utf8)
+                .split(separator: "\n").first ?? ""
+            #expect(header.contains("── session \(id)  127.0.0.1:"), "\(header)")
+            #expect(header.contains(" → gateway 127.0.0.1:\(port) → 127.0.0.1:\(dovecotPort)"), "\(header)")
+            #expect(gatewayLog.contains("session=\(id)"), "\(id)")
 
             let fields = try await runTool(
                 "tshark",

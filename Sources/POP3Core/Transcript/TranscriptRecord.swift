@@ -36,6 +36,8 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
     public var note: String?
     public var client: String?
     public var server: String?
+    /// For `session-start` in the relay's transcripts: the listening address the client came to.
+    public var gateway: String?
     /// For `session-start`: the balancer the client came through (PROXY protocol).
     public var via: String?
 
@@ -73,6 +75,7 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
         string("client", self.client)
         string("code", self.code)
         bool("complete", self.complete)
+        string("gateway", self.gateway)
         string("kind", self.kind)
         int("lines", self.lines)
         bool("multiline", self.multiline)

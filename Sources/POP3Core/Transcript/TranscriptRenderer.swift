@@ -40,9 +40,16 @@ public struct TranscriptRenderer: Sendable {
     // MARK: - Session boundaries
 
     /// `via`: the balancer a PROXY protocol header came from, when it named the client.
-    public mutating func start(time: Double, client: String?, server: String?, via: String? = nil) -> [String] {
+    /// `gateway`: the relay's listening address the client came to, between the client and the upstream.
+    public mutating func start(
+        time: Double,
+        client: String?,
+        server: String?,
+        via: String? = nil,
+        gateway: String? = nil
+    ) -> [String] {
         let shown = client.map { client in via.map { "\(client) (via \($0))" } ?? client }
-        let peers = [shown, server].compactMap { $0 }.joined(separator: " → ")
+        let peers = [shown, gateway.map { "gateway \($0)" }, server].compactMap { $0 }.joined(separator: " → ")
         return [
             self.boundary(
                 "session-start",
@@ -52,6 +59,7 @@ public struct TranscriptRenderer: Sendable {
                 $0.client = client
                 $0.server = server
                 $0.via = via
+                $0.gateway = gateway
             }
         ]
     }

@@ -113,6 +113,7 @@ final class RelaySessionExecutor {
             client: named ? client.map(ConversationTapHandler.describe) : nil,
             server: nil,
             via: named ? via : nil,
+            gateway: named ? self.client?.channel.localAddress.map(ConversationTapHandler.describe) : nil,
             time: self.machine.wallClock(now)
         )
         self.pcap = self.settings.pcap?.start(

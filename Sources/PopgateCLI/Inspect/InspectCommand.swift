@@ -81,10 +81,19 @@ extension Popgate {
                 if let report = ReassemblyOptions.report(inspector) {
                     terminal.error("popgate inspect: \(file): \(report)")
                 }
+                // A relay's pcap export holds one session, named by its id: the id is kept.
+                let exported = Self.exportedSessionID(file).flatMap { inspector.sessions.count == 1 ? $0 : nil }
                 for session in inspector.sessions {
                     number += 1
                     if let wanted = self.session, wanted != number { continue }
-                    terminal.write(self.render(session, number: number, color: self.color.enabled(for: terminal)))
+                    terminal.write(
+                        self.render(
+                            session,
+                            number: number,
+                            name: exported,
+                            color: self.color.enabled(for: terminal)
+                        )
+                    )
                     totals.add(session)
                 }
             }
@@ -120,9 +129,21 @@ extension Popgate {
             return record.jsonLine()
         }
 
-        func render(_ session: CaptureInspector.Session, number: Int, color: Bool) -> [String] {
-            if self.summary { return [Self.summaryLine(session, number: number, format: self.format)] }
-            var renderer = TranscriptRenderer(session: String(number), format: self.format, color: color)
+        /// The session id in a file name as `popgate serve --pcap` writes it (`20261201161633-7.pcap`).
+        static func exportedSessionID(_ file: String) -> String? {
+            let base = file.split(separator: "/").last.map(String.init) ?? file
+            guard base.hasSuffix(".pcap") else { return nil }
+            let id = String(base.dropLast(5))
+            let parts = id.split(separator: "-")
+            guard parts.count == 2, parts[0].count == 14, parts.allSatisfy({ $0.allSatisfy(\.isNumber) }) else {
+                return nil
+            }
+            return id
+        }
+
+        func render(_ session: CaptureInspector.Session, number: Int, name: String? = nil, color: Bool) -> [String] {
+            if self.summary { return [Self.summaryLine(session, number: number, name: name, format: self.format)] }
+            var renderer = TranscriptRenderer(session: name ?? String(number), format: self.format, color: color)
             var lines = renderer.start(
                 time: session.started,
                 client: session.client.description,
@@ -221,14 +242,16 @@ extension Popgate {
         static func summaryLine(
             _ session: CaptureInspector.Session,
             number: Int,
+            name: String? = nil,
             format: TranscriptRenderer.Format
         ) -> String {
             switch format {
             case .text:
-                return "session \(number)  \(session.client) → \(session.serverLabel)  \(Self.describe(session))"
+                return
+                    "session \(name ?? String(number))  \(session.client) → \(session.serverLabel)  \(Self.describe(session))"
             case .json:
                 var record = TranscriptRecord(
-                    session: String(number),
+                    session: name ?? String(number),
                     time: TranscriptRecord.timestamp(session.started),
                     kind: "summary"
                 )
