@@ -21,6 +21,8 @@ public enum SessionEnd: String, Sendable, Hashable {
     case tlsOnPlaintextPort = "the client spoke TLS on a plaintext port"
     case alpnRefused = "the client's ALPN did not offer pop3"
     case limited = "a rules limit refused the client, for now"
+    /// TLS passed through after STLS: whether QUIT was sent inside it cannot be seen.
+    case insideTLS = "the session ended inside TLS (passed through, not seen)"
     case proxyRefused = "the PROXY protocol header was missing, malformed or not from a trusted balancer"
     case proxyTimeout = "no PROXY protocol header came in time"
     case shutdown = "the gateway shut down"
@@ -553,7 +555,9 @@ struct RelayMachine {
                 )
             )
             self.closeBoth(.proxyRefused, into: &actions)
-        case .tunnel, .admitting:
+        case .tunnel:
+            self.closeBoth(.insideTLS, into: &actions)
+        case .admitting:
             self.closeBoth(self.quitForwarded ? .clientQuit : .clientVanished, into: &actions)
         case .connecting, .awaitingGreeting, .relaying:
             self.closeIfClientDone(now: now, into: &actions)
@@ -581,6 +585,9 @@ struct RelayMachine {
             self.state = .closing(.handshakeFailed)
         case .awaitingProxyHeader:
             self.state = .closing(.proxyRefused)
+        case .tunnel:
+            if self.upstream == .open { actions.append(.close(.upstream)) }
+            self.state = .closing(.insideTLS)
         default:
             // Invariant 3: closing without QUIT leaves every DELE mark uncommitted.
             if self.upstream == .open { actions.append(.close(.upstream)) }
@@ -689,7 +696,7 @@ struct RelayMachine {
             self.state = .closing(.upstreamClosed)
         case .tunnel:
             actions.append(.close(.client))
-            self.state = .closing(self.quitForwarded ? .clientQuit : .upstreamClosed)
+            self.state = .closing(.insideTLS)
         case .awaitingQuitReply:
             self.state = .closing(.clientQuit)
         case .handshaking, .awaitingProxyHeader, .admitting, .closing, .closed, .modifying:
