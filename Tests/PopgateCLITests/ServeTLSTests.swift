@@ -143,6 +143,26 @@ struct ServeTLSTests {
         await stack.remove()
     }
 
+    @Test("a client that rejects the gateway's certificate ends the handshake: the client's alert, said as such")
+    func clientRejectsCertificate() async throws {
+        let stack = try await Stack.start()
+        // TLS 1.2, so that the client's fatal alert is sent in clear; no CA given, so the self-signed
+        // certificate is not trusted.
+        let output = try await runShell(
+            "echo QUIT | timeout 10 openssl s_client -connect 127.0.0.1:\(stack.port) -tls1_2 -verify_return_error"
+        )
+        #expect(!output.contains("+OK"), "\(output)")
+        #expect(
+            try await ServeProcessTests.waitForLog(stack.log, "TLS handshake with the client failed: the peer ended")
+        )
+        _ = try await stack.stopGateway()
+        let log = stack.gatewayLog
+        await stack.remove()
+        #expect(log.contains("fatal alert") && log.contains("does not trust the certificate"), "\(log)")
+        #expect(!log.contains("warning"), "the client's choice is not a warning: \(log)")
+        #expect(log.contains("session ended: the TLS handshake with the client failed"))
+    }
+
     @Test(
         "garbage, a stalled handshake and plaintext on the TLS port each end cleanly; a real client meanwhile is served"
     )

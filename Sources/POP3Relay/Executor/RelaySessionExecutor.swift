@@ -348,6 +348,9 @@ final class RelaySessionExecutor {
     /// whole error stack with its source paths.
     static func describe(_ error: any Error) -> String {
         let text = "\(error)"
+        if let error = error as? NIOSSLError, case .uncleanShutdown = error {
+            return "the peer closed the connection without ending TLS (during the handshake, or without close_notify)"
+        }
         let marker = "OPENSSL_internal:"
         guard error is NIOSSLError || error is BoringSSLError,
             let start = text.indices.first(where: { text[$0...].hasPrefix(marker) })
@@ -364,6 +367,14 @@ final class RelaySessionExecutor {
             return "the certificate is not trusted, or not for the name asked (\(code))"
         case "NO_SHARED_CIPHER":
             return "the client and the gateway share no cipher suite (\(code))"
+        case let alert where alert.hasPrefix("SSLV3_ALERT_") || alert.hasPrefix("TLSV1_ALERT_"):
+            // The peer's fatal alert, received in clear: its decision, not the gateway's or the server's.
+            let name = alert.split(separator: "_").dropFirst(2).joined(separator: " ").lowercased()
+            let why =
+                alert.hasSuffix("UNKNOWN_CA") || alert.hasSuffix("BAD_CERTIFICATE")
+                    || alert.hasSuffix("CERTIFICATE_UNKNOWN")
+                ? ": it does not trust the certificate it was shown" : ""
+            return "the peer ended the handshake with a fatal alert, \(name)\(why) (\(code))"
         default:
             return code.isEmpty ? text : String(code)
         }
