@@ -11,6 +11,7 @@ public enum SessionEnd: String, Sendable, Hashable {
     case upstreamUnreachable = "the upstream was unreachable"
     case greetingTimeout = "the upstream sent no greeting in time"
     case idleTimeout = "idle timeout"
+    case clientStalled = "the client stopped reading what it was sent"
     case lineTimeout = "a command line took too long to complete"
     case loginTimeout = "the login took too long"
     case refused = "the gateway did not admit the client"
@@ -781,7 +782,16 @@ struct RelayMachine {
         let idle = now - self.lastActivity
         if idle >= self.settings.idleTimeout {
             // RFC 1939 §3: an autologout closes without UPDATE, so nothing is committed.
-            actions.append(.log(.info, "closing an idle session after \(idle.nanoseconds / 1_000_000_000) s"))
+            let seconds = idle.nanoseconds / 1_000_000_000
+            guard self.clientWritable else {
+                // Not idle: the client stopped reading what it was sent, and everything waits on it.
+                actions.append(
+                    .log(.info, "closing a session whose client stopped reading \(seconds) s ago (nothing moved since)")
+                )
+                self.closeBoth(.clientStalled, into: &actions)
+                return
+            }
+            actions.append(.log(.info, "closing an idle session after \(seconds) s"))
             self.closeBoth(.idleTimeout, into: &actions)
             return
         }

@@ -44,4 +44,20 @@ struct BlameTests {
         #expect(!anomalies.contains { $0.rule == .unexpectedServerData && $0.side == .server }, "\(anomalies)")
         #expect(anomalies.contains { $0.rule == .unexpectedServerData && $0.side == .gateway && $0.severity == .note })
     }
+
+    @Test("a client that stopped reading is not 'idle': the session ends saying the client stalled")
+    func stalledIsNotIdle() {
+        var h = Harness.relaying { $0.idleTimeout = .seconds(60) }
+        h.client("USER a\r\nPASS b\r\nRETR 1\r\n")
+        h.upstream("+OK\r\n+OK\r\n+OK 100 octets\r\nSubject: x\r\n")
+        h.run { machine, _, actions in machine.writabilityChanged(.client, writable: false, into: &actions) }
+        let closing = h.advance(.seconds(61))
+        #expect(closing.contains("close client") && closing.contains("close upstream"))
+        h.run { $0.clientClosed(now: $1, into: &$2) }
+        #expect(h.run { $0.upstreamClosed(now: $1, into: &$2) } == ["ended: \(SessionEnd.clientStalled.rawValue)"])
+        var idle = Harness.relaying { $0.idleTimeout = .seconds(60) }
+        _ = idle.advance(.seconds(61))
+        idle.run { $0.clientClosed(now: $1, into: &$2) }
+        #expect(idle.run { $0.upstreamClosed(now: $1, into: &$2) } == ["ended: \(SessionEnd.idleTimeout.rawValue)"])
+    }
 }
