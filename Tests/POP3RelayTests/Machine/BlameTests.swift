@@ -61,3 +61,21 @@ struct BlameTests {
         #expect(idle.run { $0.upstreamClosed(now: $1, into: &$2) } == ["ended: \(SessionEnd.idleTimeout.rawValue)"])
     }
 }
+
+extension BlameTests {
+    @Test("TLS from a client on a plaintext port without a certificate: the octets said equal the octets read")
+    func octetsOfUnreadTLS() {
+        var h = Harness.relaying { $0.annotate = true }
+        let hello = "\u{16}\u{3}\u{1}\u{0}\u{20}" + String(repeating: "h", count: 32)
+        h.client(hello)
+        h.client("more TLS octets")
+        h.upstream("-ERR what\r\n")
+        h.run { $0.clientClosed(now: $1, into: &$2) }
+        h.run { $0.upstreamClosed(now: $1, into: &$2) }
+        let opaque = Self.events(h).reduce(into: [POP3Core.Side: Int]()) { counts, event in
+            if case .opaque(let side, let octets) = event { counts[side, default: 0] += octets }
+        }
+        let said = opaque[.client] ?? 0
+        #expect(said == h.machine.clientOctets, "opaque \(said), read \(h.machine.clientOctets)")
+    }
+}
