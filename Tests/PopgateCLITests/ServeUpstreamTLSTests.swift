@@ -92,7 +92,10 @@ struct ServeUpstreamTLSTests {
             log: log
         )
         let curl = try await runShell("curl -s -S --max-time 10 pop3://alice:wonderland@127.0.0.1:\(port)/1")
-        #expect(curl.contains("Hello through the gateway."), "\(curl)")
+        #expect(
+            curl.contains("Hello through the gateway."),
+            "\(curl)\n\((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")\n\(dovecot.logTail())"
+        )
         let script = """
             import poplib
             p = poplib.POP3('127.0.0.1', \(port), timeout=10)

@@ -133,9 +133,20 @@ public final class Dovecot: @unchecked Sendable {
             let process = try ChildProcess(binary, ["-F", "-c", "\(d)/dovecot.conf"])
             do {
                 try Self.waitForPort(port)
-                Thread.sleep(forTimeInterval: 0.05)
-                let log = (try? String(contentsOfFile: "\(d)/dovecot.log", encoding: .utf8)) ?? ""
-                if process.isRunning, !log.contains("Failed to start listeners") {
+                // Whatever answers may be another process that took the port first: only Dovecot's own word
+                // that it started (its master logs "starting up" once its listeners are bound) counts. On a
+                // loaded machine that can take a while.
+                var started = false
+                for _ in 0..<200 where process.isRunning {
+                    let log = (try? String(contentsOfFile: "\(d)/dovecot.log", encoding: .utf8)) ?? ""
+                    if log.contains("Failed to start listeners") || log.contains("Fatal") { break }
+                    if log.contains("starting up") {
+                        started = true
+                        break
+                    }
+                    Thread.sleep(forTimeInterval: 0.025)
+                }
+                if started, process.isRunning {
                     self.port = port
                     self.process = process
                     return
