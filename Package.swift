@@ -130,6 +130,21 @@ let package = Package(
             dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")],
             path: "Benchmarks/popgate-inspect-bench"
         ),
+        // libFuzzer targets (scripts/fuzz.sh): swift build --product NAME --sanitize=fuzzer --sanitize=address
+        // -Xswiftc -O (not -c release: whole-module builds drop the coverage instrumentation here).
+        .target(name: "FuzzDriver", path: "Fuzz/FuzzDriver"),
+        .executableTarget(
+            name: "fuzz-proxy-header",
+            dependencies: ["POP3Core", "FuzzDriver"],
+            path: "Fuzz/fuzz-proxy-header",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
+        .executableTarget(
+            name: "fuzz-rules",
+            dependencies: ["POP3Rules", "FuzzDriver"],
+            path: "Fuzz/fuzz-rules",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
         .testTarget(
             name: "POP3CoreTests",
             dependencies: ["POP3Core", "CPOP3Scan", .product(name: "NIOCore", package: "swift-nio")]

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 
 echo "== swift format lint"
-swift format lint --strict --recursive Sources Tests Benchmarks Package.swift
+swift format lint --strict --recursive Sources Tests Benchmarks Fuzz Package.swift
 
 echo "== swift build"
 swift build --build-tests -Xswiftc -warnings-as-errors 2>&1 \
@@ -19,3 +19,5 @@ echo "== swift test"
 swift test --skip-build --skip lowDescriptorLimit
 echo "== swift test (alone: a gateway out of descriptors)"
 swift test --skip-build --filter lowDescriptorLimit
+echo "== fuzz smoke (each libFuzzer target a few seconds; scripts/fuzz.sh SECONDS for a longer run)"
+bash scripts/fuzz.sh --smoke

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs each libFuzzer target: built with --sanitize=fuzzer --sanitize=address in .build-fuzz, seeded from the
+# project's own files, for SECONDS each (default 60) or, with --runs N, for N inputs each. --smoke: a few
+# seconds each, failing unless libFuzzer reports runs (what the tests run). A crash leaves its input in
+# .build-fuzz/crashes/TARGET/ and fails the script: make it a regression test.
+# Usage: scripts/fuzz.sh [--smoke] [--runs N] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
+seconds=60
+runs=""
+smoke=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) smoke=1; seconds=5 ;;
+    --runs) runs="$2"; shift ;;
+    *) seconds="$1" ;;
+  esac
+  shift
+done
+export SWIFT_BACKTRACE=enable=no   # the backtracer can hang after a crash
+
+seeds=".build-fuzz/seeds"
+mkdir -p "$seeds/fuzz-proxy-header" "$seeds/fuzz-rules"
+printf 'PROXY TCP4 192.0.2.7 10.0.0.1 51234 110\r\n' > "$seeds/fuzz-proxy-header/v1"
+printf 'PROXY TCP6 2001:db8::7 2001:db8::1 1 995\r\n' > "$seeds/fuzz-proxy-header/v6"
+printf 'PROXY UNKNOWN\r\n' > "$seeds/fuzz-proxy-header/unknown"
+printf '\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x07\x0a\x00\x00\x01\xc8\x22\x00\x6e' > "$seeds/fuzz-proxy-header/v2"
+cp Rules/default.rules Rules/examples/*.rules "$seeds/fuzz-rules/"
+
+status=0
+for target in fuzz-proxy-header fuzz-rules; do
+  echo "== $target"
+  # SwiftPM's incremental build can keep objects compiled without the instrumentation: each target is built
+  # afresh (the package checkouts are kept).
+  rm -rf .build-fuzz/x86_64-unknown-linux-gnu .build-fuzz/debug
+  swift build --product "$target" --sanitize=fuzzer --sanitize=address -Xswiftc -O --build-path .build-fuzz 2>&1 \
+    | { grep -vE '^\[[0-9]+/[0-9]+\]|Cannot export local symbol' || true; }
+  corpus=".build-fuzz/corpus/$target"
+  crashes=".build-fuzz/crashes/$target"
+  mkdir -p "$corpus" "$crashes"
+  limit=(-max_total_time="$seconds")
+  [ -n "$runs" ] && limit=(-runs="$runs")
+  log=".build-fuzz/$target.log"
+  if ! ".build-fuzz/debug/$target" "$corpus" "$seeds/$target" "${limit[@]}" -rss_limit_mb=2048 \
+      -artifact_prefix="$crashes/" > "$log" 2>&1; then
+    echo "$target: libFuzzer stopped with a finding; see $log and $crashes/"
+    tail -20 "$log"
+    status=1
+    continue
+  fi
+  if grep -q "Is the code instrumented for coverage" "$log"; then
+    # Seen with fuzz-proxy-header in some builds (not yet understood): the inputs still run, blind.
+    echo "$target: WARNING: libFuzzer saw no coverage, so this run was blind"
+  fi
+  done_line=$(grep -E '^Done [0-9]+ runs' "$log" || true)
+  echo "$target: ${done_line:-no Done line}; $(grep -oE 'cov: [0-9]+' "$log" | tail -1)"
+  if [ -n "$smoke" ] && ! echo "$done_line" | grep -qE '^Done [1-9][0-9]* runs'; then
+    echo "$target: no runs reported"
+    status=1
+  fi
+done
+exit $status
