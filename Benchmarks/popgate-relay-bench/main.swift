@@ -701,30 +701,20 @@ func cpuTable(_ title: String, _ figures: [String: (CPU, Int)], unit: Double, _ 
     }
 }
 cpuTable("per session", sessionCPU.mapValues { ($0.seconds, $0.sessions) }, unit: 1e6, "%.0f µs")
-if let plain = results.first(where: { $0.0 == "popgate serve" }),
-    let ruled = results.first(where: { $0.0 == "popgate +rules" })
-{
+/// What a variant of popgate costs against plain `popgate serve`, in the same run.
+@MainActor func costLine(_ title: String, _ variant: String) {
+    guard let plain = results.first(where: { $0.0 == "popgate serve" }),
+        let other = results.first(where: { $0.0 == variant })
+    else { return }
     let cpu = { (name: String) in sessionCPU[name].map { $0.seconds.total / Double(max(1, $0.sessions)) } }
     var cpuRatio = "-"
-    if let with = cpu("popgate +rules"), let without = cpu("popgate serve") {
-        cpuRatio = String(format: "%.3f", with / without)
-    }
+    if let with = cpu(variant), let without = cpu("popgate serve") { cpuRatio = String(format: "%.3f", with / without) }
     print(
-        "  rules cost: sessions/s with rules ÷ without = \(String(format: "%.3f", ruled.1 / plain.1)); CPU per session with ÷ without = \(cpuRatio)"
+        "  \(title) cost: sessions/s with ÷ without = \(String(format: "%.3f", other.1 / plain.1)); CPU per session with ÷ without = \(cpuRatio)"
     )
 }
-if let plain = results.first(where: { $0.0 == "popgate serve" }),
-    let proxied = results.first(where: { $0.0 == "popgate +PROXY header" })
-{
-    let cpu = { (name: String) in sessionCPU[name].map { $0.seconds.total / Double(max(1, $0.sessions)) } }
-    var cpuRatio = "-"
-    if let with = cpu("popgate +PROXY header"), let without = cpu("popgate serve") {
-        cpuRatio = String(format: "%.3f", with / without)
-    }
-    print(
-        "  PROXY header cost: sessions/s with ÷ without = \(String(format: "%.3f", proxied.1 / plain.1)); CPU per session with ÷ without = \(cpuRatio)"
-    )
-}
+costLine("rules", "popgate +rules")
+costLine("PROXY header", "popgate +PROXY header")
 cpuTable("per GB RETR", retrCPU.mapValues { ($0.seconds, $0.octets) }, unit: 1e9, "%.2f s")
 
 if !idleMemory.isEmpty {

@@ -392,15 +392,21 @@ extension ConversationMachine {
             }
         }
         // Picked up mid-way without a CAPA seen, whether PIPELINING was offered is not known.
-        if self.awaitingReply, self.advertises("PIPELINING") != true, self.pickup == nil || self.capabilities != nil {
+        // Reported once: the reason is built only then (with thousands of commands waiting, scanning them for
+        // a CAPA on every line would cost more than reading them).
+        if self.awaitingReply, !self.reported.contains("R30"), self.advertises("PIPELINING") != true,
+            self.pickup == nil || self.capabilities != nil
+        {
             self.reportOnce(
                 "R30",
                 Anomaly(
                     .pipelining,
                     .client,
-                    self.capabilities == nil
-                        ? "the client pipelined \"\(parsed.keyword)\" without having seen PIPELINING in CAPA (it did not ask)"
-                        : "the client pipelined \"\(parsed.keyword)\" although the server's CAPA does not list PIPELINING"
+                    self.capabilities != nil
+                        ? "the client pipelined \"\(parsed.keyword)\" although the server's CAPA does not list PIPELINING"
+                        : self.pending.contains(where: { $0.command == .capa })
+                            ? "the client pipelined \"\(parsed.keyword)\" before CAPA's reply could say whether PIPELINING is offered"
+                            : "the client pipelined \"\(parsed.keyword)\" without having seen PIPELINING in CAPA (it did not ask)"
                 ),
                 into: &events
             )

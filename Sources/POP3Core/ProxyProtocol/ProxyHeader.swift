@@ -152,20 +152,22 @@ public struct ProxyHeader: Sendable, Hashable {
         var header = ProxyHeader(version: .v2, source: nil, destination: nil, length: length)
         var tlvStart = 0
         switch family {
-        case 0x11, 0x12:
-            // TCP or UDP over IPv4: 4 + 4 + 2 + 2.
-            guard body.count >= 12 else { return .invalid("a version 2 IPv4 header shorter than its addresses") }
-            tlvStart = 12
-            if command == 1, family == 0x11 {
-                header.source = Endpoint(address: IPText.format(Array(body[0..<4])), port: Self.short(body, 8))
-                header.destination = Endpoint(address: IPText.format(Array(body[4..<8])), port: Self.short(body, 10))
+        case 0x11, 0x12, 0x21, 0x22:
+            // TCP or UDP over IPv4 (4 + 4 + 2 + 2) or IPv6 (16 + 16 + 2 + 2).
+            let size = family >> 4 == 1 ? 4 : 16
+            guard body.count >= 2 * size + 4 else {
+                return .invalid("a version 2 \(size == 4 ? "IPv4" : "IPv6") header shorter than its addresses")
             }
-        case 0x21, 0x22:
-            guard body.count >= 36 else { return .invalid("a version 2 IPv6 header shorter than its addresses") }
-            tlvStart = 36
-            if command == 1, family == 0x21 {
-                header.source = Endpoint(address: IPText.format(Array(body[0..<16])), port: Self.short(body, 32))
-                header.destination = Endpoint(address: IPText.format(Array(body[16..<32])), port: Self.short(body, 34))
+            tlvStart = 2 * size + 4
+            if command == 1, family & 0x0F == 1 {
+                header.source = Endpoint(
+                    address: IPText.format(Array(body[0..<size])),
+                    port: Self.short(body, 2 * size)
+                )
+                header.destination = Endpoint(
+                    address: IPText.format(Array(body[size..<(2 * size)])),
+                    port: Self.short(body, 2 * size + 2)
+                )
             }
         case 0x31, 0x32:
             guard body.count >= 216 else { return .invalid("a version 2 Unix header shorter than its addresses") }
@@ -226,11 +228,9 @@ public struct ProxyHeader: Sendable, Hashable {
 
     private static func short(_ bytes: [UInt8], _ at: Int) -> Int { Int(bytes[at]) << 8 | Int(bytes[at + 1]) }
 
-    /// Octets for a log line: printable ASCII as it is, the rest as \xNN.
+    /// The first octets, as transcripts show text (control characters escaped).
     static func show(_ bytes: some Collection<UInt8>) -> String {
-        "\""
-            + bytes.map { $0 >= 0x20 && $0 < 0x7F ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16) }.joined()
-            + "\""
+        "\"" + CommandParser.printable(String(decoding: bytes.prefix(16), as: UTF8.self), limit: 16) + "\""
     }
 }
 

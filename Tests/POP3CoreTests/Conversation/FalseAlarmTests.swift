@@ -40,6 +40,14 @@ struct FalseAlarmTests {
             asked.first { $0.rule == .pipelining }?.reason
                 == "the client pipelined \"PASS\" although the server's CAPA does not list PIPELINING"
         )
+        // CAPA asked, its reply not in yet (zeek/pop3.pcap's CAPA then QUIT): it asked, it just did not wait.
+        let waiting = Self.run([
+            (false, "+OK hi\r\n"), (true, "CAPA\r\nQUIT\r\n"), (false, "+OK\r\nUSER\r\n.\r\n+OK\r\n"),
+        ])
+        #expect(
+            waiting.first { $0.rule == .pipelining }?.reason
+                == "the client pipelined \"QUIT\" before CAPA's reply could say whether PIPELINING is offered"
+        )
     }
 
     @Test("CAPA listed inside CAPA (Dovecot) is not an unknown capability; unknown names are interop")

@@ -81,7 +81,7 @@ struct ProxyHeaderTests {
     func missing() {
         #expect(
             Self.invalid(Array("USER alice\r\n".utf8))
-                == "no PROXY header: the connection began with \"USER alice\\xd\\xa\""
+                == "no PROXY header: the connection began with \"USER alice\\r\\n\""
         )
         #expect(Self.invalid([0x16, 0x03, 0x01, 0x02, 0x00])?.hasPrefix("no PROXY header") == true)
         #expect(ProxyHeader.parse([UInt8]()) == .needMoreData)
