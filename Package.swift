@@ -17,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
     ],
     targets: [
         // The conversation machine and everything pure: grammar, framing, annotations, transcripts.
@@ -65,6 +68,22 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // What is watched from outside: the live page, its JSON API and SSE stream, and the Prometheus metrics.
+        .target(
+            name: "POP3Live",
+            dependencies: [
+                "POP3Core",
+                "POP3NIO",
+                "POP3Relay",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The rules: addresses and prefixes, the policy language, decisions with time as a parameter. Pure.
         .target(name: "POP3Rules"),
         // libpcap, through pkg-config; Debian's libpcap-dev provides it.
@@ -86,6 +105,7 @@ let package = Package(
                 "POP3Relay",
                 "POP3Rules",
                 "POP3Capture",
+                "POP3Live",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -23,6 +23,8 @@ public struct SessionInfo: Sendable, Hashable {
     public var via: String?
     /// The relay's listening address the client came to.
     public var gateway: String?
+    /// The name of the relay's listener, for metrics and the live page (never an address).
+    public var listener: String?
 
     public init(id: String, client: String?, server: String?, via: String? = nil) {
         self.id = id
@@ -41,6 +43,8 @@ public struct SessionSummary: Sendable, Hashable {
     public var finalState: ConversationState
     /// How the session ended, when the one who saw it knows (the relay does).
     public var ending: String?
+    /// Seconds from the session's start to its end, when the recorder saw both.
+    public var duration: Double?
 
     public init(
         clientOctets: Int,

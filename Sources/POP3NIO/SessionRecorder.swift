@@ -11,6 +11,7 @@ public struct SessionRecorder {
     public private(set) var info: SessionInfo
     public private(set) var anomalies = 0
     private var started = false
+    private var startTime = 0.0
     private var ended = false
 
     public init(sink: (any ConversationSink)?, info: SessionInfo) {
@@ -23,13 +24,16 @@ public struct SessionRecorder {
         server: String?,
         via: String? = nil,
         gateway: String? = nil,
+        listener: String? = nil,
         time: Double
     ) {
         guard !self.started else { return }
         self.started = true
+        self.startTime = time
         if let client { self.info.client = client }
         if let via { self.info.via = via }
         if let gateway { self.info.gateway = gateway }
+        if let listener { self.info.listener = listener }
         if let server { self.info.server = server }
         self.sink?.sessionStarted(self.info, time: time)
     }
@@ -52,7 +56,7 @@ public struct SessionRecorder {
     ) {
         guard self.started, !self.ended else { return }
         self.ended = true
-        let summary = SessionSummary(
+        var summary = SessionSummary(
             clientOctets: clientOctets,
             serverOctets: serverOctets,
             commands: commands,
@@ -60,6 +64,7 @@ public struct SessionRecorder {
             finalState: finalState,
             ending: ending
         )
+        summary.duration = max(0, time - self.startTime)
         self.sink?.sessionEnded(self.info, time: time, summary: summary)
         // The logger is built on demand; most gateways log at info, benchmarks above it.
         guard let logger, logger.logLevel <= .info else { return }

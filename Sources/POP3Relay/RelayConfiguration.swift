@@ -74,6 +74,9 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
 public struct RelayConfiguration: Sendable, Hashable {
     /// Addresses that accept clients, all forwarding to one upstream.
     public struct Listener: Sendable, Hashable {
+        /// What metrics and the live page call this listener (`name:` in the config); never an address, which
+        /// would make a label of what operators must not publish.
+        public var name: String?
         public var listen: [Endpoint]
         /// Addresses whose clients speak TLS from the first octet (POP3S, RFC 8314); they need `certificate`.
         public var listenTLS: [Endpoint] = []
@@ -160,6 +163,10 @@ public struct RelayConfiguration: Sendable, Hashable {
     }
 
     public var listeners: [Listener] = []
+    /// The live page, its API and the metrics: an HTTP listener, loopback unless said otherwise.
+    public var http: Endpoint?
+    /// When set, the page, the API and /metrics want it as a bearer token (health checks do not).
+    public var httpToken: String?
     /// Where each session's transcript (text and JSON lines) is written; nil for none.
     public var transcripts: String?
     /// Where each session's plaintext is written as a pcap file (secrets masked); nil for none.

@@ -99,7 +99,7 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
     }
 
     /// JSON's string escapes: the quote, the backslash and control characters; nothing else.
-    static func appendQuoted(_ value: String, to out: inout String) {
+    public static func appendQuoted(_ value: String, to out: inout String) {
         out += "\""
         var plain = true
         for byte in value.utf8 where byte < 0x20 || byte == 0x22 || byte == 0x5C {

@@ -44,6 +44,9 @@ final class RelaySessionExecutor {
         var rules: RulesGate?
         /// The listener is behind a balancer that sends a PROXY protocol header.
         var proxy: RelayMachine.Proxy?
+        var observer: (any RelayObserver)?
+        /// The listener's name, for metrics and the live page.
+        var listenerName = "listener1"
     }
 
     private let settings: Settings
@@ -58,6 +61,10 @@ final class RelaySessionExecutor {
     /// What the rules counted this session in, handed back when it ends.
     private var ticket: RulesState.Ticket?
     private var upstreamReadPending = false
+    /// For the observer: when the upstream connection was asked for, and which handshakes began and ended.
+    private var connectStarted: NIODeadline?
+    private var handshakes: (client: TLSProgress, upstream: TLSProgress) = (.none, .none)
+    private enum TLSProgress { case none, begun, done }
     /// Actions not yet done.
     private var actions: [RelayMachine.Action] = []
     private var executing = false
@@ -96,6 +103,7 @@ final class RelaySessionExecutor {
     func clientActive(_ context: ChannelHandlerContext) {
         self.client = context
         let now = NIODeadline.now()
+        if self.settings.clientTLS, self.settings.proxy == nil { self.handshakes.client = .begun }
         self.settings.registry.add(self.settings.id, context.channel)
         // Behind a balancer, the record starts once its header has named the client.
         if self.settings.proxy == nil { self.startRecord(client: context.channel.remoteAddress, via: nil, now: now) }
@@ -114,6 +122,7 @@ final class RelaySessionExecutor {
             server: nil,
             via: named ? via : nil,
             gateway: named ? self.client?.channel.localAddress.map(ConversationTapHandler.describe) : nil,
+            listener: self.settings.listenerName,
             time: self.machine.wallClock(now)
         )
         self.pcap = self.settings.pcap?.start(
@@ -124,13 +133,20 @@ final class RelaySessionExecutor {
     }
 
     func clientTLSEstablished(_ context: ChannelHandlerContext) {
+        self.handshakeEnded(upstream: false)
         let version = RelayConfiguration.TLSFloor.name(try? context.pipeline.syncOperations.nioSSL_tlsVersion())
         self.run(.now()) { $0.clientTLSEstablished(version: version, now: $1, into: &$2) }
     }
 
     func upstreamTLSEstablished(_ context: ChannelHandlerContext) {
+        self.handshakeEnded(upstream: true)
         let version = RelayConfiguration.TLSFloor.name(try? context.pipeline.syncOperations.nioSSL_tlsVersion())
         self.run(.now()) { $0.upstreamTLSEstablished(version: version, now: $1, into: &$2) }
+    }
+
+    private func handshakeEnded(upstream: Bool) {
+        if upstream { self.handshakes.upstream = .done } else { self.handshakes.client = .done }
+        self.settings.observer?.tlsHandshake(listener: self.settings.listenerName, upstream: upstream, succeeded: true)
     }
 
     /// Returns false when the machine refuses the handshake.
@@ -155,7 +171,14 @@ final class RelaySessionExecutor {
 
     func active(_ side: RelayMachine.Side) {
         guard side == .upstream else { return }
-        self.run(.now()) { $0.upstreamConnected(now: $1, into: &$2) }
+        let now = NIODeadline.now()
+        if let observer = self.settings.observer, let started = self.connectStarted {
+            observer.upstreamConnected(
+                listener: self.settings.listenerName,
+                seconds: Double((now - started).nanoseconds) / 1e9
+            )
+        }
+        self.run(now) { $0.upstreamConnected(now: $1, into: &$2) }
     }
 
     func inactive(_ side: RelayMachine.Side) {
@@ -232,6 +255,14 @@ final class RelaySessionExecutor {
             {
                 (decision, self.ticket) = rules.admit(address)
             }
+            if let observer = self.settings.observer {
+                switch decision {
+                case .admit: break
+                case .refuse: observer.refused(listener: self.settings.listenerName, rule: "admission")
+                case .busy: observer.refused(listener: self.settings.listenerName, rule: "capacity")
+                case .rule(let refusal): observer.refused(listener: self.settings.listenerName, rule: refusal.rule)
+                }
+            }
             self.machine.admitted(decision, now: .now(), into: &self.actions)
         case .connectUpstream:
             self.connectUpstream()
@@ -270,6 +301,7 @@ final class RelaySessionExecutor {
             self.startTLS()
         case .startUpstreamTLS:
             guard let upstream = self.upstream, let tls = self.settings.upstreamTLS else { return }
+            self.handshakes.upstream = .begun
             do {
                 try upstream.pipeline.syncOperations.addHandler(try tls.handler(), position: .first)
             } catch {
@@ -294,6 +326,7 @@ final class RelaySessionExecutor {
     /// are the client's handshake from here on; `leftover`, read with the header, is its start.
     private func startTLS(leftover: ByteBuffer? = nil) {
         guard let client = self.client, let tls = self.settings.tls else { return }
+        self.handshakes.client = .begun
         let pipeline = client.pipeline.syncOperations
         do {
             try pipeline.addHandler(tls.handler(), position: .first)
@@ -314,6 +347,8 @@ final class RelaySessionExecutor {
 
     private func connectUpstream() {
         guard let loop = self.client?.eventLoop else { return }
+        if self.settings.observer != nil { self.connectStarted = .now() }
+        if self.settings.upstreamTLS?.implicit == true { self.handshakes.upstream = .begun }
         let bound = NIOLoopBound(self, eventLoop: loop)
         // ClientBootstrap sets TCP_NODELAY by default; the greeting and short replies must not wait for Nagle.
         let bootstrap = ClientBootstrap(group: loop)
@@ -387,6 +422,15 @@ final class RelaySessionExecutor {
     }
 
     private func finish(_ how: SessionEnd) {
+        if let observer = self.settings.observer {
+            // A handshake begun and never completed failed (or was cut short, which the client sees the same).
+            if self.handshakes.client == .begun {
+                observer.tlsHandshake(listener: self.settings.listenerName, upstream: false, succeeded: false)
+            }
+            if self.handshakes.upstream == .begun {
+                observer.tlsHandshake(listener: self.settings.listenerName, upstream: true, succeeded: false)
+            }
+        }
         self.timer?.cancel()
         self.timer = nil
         self.pcap?.finish()

@@ -18,6 +18,10 @@ import FoundationEssentials
 import Foundation
 #endif
 
+extension Array {
+    fileprivate subscript(safe index: Int) -> Element? { self.indices.contains(index) ? self[index] : nil }
+}
+
 /// `popgate serve`: listeners that relay each client to its upstream, as a ServiceLifecycle service.
 ///
 /// On graceful shutdown (SIGTERM, SIGINT, which the ServiceGroup owns) it stops accepting, lets open sessions
@@ -54,6 +58,7 @@ public final class RelayServer: Service, Sendable {
     private let idPrefix: String
     /// The rules, when the gateway has them; ``RulesGate/reload(_:)`` swaps them for new sessions.
     public let rules: RulesGate?
+    private let observer: (any RelayObserver)?
 
     /// - Parameters:
     ///   - live: what shows sessions live when `configuration.live` is on (standard output when nil); it gets
@@ -65,6 +70,7 @@ public final class RelayServer: Service, Sendable {
         sinks: [any ConversationSink] = [],
         admission: any AdmissionPolicy = AdmitAll(),
         rules: RulesGate? = nil,
+        observer: (any RelayObserver)? = nil,
         logger: Logger = Logger(label: "popgate"),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws {
@@ -82,6 +88,7 @@ public final class RelayServer: Service, Sendable {
         self.current = NIOLockedValueBox(configuration)
         self.admission = NIOLockedValueBox(admission)
         self.rules = rules
+        self.observer = observer
         self.logger = logger
         self.group = group
         // One writer for every file, so the memory bound is one.
@@ -157,6 +164,25 @@ public final class RelayServer: Service, Sendable {
         }
     }
 
+    /// Why the gateway is not ready, or nil when it is: listening, and each listener's upstream accepts a TCP
+    /// connection within `timeout` (closed at once, before any byte: the upstream sees a connection that left).
+    public func readiness(timeout: TimeAmount = .seconds(2)) async -> String? {
+        guard !self.boundAddresses.isEmpty else { return "not listening" }
+        var seen = Set<Endpoint>()
+        for listener in self.configuration.listeners where seen.insert(listener.upstream).inserted {
+            do {
+                let channel = try await ClientBootstrap(group: self.group)
+                    .connectTimeout(timeout)
+                    .connect(host: listener.upstream.host, port: listener.upstream.port)
+                    .get()
+                try? await channel.close()
+            } catch {
+                return "the upstream \(listener.upstream) cannot be reached: \(error)"
+            }
+        }
+        return nil
+    }
+
     /// Binds every listener. `run()` calls it when it has not been called.
     public func bind() async throws {
         guard case .initial = self.state.withLockedValue({ $0 }) else { return }
@@ -223,6 +249,9 @@ public final class RelayServer: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [self] channel in
                 var settings = self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
+                settings.listenerName = self.configuration.listeners[safe: listenerIndex]?.displayName(
+                    index: listenerIndex
+                ) ?? "listener\(listenerIndex + 1)"
                 // The certificates in force now: a reload changes them for the connections after it.
                 let tls = terminatesTLS ? self.tls.withLockedValue { $0[listenerIndex] } : nil
                 settings.upstreamTLS = self.upstreamTLS[listenerIndex]
@@ -275,7 +304,8 @@ public final class RelayServer: Service, Sendable {
             pcap: self.pcap,
             logger: self.logger,
             registry: self.registry,
-            rules: self.rules
+            rules: self.rules,
+            observer: self.observer
         )
     }
 

@@ -30,6 +30,36 @@ public enum SessionEnd: String, Sendable, Hashable {
     case error = "a connection error"
 }
 
+extension SessionEnd: CaseIterable {
+    /// A short name for a metrics label, the case's own.
+    public var label: String {
+        switch self {
+        case .clientQuit: "client_quit"
+        case .clientVanished: "client_vanished"
+        case .upstreamClosed: "upstream_closed"
+        case .upstreamUnreachable: "upstream_unreachable"
+        case .greetingTimeout: "greeting_timeout"
+        case .idleTimeout: "idle_timeout"
+        case .clientStalled: "client_stalled"
+        case .lineTimeout: "line_timeout"
+        case .loginTimeout: "login_timeout"
+        case .refused: "refused"
+        case .atCapacity: "at_capacity"
+        case .outOfDescriptors: "out_of_descriptors"
+        case .handshakeFailed: "handshake_failed"
+        case .handshakeTimeout: "handshake_timeout"
+        case .tlsOnPlaintextPort: "tls_on_plaintext_port"
+        case .alpnRefused: "alpn_refused"
+        case .limited: "limited"
+        case .insideTLS: "inside_tls"
+        case .proxyRefused: "proxy_refused"
+        case .proxyTimeout: "proxy_timeout"
+        case .shutdown: "shutdown"
+        case .error: "error"
+        }
+    }
+}
+
 /// What the admission step decided for a client, before any upstream connection is made.
 public enum AdmissionDecision: Sendable, Hashable {
     case admit

@@ -33,6 +33,8 @@ import Yams
 /// max-connections: 5000
 /// output-buffer-mib: 64
 /// rules: /etc/popgate/gateway.rules   # read again on SIGHUP and when it changes
+/// http: 127.0.0.1:8110        # the live page, /api, /metrics, /healthz, /readyz (listeners' `name:` label them)
+/// http-token: s3cret          # then the page, the API and /metrics want `Authorization: Bearer s3cret`
 /// ```
 enum ConfigFile {
     struct Problem: Error, CustomStringConvertible {
@@ -43,16 +45,23 @@ enum ConfigFile {
         "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
         "command-line-limit", "max-connections", "output-buffer-mib", "listen-tls", "cert", "key", "require-tls",
         "sni", "sni-strict", "tls-min-version", "upstream-tls", "upstream-ca", "upstream-server-name",
-        "upstream-no-verify", "upstream-tls-min-version", "rules", "proxy-protocol", "proxy-trusted",
+        "upstream-no-verify", "upstream-tls-min-version", "rules", "proxy-protocol", "proxy-trusted", "http",
+        "http-token",
     ]
     static let listenerKeys: Set<String> = [
-        "listen", "listen-tls", "upstream", "cert", "key", "require-tls", "sni", "sni-strict", "upstream-tls",
+        "name", "listen", "listen-tls", "upstream", "cert", "key", "require-tls", "sni", "sni-strict", "upstream-tls",
         "upstream-ca", "upstream-server-name", "upstream-no-verify", "upstream-tls-min-version", "proxy-protocol",
     ]
     static let timeoutKeys: Set<String> = [
         "idle", "connect", "greeting", "handshake", "proxy-header", "line", "login", "quit-reply", "shutdown-grace",
         "shutdown-drain",
     ]
+
+    /// A listener's name: what Prometheus accepts in a label value without quoting worries, and short.
+    static func validName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64
+            && name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "-" || $0 == "_" }
+    }
 
     /// Applies `text` (the file at `path`) on top of `configuration`.
     static func apply(_ text: String, path: String, to configuration: inout RelayConfiguration) throws {
@@ -104,6 +113,12 @@ enum ConfigFile {
                 listen: try map["listen"].map { try endpoints($0, key: sub("listen")) } ?? [],
                 upstream: upstream
             )
+            if let value = map["name"] {
+                guard let name = value as? String, Self.validName(name) else {
+                    throw problem(sub("name"), "expected a name of letters, digits, - and _ (it becomes a metrics label)")
+                }
+                listener.name = name
+            }
             listener.listenTLS = try map["listen-tls"].map { try endpoints($0, key: sub("listen-tls")) } ?? []
             for name in ["cert", "key"] {
                 guard let value = map[name] else { continue }
@@ -208,6 +223,16 @@ enum ConfigFile {
                 throw problem("pcap", "expected a directory")
             }
             configuration.pcap = directory
+        }
+        if let value = map["http"] {
+            guard let text = value as? String else { throw problem("http", "expected HOST:PORT") }
+            do { configuration.http = try Endpoint(parsing: text, listening: true) } catch {
+                throw problem("http", "\(error)")
+            }
+        }
+        if let value = map["http-token"] {
+            guard let token = value as? String, !token.isEmpty else { throw problem("http-token", "expected text") }
+            configuration.httpToken = token
         }
         if let value = map["rules"] {
             guard let file = value as? String, !file.isEmpty else { throw problem("rules", "expected a rules file") }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import NIOCore
 import POP3Core
+import POP3Live
 import POP3NIO
 import POP3Relay
 import POP3Rules
@@ -36,6 +37,8 @@ extension Popgate {
                       (who may connect and how often; edit the file and new sessions follow it)
                   popgate serve --listen 0.0.0.0:110 --proxy-protocol --proxy-trusted 10.0.0.10 --upstream 10.0.0.5:110
                       (behind HAProxy's send-proxy-v2: the rules and transcripts see the real client)
+                  popgate serve --listen 127.0.0.1:1110 --upstream 127.0.0.1:110 --http 127.0.0.1:8110
+                      (the live page on http://127.0.0.1:8110/, with /api/sessions, /metrics, /healthz, /readyz)
                   popgate serve --config popgate.yaml      (then: kill -HUP PID to reload it)
 
                 Signals: SIGTERM or SIGINT shut down gracefully (open sessions get --grace seconds). SIGHUP \
@@ -173,8 +176,27 @@ extension Popgate {
         @Option(help: "A YAML file with any of these settings, and several listeners.", completion: .file())
         var config: String?
 
+        @Option(
+            help: ArgumentHelp(
+                "Serve the live page, its JSON API and Prometheus /metrics on HOST:PORT (a bare PORT: 127.0.0.1).",
+                discussion: "Pages and API: /, /api/sessions, /api/sessions/ID, /api/stream; health: /healthz, /readyz."
+            )
+        )
+        var http: String?
+
+        @Option(
+            help: ArgumentHelp(
+                "A bearer token the page, the API and /metrics want (default: $POPGATE_HTTP_TOKEN, else none).",
+                discussion: "Open the page as http://HOST:PORT/?token=TOKEN; scripts send Authorization: Bearer TOKEN."
+            )
+        )
+        var httpToken: String?
+
         @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
         var logLevel: String = "info"
+
+        @Option(help: "Log lines as text, or json (one object a line, for log shippers).")
+        var logFormat: LogFormat = .text
 
         func run() async throws {
             let configuration: RelayConfiguration
@@ -188,11 +210,7 @@ extension Popgate {
                 Terminal.shared.error("popgate serve: --log-level: unknown level \(self.logLevel)")
                 throw ExitCode(2)
             }
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = level
-                return handler
-            }
+            LogFormat.bootstrap(self.logFormat, level: level)
             let logger = Logger(label: "popgate")
             let terminal = Terminal.shared
             let live: (any ConversationSink)? =
@@ -214,9 +232,19 @@ extension Popgate {
                 gate = RulesGate(rules)
                 logger.info("enforcing the rules in \(file): \(RulesFile.summary(rules))")
             }
+            let watched = configuration.http.map { _ in
+                Watched(names: configuration.listeners.enumerated().map { $1.displayName(index: $0) })
+            }
             let server: RelayServer
             do {
-                server = try RelayServer(configuration: configuration, live: live, rules: gate, logger: logger)
+                server = try RelayServer(
+                    configuration: configuration,
+                    live: live,
+                    sinks: watched.map { [$0.board, $0.metrics] } ?? [],
+                    rules: gate,
+                    observer: watched?.metrics,
+                    logger: logger
+                )
                 try await server.bind()
             } catch {
                 Terminal.shared.error("popgate serve: \(error)")
@@ -231,8 +259,25 @@ extension Popgate {
                 load: { try command.relayConfiguration() },
                 logger: logger
             )
+            var services: [any Service] = [server, reload]
+            if let endpoint = configuration.http, let watched {
+                if !LiveHTTP.isLoopback(endpoint.host), configuration.httpToken == nil {
+                    logger.warning(
+                        "the live page on \(endpoint) is open to anyone who reaches it: give --http-token (or http-token:)"
+                    )
+                }
+                services.append(
+                    LiveHTTP(
+                        settings: .init(endpoint: endpoint, token: configuration.httpToken),
+                        board: watched.board,
+                        metrics: watched.metrics,
+                        readiness: { await server.readiness() },
+                        logger: logger
+                    )
+                )
+            }
             let group = ServiceGroup(
-                services: [server, reload],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
@@ -327,6 +372,14 @@ extension Popgate {
                 )
             }
             if let rules { configuration.rules = rules }
+            if let http {
+                do { configuration.http = try LiveHTTP.endpoint(parsing: http) } catch {
+                    throw ConfigFile.Problem(description: "--http: \(error)")
+                }
+            }
+            if let token = self.httpToken ?? ProcessInfo.processInfo.environment["POPGATE_HTTP_TOKEN"], !token.isEmpty {
+                configuration.httpToken = token
+            }
             if !self.proxyTrusted.isEmpty {
                 configuration.proxyTrusted = AddressSet(
                     try self.proxyTrusted.map { text in
