@@ -284,10 +284,16 @@ public final class LiveBoard: ConversationSink {
     }
 
     public func sessionEnded(_ info: SessionInfo, time: Double, summary: SessionSummary) {
+        self.sessionEnded(info, time: time, summary: summary, described: summary.description)
+    }
+
+    /// `described`: the end record's text, when the one who saw the session says more than its summary (a
+    /// capture's reassembly figures).
+    public func sessionEnded(_ info: SessionInfo, time: Double, summary: SessionSummary, described: String) {
         self.state.withLockedValue { state in
             guard var session = state.sessions[info.id] else { return }
             _ = Self.render(&session, limit: self.limits.recordsPerSession)
-            let end = session.renderer.end(time: time, summary: summary.description)
+            let end = session.renderer.end(time: time, summary: described)
             Self.keep(end, in: &session, limit: self.limits.recordsPerSession)
             session.summary.ended = time
             session.summary.ending = summary.ending ?? "closed"

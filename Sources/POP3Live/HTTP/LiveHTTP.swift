@@ -12,8 +12,8 @@ import ServiceLifecycle
 public struct LiveHTTP: Service {
     public struct Settings: Sendable {
         public var endpoint: Endpoint
-        /// When set, everything but the health checks wants `Authorization: Bearer TOKEN` (or `?token=TOKEN`,
-        /// which is how the page's own requests and EventSource carry it).
+        /// When set, everything but the health checks wants `Authorization: Bearer TOKEN`, or `?token=TOKEN` (the
+        /// page's address), after which a cookie carries it for the page's own requests.
         public var token: String?
         /// What the page calls this view: `gateway` or `capture`.
         public var mode: String
@@ -76,7 +76,7 @@ public struct LiveHTTP: Service {
         }
     }
 
-    static func url(_ address: SocketAddress) -> String {
+    public static func url(_ address: SocketAddress) -> String {
         let host = address.ipAddress ?? "?"
         let shown = host.contains(":") ? "[\(host)]" : host
         return "http://\(shown):\(address.port ?? 0)/"
@@ -170,8 +170,9 @@ public struct LiveHTTP: Service {
     }
 }
 
-/// With a token, every request but the health checks carries it: `Authorization: Bearer TOKEN`, or `token=TOKEN`
-/// in the query (the page's own requests, as EventSource cannot set headers). Compared in constant time.
+/// With a token, every request but the health checks carries it: `Authorization: Bearer TOKEN` (scripts,
+/// Prometheus), `token=TOKEN` in the query (the page's address), or the cookie that the query sets (the page's
+/// scripts and its EventSource, which cannot set headers). Compared in constant time.
 struct BearerToken: RouterMiddleware {
     typealias Context = BasicRequestContext
     let token: String?
@@ -184,10 +185,11 @@ struct BearerToken: RouterMiddleware {
         guard let token, request.uri.path != "/healthz", request.uri.path != "/readyz" else {
             return try await next(request, context)
         }
+        let query = request.uri.queryParameters.get("token").map { String($0) }
         let offered =
             request.headers[.authorization].flatMap { value -> String? in
                 value.hasPrefix("Bearer ") ? String(value.dropFirst(7)) : nil
-            } ?? request.uri.queryParameters.get("token").map { String($0) }
+            } ?? query ?? Self.cookie(request.headers[.cookie])
         guard let offered, Self.same(offered, token) else {
             var headers = HTTPFields()
             headers[.wwwAuthenticate] = "Bearer realm=\"popgate\""
@@ -196,11 +198,29 @@ struct BearerToken: RouterMiddleware {
                 status: .unauthorized,
                 headers: headers,
                 body: ResponseBody(
-                    byteBuffer: ByteBuffer(string: "a bearer token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n")
+                    byteBuffer: ByteBuffer(
+                        string: "a bearer token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n"
+                    )
                 )
             )
         }
-        return try await next(request, context)
+        var response = try await next(request, context)
+        // The page's own scripts, styles and stream then carry it without putting it in every address.
+        if query != nil {
+            response.headers[.setCookie] = "\(Self.cookieName)=\(offered); Path=/; HttpOnly; SameSite=Strict"
+        }
+        return response
+    }
+
+    static let cookieName = "popgate_token"
+
+    static func cookie(_ header: String?) -> String? {
+        guard let header else { return nil }
+        for part in header.split(separator: ";") {
+            let pair = part.trimmingPrefix(" ")
+            if pair.hasPrefix(Self.cookieName + "=") { return String(pair.dropFirst(Self.cookieName.count + 1)) }
+        }
+        return nil
     }
 
     static func same(_ a: String, _ b: String) -> Bool {

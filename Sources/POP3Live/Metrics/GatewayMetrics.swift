@@ -58,13 +58,25 @@ public final class GatewayMetrics: ConversationSink, RelayObserver {
         self.factory = factory
         var commands: [String: CoreMetrics.Counter] = [:]
         for verb in Self.verbs {
-            commands[verb] = CoreMetrics.Counter(label: "popgate_commands_total", dimensions: [("verb", verb)], factory: factory)
+            commands[verb] = CoreMetrics.Counter(
+                label: "popgate_commands_total",
+                dimensions: [("verb", verb)],
+                factory: factory
+            )
         }
         self.commands = commands
-        self.otherCommand = CoreMetrics.Counter(label: "popgate_commands_total", dimensions: [("verb", "other")], factory: factory)
+        self.otherCommand = CoreMetrics.Counter(
+            label: "popgate_commands_total",
+            dimensions: [("verb", "other")],
+            factory: factory
+        )
         var replies: [String: CoreMetrics.Counter] = [:]
         for status in ["ok", "err", "continuation", "not_a_reply"] {
-            replies[status] = CoreMetrics.Counter(label: "popgate_replies_total", dimensions: [("status", status)], factory: factory)
+            replies[status] = CoreMetrics.Counter(
+                label: "popgate_replies_total",
+                dimensions: [("status", status)],
+                factory: factory
+            )
         }
         self.replies = replies
         var anomalies: [Rule: CoreMetrics.Counter] = [:]
@@ -117,7 +129,11 @@ public final class GatewayMetrics: ConversationSink, RelayObserver {
                 }
             }
             let made = Listener(
-                opened: CoreMetrics.Counter(label: "popgate_sessions_opened_total", dimensions: dimensions, factory: factory),
+                opened: CoreMetrics.Counter(
+                    label: "popgate_sessions_opened_total",
+                    dimensions: dimensions,
+                    factory: factory
+                ),
                 open: CoreMetrics.Meter(label: "popgate_sessions_open", dimensions: dimensions, factory: factory),
                 ended: ended,
                 endedOther: CoreMetrics.Counter(
@@ -125,7 +141,11 @@ public final class GatewayMetrics: ConversationSink, RelayObserver {
                     dimensions: dimensions + [("ending", "other")],
                     factory: factory
                 ),
-                connect: CoreMetrics.Timer(label: "popgate_upstream_connect_seconds", dimensions: dimensions, factory: factory),
+                connect: CoreMetrics.Timer(
+                    label: "popgate_upstream_connect_seconds",
+                    dimensions: dimensions,
+                    factory: factory
+                ),
                 handshakes: handshakes
             )
             all[name] = made

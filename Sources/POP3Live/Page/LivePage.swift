@@ -14,7 +14,7 @@ enum LivePage {
         </head>
         <body>
         <header>
-          <h1>popgate <span id="mode">live</span></h1>
+          <h1>popgate <span id="mode">gateway</span></h1>
           <span id="status" class="status">connecting…</span>
           <button id="pause" type="button">Pause</button>
           <label><input id="anomalies-only" type="checkbox"> anomalies only</label>
@@ -108,7 +108,8 @@ enum LivePage {
           const $ = (id) => document.getElementById(id);
           const sessions = new Map();
           let selected = null, paused = false, held = [], source = null;
-          let missedBefore = 0, missedNow = 0, mode = "gateway", stepAt = -1;
+          let missedBefore = 0, missedNow = 0, mode = "gateway", stepAt = -1, trimmed = 0;
+          const KEPT = 5000;
 
           function el(tag, cls, text) {
             const node = document.createElement(tag);
@@ -203,16 +204,38 @@ enum LivePage {
             li.title = r.time || "";
             $("transcript").appendChild(li);
             if (r.kind === "state" && sessions.has(r.session)) diagram(r.state);
-            if (mode === "capture") applyStep();
-            else if (!paused) li.scrollIntoView({ block: "nearest" });
+            const box = $("transcript");
+            if (mode === "capture") {
+              if (stepAt >= 0 && box.children.length - 1 > stepAt) li.classList.add("hidden-step");
+              stepCounter();
+            } else {
+              if (!paused) follow_bottom();
+              if (box.children.length > KEPT) { box.firstChild.remove(); trimmed++; showTrimmed(); }
+            }
+          }
+          // One scroll a frame, not one a line: a busy session brings thousands of lines a second.
+          let scrolling = false;
+          function follow_bottom() {
+            if (scrolling) return;
+            scrolling = true;
+            requestAnimationFrame(() => { scrolling = false; const box = $("transcript"); box.scrollTop = box.scrollHeight; });
+          }
+          function showTrimmed() {
+            const d = $("dropped");
+            d.hidden = false;
+            d.textContent = trimmed + " earlier lines are no longer shown (the page keeps the last " + KEPT + "); /api/sessions/" + selected + " has more";
+          }
+          function stepCounter() {
+            const items = $("transcript").children;
+            $("step-at").textContent = stepAt < 0 ? "" : "line " + (stepAt + 1) + " of " + items.length;
           }
           function applyStep() {
             const items = $("transcript").children;
-            if (stepAt < 0) { for (const li of items) li.classList.remove("hidden-step"); $("step-at").textContent = ""; return; }
+            if (stepAt < 0) { for (const li of items) li.classList.remove("hidden-step"); stepCounter(); return; }
             for (let i = 0; i < items.length; i++) items[i].classList.toggle("hidden-step", i > stepAt);
-            $("step-at").textContent = "line " + (stepAt + 1) + " of " + items.length;
+            stepCounter();
             const last = items[Math.min(stepAt, items.length - 1)];
-            if (last) last.scrollIntoView({ block: "nearest" });
+            if (last) { const box = $("transcript"); box.scrollTop = last.offsetTop - box.offsetTop - box.clientHeight / 2; }
           }
           function handle(kind, data) {
             if (kind === "session") session(data);
@@ -238,6 +261,7 @@ enum LivePage {
             selected = id;
             $("transcript").replaceChildren();
             $("dropped").hidden = true;
+            trimmed = 0;
             stepAt = mode === "capture" ? 0 : -1;
             for (const tr of document.querySelectorAll("#sessions tr")) tr.classList.toggle("selected", tr.dataset.id === id);
             const s = sessions.get(id);
@@ -257,7 +281,7 @@ enum LivePage {
           $("step-all").addEventListener("click", () => { stepAt = -1; applyStep(); });
           fetch(api("/api/sessions")).then((r) => r.json()).then((body) => {
             mode = body.mode;
-            $("mode").textContent = mode === "capture" ? "capture" : "live";
+            $("mode").textContent = mode;
             $("steps").hidden = mode !== "capture";
             for (const s of body.sessions.slice().reverse()) session(s);
             const wanted = decodeURIComponent(location.hash.substring(1));

@@ -249,9 +249,10 @@ public final class RelayServer: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [self] channel in
                 var settings = self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
-                settings.listenerName = self.configuration.listeners[safe: listenerIndex]?.displayName(
-                    index: listenerIndex
-                ) ?? "listener\(listenerIndex + 1)"
+                settings.listenerName =
+                    self.configuration.listeners[safe: listenerIndex]?.displayName(
+                        index: listenerIndex
+                    ) ?? "listener\(listenerIndex + 1)"
                 // The certificates in force now: a reload changes them for the connections after it.
                 let tls = terminatesTLS ? self.tls.withLockedValue { $0[listenerIndex] } : nil
                 settings.upstreamTLS = self.upstreamTLS[listenerIndex]

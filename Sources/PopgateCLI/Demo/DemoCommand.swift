@@ -5,9 +5,11 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import POP3Core
+import POP3Live
 import POP3NIO
 import POP3Relay
 import POP3Server
+import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
@@ -34,6 +36,8 @@ extension Popgate {
                       telnet 127.0.0.1 1110
                       curl pop3://alice:wonderland@127.0.0.1:1110/1
                   popgate demo --once --format json | jq .
+                  popgate demo --http 8110
+                      then open http://127.0.0.1:8110/ and watch each session as it happens (the classroom view)
                 """
         )
 
@@ -61,12 +65,22 @@ extension Popgate {
         @Option(help: "The demo user, as NAME:PASSWORD.")
         var user = "alice:wonderland"
 
+        @Option(help: "Serve the live page (and /metrics) on HOST:PORT, loopback only (a bare PORT: 127.0.0.1).")
+        var http: String?
+
         func validate() throws {
             guard self.host == "localhost" || self.host.hasPrefix("127.") || self.host == "::1" else {
                 throw ValidationError("the demo listens on loopback only (127.0.0.0/8 or ::1), not \(self.host)")
             }
             guard self.user.contains(":") else { throw ValidationError("--user takes NAME:PASSWORD") }
             if let port, !(0...65535).contains(port) { throw ValidationError("--port must be 0 to 65535") }
+            if let http {
+                let endpoint = try LiveHTTP.endpoint(parsing: http)
+                guard LiveHTTP.isLoopback(endpoint.host) else {
+                    throw ValidationError("the demo's page listens on loopback only, not \(endpoint.host)")
+                }
+                guard !self.once else { throw ValidationError("--http keeps the demo running: leave out --once") }
+            }
         }
 
         func run() async throws {
@@ -89,6 +103,7 @@ extension Popgate {
                 format: self.format,
                 color: self.color.enabled(for: terminal),
                 bodies: self.bodies,
+                http: try self.http.map(LiveHTTP.endpoint(parsing:)),
                 output: { terminal.write($0) }
             )
         }
@@ -102,6 +117,7 @@ extension Popgate {
             format: TranscriptRenderer.Format,
             color: Bool,
             bodies: Bool,
+            http: Endpoint? = nil,
             output: @escaping @Sendable ([String]) -> Void
         ) async throws {
             guard let (name, password) = configuration.users.first else {
@@ -139,9 +155,18 @@ extension Popgate {
             relay.shutdownGrace = .seconds(1)
             var logger = Logger(label: "popgate-demo")
             logger.logLevel = .error
+            let watched = http.map { _ in Watched(names: ["demo"]) }
+            relay.listeners[0].name = "demo"
             let gateway: RelayServer
             do {
-                gateway = try RelayServer(configuration: relay, live: printer, logger: logger, group: group)
+                gateway = try RelayServer(
+                    configuration: relay,
+                    live: printer,
+                    sinks: watched.map { [$0.board, $0.metrics] } ?? [],
+                    observer: watched?.metrics,
+                    logger: logger,
+                    group: group
+                )
                 try await gateway.bind()
             } catch {
                 try? await upstream.stop()
@@ -187,7 +212,27 @@ extension Popgate {
                         "Stop with Ctrl-C.",
                     ])
                 }
-                await waitForInterrupt()
+                if let http, let watched {
+                    let page = LiveHTTP(
+                        settings: .init(endpoint: http),
+                        board: watched.board,
+                        metrics: watched.metrics,
+                        readiness: { await gateway.readiness() },
+                        logger: logger,
+                        bound: { address in
+                            guard let address else { return }
+                            output(["The live page: \(LiveHTTP.url(address))"])
+                        }
+                    )
+                    let services = ServiceGroup(
+                        services: [page],
+                        gracefulShutdownSignals: [.sigterm, .sigint],
+                        logger: logger
+                    )
+                    try await services.run()
+                } else {
+                    await waitForInterrupt()
+                }
                 if format == .text { output(["", "popgate demo: stopped."]) }
             }
             await gateway.shutdown()

@@ -1,6 +1,17 @@
 import ArgumentParser
+import Logging
 import POP3Capture
 import POP3Core
+import POP3Live
+import POP3NIO
+import POP3Relay
+import ServiceLifecycle
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 
 extension Popgate {
     struct Inspect: AsyncParsableCommand {
@@ -17,6 +28,8 @@ extension Popgate {
                   popgate inspect --summary ../shared/captures/zeek/pop3.pcap
                   popgate inspect --port 1110 --format json capture.pcapng | jq 'select(.kind=="anomaly")'
                   popgate inspect --anomalies-only --filter "host 192.0.2.7" big.pcap
+                  popgate inspect session.pcap --http 8110
+                      (then open http://127.0.0.1:8110/ to step through each session line by line; Ctrl-C stops)
 
                 Exit codes: 0 when every file was read, 2 when one is missing, not a capture, truncated or of an \
                 unsupported link type (the sessions read before the damage are still printed).
@@ -58,6 +71,18 @@ extension Popgate {
         @OptionGroup(title: "Reassembly memory")
         var reassembly: ReassemblyOptions
 
+        @Option(help: "After reading, serve the sessions on the live page at HOST:PORT (a bare PORT: 127.0.0.1).")
+        var http: String?
+
+        @Option(help: "A bearer token the page and its API want (default: $POPGATE_HTTP_TOKEN, else none).")
+        var httpToken: String?
+
+        func validate() throws {
+            if let http {
+                do { _ = try LiveHTTP.endpoint(parsing: http) } catch { throw ValidationError("--http: \(error)") }
+            }
+        }
+
         func run() async throws {
             var options = self.reassembly.options(ports: self.ports)
             options.annotate = !self.summary && !self.anomaliesOnly
@@ -66,6 +91,11 @@ extension Popgate {
             var number = 0
             var totals = Totals()
             var undecoded: [String] = []
+            // Every session kept whole: a capture's page is for stepping through, not a bounded live view.
+            var limits = LiveBoard.Limits()
+            limits.recordsPerSession = 1_000_000
+            limits.recentSessions = 1_000_000
+            let board = self.http.map { _ in LiveBoard(limits: limits) }
             for file in self.files {
                 let inspector = CaptureInspector(options: options)
                 do {
@@ -95,6 +125,7 @@ extension Popgate {
                         )
                     )
                     totals.add(session)
+                    board.map { Self.show(session, id: exported ?? String(number), on: $0) }
                 }
             }
             if self.summary {
@@ -102,7 +133,53 @@ extension Popgate {
                     [totals.line(self.format)] + undecoded.map { self.format == .text ? $0 : Self.undecodedRecord($0) }
                 )
             }
+            if let board, let http {
+                try await self.serve(board, at: try LiveHTTP.endpoint(parsing: http))
+            }
             if failed { throw ExitCode(2) }
+        }
+
+        /// A capture's session on the board, as the relay would have shown it.
+        static func show(_ session: CaptureInspector.Session, id: String, on board: LiveBoard) {
+            var info = SessionInfo(id: id, client: session.client.description, server: session.serverLabel)
+            info.listener = "capture"
+            board.sessionStarted(info, time: session.started)
+            for (time, event) in session.events { board.events([event], session: info, time: time) }
+            let summary = SessionSummary(
+                clientOctets: session.clientOctets,
+                serverOctets: session.serverOctets,
+                commands: session.machine.commandCount,
+                anomalies: session.events.filter { if case .anomaly = $0.event { true } else { false } }.count,
+                finalState: session.machine.state,
+                ending: session.captureEnded ? "the capture ended, the connection still open" : nil
+            )
+            board.sessionEnded(
+                info,
+                time: session.events.last?.time ?? session.started,
+                summary: summary,
+                described: Self.describe(session)
+            )
+        }
+
+        private func serve(_ board: LiveBoard, at endpoint: Endpoint) async throws {
+            var logger = Logger(label: "popgate")
+            logger.logLevel = .warning
+            let token = self.httpToken ?? ProcessInfo.processInfo.environment["POPGATE_HTTP_TOKEN"]
+            let terminal = Terminal.shared
+            let page = LiveHTTP(
+                settings: .init(endpoint: endpoint, token: token.flatMap { $0.isEmpty ? nil : $0 }, mode: "capture"),
+                board: board,
+                metrics: nil,
+                logger: logger,
+                bound: { address in
+                    guard let address else { return }
+                    terminal.error(
+                        "popgate inspect: the live page of this capture is on \(LiveHTTP.url(address)) (Ctrl-C stops)"
+                    )
+                }
+            )
+            let group = ServiceGroup(services: [page], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            try await group.run()
         }
 
         /// Feeds every TCP segment of `file` to `inspector`; throws on damage after feeding what came before.

@@ -60,7 +60,10 @@ enum ConfigFile {
     /// A listener's name: what Prometheus accepts in a label value without quoting worries, and short.
     static func validName(_ name: String) -> Bool {
         !name.isEmpty && name.count <= 64
-            && name.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "-" || $0 == "_" }
+            && name.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "-"
+                    || $0 == "_"
+            }
     }
 
     /// Applies `text` (the file at `path`) on top of `configuration`.
@@ -115,7 +118,10 @@ enum ConfigFile {
             )
             if let value = map["name"] {
                 guard let name = value as? String, Self.validName(name) else {
-                    throw problem(sub("name"), "expected a name of letters, digits, - and _ (it becomes a metrics label)")
+                    throw problem(
+                        sub("name"),
+                        "expected a name of letters, digits, - and _ (it becomes a metrics label)"
+                    )
                 }
                 listener.name = name
             }
