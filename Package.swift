@@ -170,6 +170,7 @@ let package = Package(
             dependencies: ["POP3Core", "CPOP3Scan", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(name: "POP3RulesTests", dependencies: ["POP3Rules"]),
+        .testTarget(name: "POP3LiveTests", dependencies: ["POP3Live", "POP3Core", "POP3NIO", "POP3Relay"]),
         .testTarget(
             name: "POP3NIOTests",
             dependencies: [

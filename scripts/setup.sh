@@ -28,7 +28,7 @@ fi
 # page linter, zsh for the completions). Without their recommends, which bring a desktop's worth.
 if [ "$purpose" = test ]; then
   extra=()
-  for p in chromium chromium-driver prometheus mandoc zsh python3-pip; do
+  for p in chromium chromium-driver prometheus mandoc zsh python3-pip systemd; do
     dpkg -s "$p" >/dev/null 2>&1 || extra+=("$p")
   done
   if [ ${#extra[@]} -gt 0 ]; then

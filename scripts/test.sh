@@ -19,5 +19,7 @@ echo "== swift test"
 swift test --skip-build --skip lowDescriptorLimit
 echo "== swift test (alone: a gateway out of descriptors)"
 swift test --skip-build --filter lowDescriptorLimit
+echo "== the operator's kit (man page, completions, systemd unit)"
+bash scripts/check-kit.sh
 echo "== fuzz smoke (each libFuzzer target a few seconds; scripts/fuzz.sh SECONDS for a longer run)"
 bash scripts/fuzz.sh --smoke

@@ -188,6 +188,34 @@ struct LivePageTests {
         #expect(try await prometheus.targetUp())
     }
 
+    @Test("--log-format json: every log line one JSON object, the session's end with its id, no password")
+    func jsonLogs() async throws {
+        let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
+        let gateway = try await Gateway(dovecot: dovecot.port, extra: ["--log-format", "json"])
+        defer {
+            Task {
+                await gateway.stop()
+                await dovecot.stop()
+            }
+        }
+        _ = try await gateway.curl("/1")
+        var ended: [String: Any]?
+        for _ in 0..<100 where ended == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            let lines = gateway.output.split(separator: "\n").map(String.init)
+            for line in lines {
+                let object = try Self.json(line)
+                #expect(object["time"] is String && object["level"] is String && object["message"] is String)
+                if (object["message"] as? String)?.hasPrefix("session ended") == true { ended = object }
+            }
+        }
+        let line = try #require(ended, "no session line in \(gateway.output)")
+        #expect((line["session"] as? String)?.isEmpty == false)
+        #expect(line["level"] as? String == "info")
+        #expect(line["commands"] as? String != nil)
+        #expect(!gateway.output.contains("wonderland"))
+    }
+
     @Test("a bearer token guards the page, the API and /metrics, not the health checks")
     func token() async throws {
         let dovecot = try Dovecot()

@@ -53,6 +53,14 @@ public struct CommandEvent: Sendable, Hashable {
     public var secretRange: Range<Int>?
     /// What this command does, with its RFC section.
     public var note: String
+
+    public init(verb: String, command: Command?, text: String, secretRange: Range<Int>? = nil, note: String) {
+        self.verb = verb
+        self.command = command
+        self.text = text
+        self.secretRange = secretRange
+        self.note = note
+    }
 }
 
 /// A client line inside an AUTH exchange (RFC 5034 §4): a SASL response or `*` to cancel.
