@@ -7,6 +7,8 @@
 // NIO glue relay.
 // --tls: every relay terminates TLS for the clients (popgate --listen-tls, haproxy's ssl bind, nginx's mail ssl
 // listener), each client does a full handshake per session, and openssl s_time measures resumption.
+// --page: popgate also with --http and no viewer, and with --http and a viewer reading the live stream of every
+// session (what the page's list receives), so the cost of the page shows beside the same run without it.
 
 import Foundation
 import NIOConcurrencyHelpers
@@ -38,6 +40,9 @@ let transcriptsIn = arguments.firstIndex(of: "--transcripts-in").map { arguments
 let withRules = arguments.contains("--rules")
 /// `--proxy`: each popgate also runs behind the PROXY protocol, its clients sending a v1 header first.
 let withProxy = arguments.contains("--proxy")
+let withPage = arguments.contains("--page")
+/// The viewers of `--page`, stopped at the end.
+var viewers: [Child] = []
 /// `--only popgate,haproxy`: measure only the targets whose names start with one of these (direct always runs).
 let only = arguments.firstIndex(of: "--only").map { arguments[$0 + 1].split(separator: ",").map(String.init) }
 let user = "bench"
@@ -336,14 +341,16 @@ let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathCom
     "popgate"
 ).path
 /// `popgate serve` from `path`, relaying to the benchmark's upstream.
-func popgateTarget(
+@MainActor func popgateTarget(
     _ name: String,
     _ path: String,
     log: String,
     transcripts: Bool = false,
     upstreamTLSPort: Int? = nil,
     rules: Bool = false,
-    proxy: Bool = false
+    proxy: Bool = false,
+    http: Bool = false,
+    viewer: Bool = false
 ) throws -> Target {
     let port = try freePort()
     var arguments = [
@@ -352,6 +359,8 @@ func popgateTarget(
     ]
     if rules { arguments += ["--rules", try benchRules()] }
     if proxy { arguments += ["--proxy-protocol", "--proxy-trusted", "127.0.0.1"] }
+    let httpPort = http ? try freePort() : 0
+    if http { arguments += ["--http", "127.0.0.1:\(httpPort)"] }
     if upstreamTLSPort != nil {
         arguments += [
             "--upstream-tls", "implicit", "--upstream-ca", certificate, "--upstream-server-name", "localhost",
@@ -366,6 +375,20 @@ func popgateTarget(
         arguments += ["--transcripts", base.appendingPathComponent("popgate-bench-\(getpid())-\(log)").path]
     }
     let child = try Child(log, path, arguments, log: temporary.appendingPathComponent("\(log).log").path)
+    if viewer, let curl = which("curl") {
+        // A viewer that keeps reading: every session's list updates, as the page gets them.
+        viewers.append(
+            try Child(
+                "\(log)-viewer",
+                curl,
+                [
+                    "-sN", "--retry", "50", "--retry-connrefused", "--retry-delay", "0", "-o", "/dev/null",
+                    "http://127.0.0.1:\(httpPort)/api/stream",
+                ],
+                log: temporary.appendingPathComponent("\(log)-viewer.log").path
+            )
+        )
+    }
     return Target(name: name, port: port, child: child, proxy: proxy)
 }
 /// haproxy relaying TCP from `port` to the embedded server, with TLS on its listening side when `tls`.
@@ -429,6 +452,12 @@ if FileManager.default.isExecutableFile(atPath: popgate) {
     }
     if withTranscripts {
         targets.append(try popgateTarget("popgate +transcripts", popgate, log: "popgate-t", transcripts: true))
+    }
+    if withPage {
+        targets.append(try popgateTarget("popgate +http, no viewer", popgate, log: "popgate-h", http: true))
+        targets.append(
+            try popgateTarget("popgate +http, a viewer", popgate, log: "popgate-hv", http: true, viewer: true)
+        )
     }
     // TLS on both sides: the upstream's TLS end is a haproxy in front of the embedded server (which has none).
     if tlsMode, let path = which("haproxy") {
@@ -643,6 +672,7 @@ if tlsMode {
     }
 }
 
+for viewer in viewers { viewer.stop() }
 for target in targets { target.child?.stop() }
 upstreamTLSFront?.stop()
 try? await upstream.stop()

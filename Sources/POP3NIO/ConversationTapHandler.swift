@@ -12,6 +12,12 @@ public protocol ConversationSink: Sendable {
     func sessionStarted(_ session: SessionInfo, time: Double)
     func events(_ events: [ConversationEvent], session: SessionInfo, time: Double)
     func sessionEnded(_ session: SessionInfo, time: Double, summary: SessionSummary)
+    /// The login named its user (USER, APOP, AUTH PLAIN's authcid, LOGIN's first response): for live views.
+    func userIdentified(_ user: String, session: SessionInfo)
+}
+
+extension ConversationSink {
+    public func userIdentified(_ user: String, session: SessionInfo) {}
 }
 
 /// Who a session is between.

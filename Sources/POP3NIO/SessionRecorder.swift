@@ -12,6 +12,7 @@ public struct SessionRecorder {
     public private(set) var anomalies = 0
     private var started = false
     private var startTime = 0.0
+    private var user: String?
     private var ended = false
 
     public init(sink: (any ConversationSink)?, info: SessionInfo) {
@@ -36,6 +37,13 @@ public struct SessionRecorder {
         if let listener { self.info.listener = listener }
         if let server { self.info.server = server }
         self.sink?.sessionStarted(self.info, time: time)
+    }
+
+    /// Tells the sinks the session's user, once, when the login has named it.
+    public mutating func identified(_ user: String?) {
+        guard let user, user != self.user, let sink = self.sink else { return }
+        self.user = user
+        sink.userIdentified(user, session: self.info)
     }
 
     public mutating func record(_ events: [ConversationEvent], time: Double) {

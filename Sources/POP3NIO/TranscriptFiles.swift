@@ -132,4 +132,8 @@ public struct SinkFanOut: ConversationSink {
     public func sessionEnded(_ session: SessionInfo, time: Double, summary: SessionSummary) {
         for sink in self.sinks { sink.sessionEnded(session, time: time, summary: summary) }
     }
+
+    public func userIdentified(_ user: String, session: SessionInfo) {
+        for sink in self.sinks { sink.userIdentified(user, session: session) }
+    }
 }

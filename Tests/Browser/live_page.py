@@ -8,6 +8,7 @@ thing that is not as it should be. The POP3 clients here are Python's poplib and
 import argparse
 import poplib
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -133,6 +134,14 @@ def gateway(args):
         passes = [li for li in transcript(driver) if li["kind"] == "command" and li["text"].startswith("PASS")]
         if not passes or "*" not in passes[0]["text"]:
             fail("the PASS line is not shown masked: " + repr(passes))
+        # curl through the gateway: its session appears and ends as the client quit.
+        known = {row["id"] for row in rows(driver)}
+        listing = subprocess.run(["curl", "-sS", "--max-time", "10", "-u", "%s:%s" % (args.user, args.password),
+                                  "pop3://%s:%s/" % (host, port)], capture_output=True, text=True)
+        if listing.returncode != 0:
+            fail("curl through the gateway failed: " + listing.stderr)
+        wait("curl's session", lambda: [r for r in rows(driver) if r["id"] not in known and not r["open"]
+                                        and args.user in r["text"] and "the client quit" in r["text"]])
         requests = same_origin_only(driver, args.page)
         if args.screenshot:
             driver.save_screenshot(args.screenshot)

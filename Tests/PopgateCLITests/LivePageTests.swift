@@ -65,6 +65,18 @@ struct LivePageTests {
         }
     }
 
+    /// Runs `body`, then `cleanup` whether or not it threw: the processes a test started are stopped by their
+    /// pid before the test ends (a detached task in a defer may never run).
+    static func cleaning(_ cleanup: () async -> Void, _ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch {
+            await cleanup()
+            throw error
+        }
+        await cleanup()
+    }
+
     static func json(_ text: String) throws -> [String: Any] {
         try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "not JSON: \(text)")
     }
@@ -79,33 +91,34 @@ struct LivePageTests {
     func api() async throws {
         let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
         let gateway = try await Gateway(dovecot: dovecot.port)
-        defer {
-            Task {
-                await gateway.stop()
-                await dovecot.stop()
-            }
+        try await Self.cleaning({
+            await gateway.stop()
+            await dovecot.stop()
+        }) {
+            let listing = try await gateway.curl()
+            #expect(listing.hasPrefix("1 "), "\(listing)")
+            let (status, body) = try await gateway.get("/api/sessions")
+            #expect(status == 200)
+            let sessions = try #require(try Self.json(body)["sessions"] as? [[String: Any]])
+            #expect(sessions.count == 1)
+            let session = try #require(sessions.first)
+            #expect(session["client"] as? String != nil)
+            #expect(session["ending"] as? String == "the client quit")
+            #expect(session["open"] as? Bool == false)
+            #expect((session["commands"] as? Int ?? 0) >= 3)
+            let id = try #require(session["id"] as? String)
+            let (one, detail) = try await gateway.get("/api/sessions/\(id)")
+            #expect(one == 200)
+            let records = try #require(try Self.json(detail)["records"] as? [[String: Any]])
+            let kinds = records.compactMap { $0["kind"] as? String }
+            #expect(kinds.first == "session-start" && kinds.last == "session-end")
+            #expect(
+                records.contains { ($0["kind"] as? String) == "state" && ($0["state"] as? String) == "transaction" }
+            )
+            #expect(!detail.contains("wonderland"), "the password is in the API")
+            #expect(try await gateway.get("/api/sessions/nonesuch").0 == 404)
+            #expect(try await gateway.get("/healthz") == (200, "ok\n"))
         }
-        let listing = try await gateway.curl()
-        #expect(listing.hasPrefix("1 "), "\(listing)")
-        let (status, body) = try await gateway.get("/api/sessions")
-        #expect(status == 200)
-        let sessions = try #require(try Self.json(body)["sessions"] as? [[String: Any]])
-        #expect(sessions.count == 1)
-        let session = try #require(sessions.first)
-        #expect(session["client"] as? String != nil)
-        #expect(session["ending"] as? String == "the client quit")
-        #expect(session["open"] as? Bool == false)
-        #expect((session["commands"] as? Int ?? 0) >= 3)
-        let id = try #require(session["id"] as? String)
-        let (one, detail) = try await gateway.get("/api/sessions/\(id)")
-        #expect(one == 200)
-        let records = try #require(try Self.json(detail)["records"] as? [[String: Any]])
-        let kinds = records.compactMap { $0["kind"] as? String }
-        #expect(kinds.first == "session-start" && kinds.last == "session-end")
-        #expect(records.contains { ($0["kind"] as? String) == "state" && ($0["state"] as? String) == "transaction" })
-        #expect(!detail.contains("wonderland"), "the password is in the API")
-        #expect(try await gateway.get("/api/sessions/nonesuch").0 == 404)
-        #expect(try await gateway.get("/healthz") == (200, "ok\n"))
     }
 
     @Test(
@@ -128,37 +141,86 @@ struct LivePageTests {
             listen: false
         )
         let http = try await Gateway.httpPort(log: log, process: process)
-        defer {
-            Task {
-                await process.stop()
-                await dovecot.stop()
-                try? FileManager.default.removeItem(atPath: log)
+        try await Self.cleaning({
+            await process.stop()
+            await dovecot.stop()
+            try? FileManager.default.removeItem(atPath: log)
+        }) {
+            for _ in 0..<3 {
+                _ = try await runShell("curl -sS --max-time 10 -u alice:wonderland pop3://127.0.0.1:\(port)/")
+            }
+            _ = try await runShell("printf 'FROB\\r\\nQUIT\\r\\n' | curl -sS --max-time 5 telnet://127.0.0.1:\(port)")
+            try await Task.sleep(for: .milliseconds(300))
+            let text = try await runShell("curl -sS --max-time 10 http://127.0.0.1:\(http)/metrics")
+            #expect(text.contains("popgate_sessions_opened_total{listener=\"front\"} 4"), "\(text)")
+            #expect(text.contains("popgate_sessions_ended_total{listener=\"front\",ending=\"client_quit\"} 4"))
+            #expect(text.contains("popgate_sessions_open{listener=\"front\"} 0"))
+            #expect(
+                text.contains("popgate_commands_total{verb=\"PASS\"} 3")
+                    || text.contains("popgate_commands_total{verb=\"AUTH\"} 3")
+            )
+            #expect(text.contains("popgate_commands_total{verb=\"other\"} 1"), "an unknown verb counts as other")
+            #expect(!text.contains("FROB"), "a verb the client made up became a label")
+            #expect(text.contains("popgate_upstream_connect_seconds_count{listener=\"front\"} 4"))
+            #expect(text.contains("popgate_session_duration_seconds_count 4"))
+            #expect(text.contains("popgate_octets_total{direction=\"from_client\"}"))
+            #expect(
+                text.range(
+                    of: #"popgate_anomalies_total\{rule="R\d+",severity="\w+"\} [1-9]"#,
+                    options: .regularExpression
+                )
+                    != nil
+            )
+            for secret in ["alice", "wonderland", "127.0.0.1"] {
+                #expect(!text.contains(secret), "\(secret) is in the metrics")
             }
         }
-        for _ in 0..<3 {
-            _ = try await runShell("curl -sS --max-time 10 -u alice:wonderland pop3://127.0.0.1:\(port)/")
-        }
-        _ = try await runShell("printf 'FROB\\r\\nQUIT\\r\\n' | curl -sS --max-time 5 telnet://127.0.0.1:\(port)")
-        try await Task.sleep(for: .milliseconds(300))
-        let text = try await runShell("curl -sS --max-time 10 http://127.0.0.1:\(http)/metrics")
-        #expect(text.contains("popgate_sessions_opened_total{listener=\"front\"} 4"), "\(text)")
-        #expect(text.contains("popgate_sessions_ended_total{listener=\"front\",ending=\"client_quit\"} 4"))
-        #expect(text.contains("popgate_sessions_open{listener=\"front\"} 0"))
-        #expect(
-            text.contains("popgate_commands_total{verb=\"PASS\"} 3")
-                || text.contains("popgate_commands_total{verb=\"AUTH\"} 3")
+    }
+
+    @Test("metrics: TLS handshakes with openssl s_client and with garbage, refusals by the rules line that refused")
+    func tlsAndRefusals() async throws {
+        let dovecot = try Dovecot()
+        let certificates = try await TestCertificates.make()
+        let rules = ServeProcessTests.temporary("http-rules") + ".rules"
+        try "allow from 127.0.0.2\ndeny from any\n".write(toFile: rules, atomically: true, encoding: .utf8)
+        let gateway = try await Gateway(
+            dovecot: dovecot.port,
+            extra: ["--cert", certificates.certificate, "--key", certificates.key, "--rules", rules]
         )
-        #expect(text.contains("popgate_commands_total{verb=\"other\"} 1"), "an unknown verb counts as other")
-        #expect(!text.contains("FROB"), "a verb the client made up became a label")
-        #expect(text.contains("popgate_upstream_connect_seconds_count{listener=\"front\"} 4"))
-        #expect(text.contains("popgate_session_duration_seconds_count 4"))
-        #expect(text.contains("popgate_octets_total{direction=\"from_client\"}"))
-        #expect(
-            text.range(of: #"popgate_anomalies_total\{rule="R\d+",severity="\w+"\} [1-9]"#, options: .regularExpression)
-                != nil
-        )
-        for secret in ["alice", "wonderland", "127.0.0.1"] {
-            #expect(!text.contains(secret), "\(secret) is in the metrics")
+        try await Self.cleaning({
+            await gateway.stop()
+            await dovecot.stop()
+            certificates.remove()
+            try? FileManager.default.removeItem(atPath: rules)
+        }) {
+            // STLS answered by the gateway, a full handshake by openssl, then QUIT.
+            let handshake = try await runShell(
+                "(sleep 1; echo QUIT) | timeout 10 openssl s_client -connect 127.0.0.1:\(gateway.port) -starttls pop3 -bind 127.0.0.2 -ign_eof 2>&1"
+            )
+            #expect(handshake.contains("+OK"), "\(handshake)")
+            // STLS, then garbage where the handshake should be.
+            let garbage = try RawSocket(port: gateway.port, from: "127.0.0.2")
+            _ = await garbage.readUntil("\r\n", seconds: 5)
+            garbage.send("STLS\r\n")
+            _ = await garbage.readUntil("\r\n", seconds: 5)
+            garbage.send(String(repeating: "not a TLS hello ", count: 20) + "\r\n")
+            _ = await garbage.readAll(seconds: 5)
+            garbage.close()
+            // Refused by the rules' second line.
+            let refused = try RawSocket(port: gateway.port, from: "127.0.0.3")
+            _ = await refused.readAll(seconds: 5)
+            refused.close()
+            try await Task.sleep(for: .milliseconds(300))
+            let (_, text) = try await gateway.get("/metrics")
+            #expect(
+                text.contains(#"popgate_tls_handshakes_total{listener="listener1",peer="client",result="ok"} 1"#),
+                "\(text)"
+            )
+            #expect(
+                text.contains(#"popgate_tls_handshakes_total{listener="listener1",peer="client",result="failed"} 1"#)
+            )
+            #expect(text.contains("popgate_refusals_total{listener=\"listener1\",rule=\"\(rules):2\"} 1"))
+            #expect(text.contains(#"popgate_sessions_ended_total{listener="listener1",ending="refused"} 1"#))
         }
     }
 
@@ -167,91 +229,91 @@ struct LivePageTests {
         let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
         let gateway = try await Gateway(dovecot: dovecot.port, extra: ["--http-token", "scrape-t0ken"])
         let prometheus = try await Prometheus(scraping: "127.0.0.1:\(gateway.http)", token: "scrape-t0ken")
-        defer {
-            Task {
-                await prometheus.stop()
-                await gateway.stop()
-                await dovecot.stop()
-            }
+        try await Self.cleaning({
+            await prometheus.stop()
+            await gateway.stop()
+            await dovecot.stop()
+        }) {
+            for _ in 0..<3 { _ = try await gateway.curl("/1") }
+            let opened = try await prometheus.wait(for: "sum(popgate_sessions_opened_total)", toBe: 3)
+            #expect(opened == 3)
+            let quit = try await prometheus.wait(
+                for: "sum(popgate_sessions_ended_total{ending=\"client_quit\"})",
+                toBe: 3
+            )
+            #expect(quit == 3)
+            #expect(try await prometheus.value("sum(popgate_commands_total{verb=\"RETR\"})") == 3)
+            #expect(try await prometheus.value("popgate_sessions_open") == 0)
+            #expect(try await prometheus.value("sum(popgate_upstream_connect_seconds_count)") == 3)
+            #expect(try await prometheus.targetUp())
         }
-        for _ in 0..<3 { _ = try await gateway.curl("/1") }
-        let opened = try await prometheus.wait(for: "sum(popgate_sessions_opened_total)", toBe: 3)
-        #expect(opened == 3)
-        let quit = try await prometheus.wait(
-            for: "sum(popgate_sessions_ended_total{ending=\"client_quit\"})",
-            toBe: 3
-        )
-        #expect(quit == 3)
-        #expect(try await prometheus.value("sum(popgate_commands_total{verb=\"RETR\"})") == 3)
-        #expect(try await prometheus.value("popgate_sessions_open") == 0)
-        #expect(try await prometheus.value("sum(popgate_upstream_connect_seconds_count)") == 3)
-        #expect(try await prometheus.targetUp())
     }
 
     @Test("--log-format json: every log line one JSON object, the session's end with its id, no password")
     func jsonLogs() async throws {
         let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
         let gateway = try await Gateway(dovecot: dovecot.port, extra: ["--log-format", "json"])
-        defer {
-            Task {
-                await gateway.stop()
-                await dovecot.stop()
+        try await Self.cleaning({
+            await gateway.stop()
+            await dovecot.stop()
+        }) {
+            _ = try await gateway.curl("/1")
+            var ended: [String: Any]?
+            for _ in 0..<100 where ended == nil {
+                try await Task.sleep(for: .milliseconds(50))
+                let lines = gateway.output.split(separator: "\n").map(String.init)
+                for line in lines {
+                    let object = try Self.json(line)
+                    #expect(object["time"] is String && object["level"] is String && object["message"] is String)
+                    if (object["message"] as? String)?.hasPrefix("session ended") == true { ended = object }
+                }
             }
+            let line = try #require(ended, "no session line in \(gateway.output)")
+            #expect((line["session"] as? String)?.isEmpty == false)
+            #expect(line["level"] as? String == "info")
+            #expect(line["commands"] as? String != nil)
+            #expect(!gateway.output.contains("wonderland"))
         }
-        _ = try await gateway.curl("/1")
-        var ended: [String: Any]?
-        for _ in 0..<100 where ended == nil {
-            try await Task.sleep(for: .milliseconds(50))
-            let lines = gateway.output.split(separator: "\n").map(String.init)
-            for line in lines {
-                let object = try Self.json(line)
-                #expect(object["time"] is String && object["level"] is String && object["message"] is String)
-                if (object["message"] as? String)?.hasPrefix("session ended") == true { ended = object }
-            }
-        }
-        let line = try #require(ended, "no session line in \(gateway.output)")
-        #expect((line["session"] as? String)?.isEmpty == false)
-        #expect(line["level"] as? String == "info")
-        #expect(line["commands"] as? String != nil)
-        #expect(!gateway.output.contains("wonderland"))
     }
 
     @Test("a bearer token guards the page, the API and /metrics, not the health checks")
     func token() async throws {
         let dovecot = try Dovecot()
         let gateway = try await Gateway(dovecot: dovecot.port, extra: ["--http-token", "s3cret-t0ken"])
-        defer {
-            Task {
-                await gateway.stop()
-                await dovecot.stop()
+        try await Self.cleaning({
+            await gateway.stop()
+            await dovecot.stop()
+        }) {
+            for path in ["/", "/api/sessions", "/metrics", "/api/stream"] {
+                let (status, body) = try await gateway.get(path)
+                #expect(status == 401, "\(path): \(status)")
+                #expect(body.contains("bearer token is needed"))
+                #expect(try await gateway.get(path, headers: ["Authorization: Bearer wrong"]).0 == 401)
             }
+            #expect(try await gateway.get("/api/sessions", headers: ["Authorization: Bearer s3cret-t0ken"]).0 == 200)
+            #expect(try await gateway.get("/api/sessions?token=s3cret-t0ken").0 == 200)
+            #expect(try await gateway.get("/healthz").0 == 200)
+            #expect(try await gateway.get("/readyz").0 == 200)
+            let page = try await Self.browser(["token", "--page", gateway.page, "--token", "s3cret-t0ken"])
+            #expect(page.contains("OK refused without the token, live with it"), "\(page)")
+            #expect(!gateway.output.contains("s3cret-t0ken"), "the token is in the log")
         }
-        for path in ["/", "/api/sessions", "/metrics", "/api/stream"] {
-            let (status, body) = try await gateway.get(path)
-            #expect(status == 401, "\(path): \(status)")
-            #expect(body.contains("bearer token is needed"))
-            #expect(try await gateway.get(path, headers: ["Authorization: Bearer wrong"]).0 == 401)
-        }
-        #expect(try await gateway.get("/api/sessions", headers: ["Authorization: Bearer s3cret-t0ken"]).0 == 200)
-        #expect(try await gateway.get("/api/sessions?token=s3cret-t0ken").0 == 200)
-        #expect(try await gateway.get("/healthz").0 == 200)
-        #expect(try await gateway.get("/readyz").0 == 200)
-        let page = try await Self.browser(["token", "--page", gateway.page, "--token", "s3cret-t0ken"])
-        #expect(page.contains("OK refused without the token, live with it"), "\(page)")
-        #expect(!gateway.output.contains("s3cret-t0ken"), "the token is in the log")
     }
 
     @Test("/readyz: ready while the upstream answers, 503 with the reason once it is gone")
     func readiness() async throws {
         let dovecot = try Dovecot()
         let gateway = try await Gateway(dovecot: dovecot.port)
-        defer { Task { await gateway.stop() } }
-        #expect(try await gateway.get("/readyz") == (200, "ready\n"))
-        await dovecot.stop()
-        let (status, body) = try await gateway.get("/readyz")
-        #expect(status == 503)
-        #expect(body.contains("not ready: the upstream 127.0.0.1:\(dovecot.port) cannot be reached"), "\(body)")
-        #expect(try await gateway.get("/healthz").0 == 200, "alive, only not ready")
+        try await Self.cleaning({
+            await gateway.stop()
+        }) {
+            #expect(try await gateway.get("/readyz") == (200, "ready\n"))
+            await dovecot.stop()
+            let (status, body) = try await gateway.get("/readyz")
+            #expect(status == 503)
+            #expect(body.contains("not ready: the upstream 127.0.0.1:\(dovecot.port) cannot be reached"), "\(body)")
+            #expect(try await gateway.get("/healthz").0 == 200, "alive, only not ready")
+        }
     }
 
     @Test(
@@ -260,35 +322,34 @@ struct LivePageTests {
     func page() async throws {
         let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
         let gateway = try await Gateway(dovecot: dovecot.port)
-        defer {
-            Task {
-                await gateway.stop()
-                await dovecot.stop()
-            }
+        try await Self.cleaning({
+            await gateway.stop()
+            await dovecot.stop()
+        }) {
+            let screenshot =
+                ProcessInfo.processInfo.environment["POPGATE_SCREENSHOT"].map { ["--screenshot", $0] } ?? []
+            let output = try await Self.browser(
+                ["gateway", "--page", gateway.page, "--pop", "127.0.0.1:\(gateway.port)"] + screenshot
+            )
+            #expect(output.hasPrefix("OK "), "\(output)")
         }
-        let screenshot = ProcessInfo.processInfo.environment["POPGATE_SCREENSHOT"].map { ["--screenshot", $0] } ?? []
-        let output = try await Self.browser(
-            ["gateway", "--page", gateway.page, "--pop", "127.0.0.1:\(gateway.port)"] + screenshot
-        )
-        #expect(output.hasPrefix("OK "), "\(output)")
     }
 
     @Test("in Chromium: a page that stops reading is told how many events it missed, and the session is not held back")
     func stalledViewer() async throws {
         let dovecot = try Dovecot()
         let gateway = try await Gateway(dovecot: dovecot.port)
-        defer {
-            Task {
-                await gateway.stop()
-                await dovecot.stop()
-            }
+        try await Self.cleaning({
+            await gateway.stop()
+            await dovecot.stop()
+        }) {
+            let output = try await Self.browser(
+                ["stalled", "--page", gateway.page, "--pop", "127.0.0.1:\(gateway.port)", "--commands", "30000"]
+            )
+            #expect(output.hasPrefix("OK missed="), "\(output)")
+            let missed = output.components(separatedBy: "missed=").last.flatMap { Int($0.prefix { $0.isNumber }) } ?? 0
+            #expect(missed > 0)
         }
-        let output = try await Self.browser(
-            ["stalled", "--page", gateway.page, "--pop", "127.0.0.1:\(gateway.port)", "--commands", "30000"]
-        )
-        #expect(output.hasPrefix("OK missed="), "\(output)")
-        let missed = output.components(separatedBy: "missed=").last.flatMap { Int($0.prefix { $0.isNumber }) } ?? 0
-        #expect(missed > 0)
     }
 
     @Test("inspect --http: a capture's sessions on the page, stepped through line by line")
@@ -297,14 +358,13 @@ struct LivePageTests {
         let binary = try #require(popgateBinary())
         let log = ServeProcessTests.temporary("inspect-http")
         let process = try ChildProcess(binary.path, ["inspect", capture, "--http", "127.0.0.1:0"], output: log)
-        defer {
-            Task {
-                await process.stop()
-                try? FileManager.default.removeItem(atPath: log)
-            }
+        try await Self.cleaning({
+            await process.stop()
+            try? FileManager.default.removeItem(atPath: log)
+        }) {
+            let http = try await Gateway.httpPort(log: log, process: process)
+            let output = try await Self.browser(["capture", "--page", "http://127.0.0.1:\(http)/", "--sessions", "5"])
+            #expect(output.hasPrefix("OK sessions=5"), "\(output)")
         }
-        let http = try await Gateway.httpPort(log: log, process: process)
-        let output = try await Self.browser(["capture", "--page", "http://127.0.0.1:\(http)/", "--sessions", "5"])
-        #expect(output.hasPrefix("OK sessions=5"), "\(output)")
     }
 }

@@ -86,9 +86,14 @@ public final class LiveBoard: ConversationSink {
         var droppedRecords = 0
         /// Events not rendered yet, in order.
         var pending: [(Double, ConversationEvent)] = []
+        /// The session's start and end, rendered with the rest when someone asks.
+        var start: (time: Double, info: SessionInfo)?
+        var end: (time: Double, text: String)?
         var followers = 0
     }
 
+    /// A session is taken out of the dictionary while it changes and put back, so that its arrays are not
+    /// copied on every change (the dictionary would otherwise still hold them).
     private struct State {
         var sessions: [String: Session] = [:]
         /// Ended sessions' ids, oldest first.
@@ -137,7 +142,7 @@ public final class LiveBoard: ConversationSink {
     /// A session's summary and its transcript records so far; nil for a session the board does not have.
     public func transcript(_ id: String) -> (summary: Summary, records: [String], dropped: Int)? {
         self.state.withLockedValue { state in
-            guard var session = state.sessions[id] else { return nil }
+            guard var session = state.sessions.removeValue(forKey: id) else { return nil }
             _ = Self.render(&session, limit: self.limits.recordsPerSession)
             state.sessions[id] = session
             return (session.summary, session.records, session.droppedRecords)
@@ -160,7 +165,7 @@ public final class LiveBoard: ConversationSink {
             state.viewers[number] = viewer
             state.listViewers += 1
             for summary in Self.listed(state) { viewer.send(Message(event: "session", data: summary.json)) }
-            if let follow, var session = state.sessions[follow] {
+            if let follow, var session = state.sessions.removeValue(forKey: follow) {
                 session.followers += 1
                 _ = Self.render(&session, limit: self.limits.recordsPerSession)
                 if session.droppedRecords > 0 {
@@ -203,14 +208,6 @@ public final class LiveBoard: ConversationSink {
     // MARK: - ConversationSink
 
     public func sessionStarted(_ info: SessionInfo, time: Double) {
-        var renderer = TranscriptRenderer(session: info.id, format: .json)
-        let records = renderer.start(
-            time: time,
-            client: info.client,
-            server: info.server,
-            via: info.via,
-            gateway: info.gateway
-        )
         let summary = Summary(
             id: info.id,
             client: info.client,
@@ -221,14 +218,18 @@ public final class LiveBoard: ConversationSink {
             started: time
         )
         self.state.withLockedValue { state in
-            state.sessions[info.id] = Session(summary: summary, renderer: renderer, records: records)
+            state.sessions[info.id] = Session(
+                summary: summary,
+                renderer: TranscriptRenderer(session: info.id, format: .json),
+                start: (time, info)
+            )
             self.broadcast(summary, in: state)
         }
     }
 
     public func events(_ events: [ConversationEvent], session info: SessionInfo, time: Double) {
         self.state.withLockedValue { state in
-            guard var session = state.sessions[info.id] else { return }
+            guard var session = state.sessions.removeValue(forKey: info.id) else { return }
             var changed = false
             for event in events {
                 switch event {
@@ -283,6 +284,15 @@ public final class LiveBoard: ConversationSink {
         }
     }
 
+    public func userIdentified(_ user: String, session info: SessionInfo) {
+        self.state.withLockedValue { state in
+            guard var session = state.sessions.removeValue(forKey: info.id) else { return }
+            session.summary.user = user
+            self.broadcast(session.summary, in: state)
+            state.sessions[info.id] = session
+        }
+    }
+
     public func sessionEnded(_ info: SessionInfo, time: Double, summary: SessionSummary) {
         self.sessionEnded(info, time: time, summary: summary, described: summary.description)
     }
@@ -291,10 +301,8 @@ public final class LiveBoard: ConversationSink {
     /// capture's reassembly figures).
     public func sessionEnded(_ info: SessionInfo, time: Double, summary: SessionSummary, described: String) {
         self.state.withLockedValue { state in
-            guard var session = state.sessions[info.id] else { return }
-            _ = Self.render(&session, limit: self.limits.recordsPerSession)
-            let end = session.renderer.end(time: time, summary: described)
-            Self.keep(end, in: &session, limit: self.limits.recordsPerSession)
+            guard var session = state.sessions.removeValue(forKey: info.id) else { return }
+            session.end = (time, described)
             session.summary.ended = time
             session.summary.ending = summary.ending ?? "closed"
             session.summary.state = summary.finalState
@@ -303,8 +311,9 @@ public final class LiveBoard: ConversationSink {
             session.summary.commands = summary.commands
             session.summary.anomalies = summary.anomalies
             if session.followers > 0 {
+                let fresh = Self.render(&session, limit: self.limits.recordsPerSession)
                 for viewer in state.viewers.values where viewer.follow == info.id {
-                    for record in end { viewer.send(Message(event: "record", data: record)) }
+                    for record in fresh { viewer.send(Message(event: "record", data: record)) }
                 }
             }
             state.sessions[info.id] = session
@@ -326,12 +335,27 @@ public final class LiveBoard: ConversationSink {
         for viewer in state.viewers.values { viewer.send(message) }
     }
 
-    /// Renders what is pending; returns the records made.
+    /// Renders what is pending (the start, the events, the end once it came); returns the records made. Only
+    /// for someone who reads them: a session nobody looks at is never rendered.
     private static func render(_ session: inout Session, limit: Int) -> [String] {
-        guard !session.pending.isEmpty else { return [] }
         var fresh: [String] = []
+        if let (time, info) = session.start {
+            session.start = nil
+            fresh += session.renderer.start(
+                time: time,
+                client: info.client,
+                server: info.server,
+                via: info.via,
+                gateway: info.gateway
+            )
+        }
         for (time, event) in session.pending { fresh += session.renderer.render(event, time: time) }
-        session.pending.removeAll(keepingCapacity: true)
+        session.pending.removeAll()
+        if let (time, text) = session.end {
+            session.end = nil
+            fresh += session.renderer.end(time: time, summary: text)
+        }
+        guard !fresh.isEmpty else { return [] }
         Self.keep(fresh, in: &session, limit: limit)
         return fresh
     }

@@ -59,9 +59,10 @@ enum LivePage {
         header h1 { font-size: 1.2em; margin: 0; }
         .status { opacity: .8; }
         .missed { background: #ffe08a; color: #4a3b00; padding: .1em .5em; border-radius: 4px; }
-        main { display: grid; grid-template-columns: minmax(420px, 1fr) 1.4fr; gap: 1em; padding: 1em; }
+        main { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1.3fr); gap: 1em; padding: 1em; }
         table { border-collapse: collapse; width: 100%; font-size: 13px; }
         th, td { text-align: left; padding: .2em .4em; border-bottom: 1px solid #ddd; white-space: nowrap; }
+        td:last-child { max-width: 12em; overflow: hidden; text-overflow: ellipsis; }
         tbody tr { cursor: pointer; }
         tbody tr:hover { background: #eef3f8; }
         tbody tr.selected { background: #d6e6f5; }
@@ -141,6 +142,7 @@ enum LivePage {
               el("td", "state", s.stateName), el("td", null, s.clientOctets), el("td", null, s.serverOctets),
               el("td", s.anomalies > 0 ? "bad" : null, s.anomalies), el("td", null, s.open ? "" : (s.ending || "closed"))
             );
+            tr.lastChild.title = s.ending || "";
             tr.classList.toggle("open", s.open);
             tr.classList.toggle("clean", s.anomalies === 0);
             tr.classList.toggle("selected", s.id === selected);

@@ -288,6 +288,7 @@ final class RelaySessionExecutor {
             self.context(side)?.read()
         case .record(let events):
             self.recorder.record(events, time: self.machine.wallClock(.now()))
+            if self.settings.sink != nil { self.recorder.identified(self.machine.conversation.user) }
         case .export(let export):
             self.pcap?.export(export)
         case .log(let level, let message):

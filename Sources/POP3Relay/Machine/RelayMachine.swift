@@ -634,6 +634,8 @@ struct RelayMachine {
             actions.append(.log(.info, "TLS handshake with the client failed: \(error)"))
             actions.append(.record([.annotation(.client, "The TLS handshake failed: \(error).")]))
             self.state = .closing(.handshakeFailed)
+            // After STLS the upstream is open, and nothing will come for it (invariant 3: no QUIT).
+            if self.upstream == .open { actions.append(.close(.upstream)) }
         } else {
             actions.append(.log(.debug, "client connection error: \(error)"))
         }

@@ -145,6 +145,7 @@ extension Popgate {
             info.listener = "capture"
             board.sessionStarted(info, time: session.started)
             for (time, event) in session.events { board.events([event], session: info, time: time) }
+            if let user = session.machine.user { board.userIdentified(user, session: info) }
             let summary = SessionSummary(
                 clientOctets: session.clientOctets,
                 serverOctets: session.serverOctets,

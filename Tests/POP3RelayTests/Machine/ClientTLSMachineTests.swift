@@ -119,6 +119,21 @@ struct ClientTLSMachineTests {
         #expect(h.anomalies.map(\.rule).filter { $0 != .stlsAdvertised } == [.stlsUnderTLS], "\(h.anomalies)")
     }
 
+    @Test("a handshake after STLS that fails (garbage, not TLS) closes the upstream too, never with QUIT, and ends")
+    func stlsHandshakeFailed() {
+        var h = Self.stls()
+        h.client("STLS\r\n")
+        #expect(
+            h.run { $0.clientFailed("what the client sent is not TLS", now: $1, into: &$2) }
+                == ["close upstream", "close client"]
+        )
+        #expect(h.upstreamWrites.isEmpty, "nothing, and no QUIT, for a client that failed")
+        #expect(h.run { $0.clientClosed(now: $1, into: &$2) } == [])
+        #expect(
+            h.run { $0.upstreamClosed(now: $1, into: &$2) } == ["ended: \(SessionEnd.handshakeFailed.rawValue)"]
+        )
+    }
+
     @Test("plaintext sent after STLS in the same read is dropped and reported (R31), never forwarded")
     func injectionSameRead() {
         var h = Self.stls()
