@@ -67,7 +67,7 @@ struct LivePageTests {
 
     /// Runs `body`, then `cleanup` whether or not it threw: the processes a test started are stopped by their
     /// pid before the test ends (a detached task in a defer may never run).
-    static func cleaning(_ cleanup: () async -> Void, _ body: () async throws -> Void) async throws {
+    static func cleaning(_ body: () async throws -> Void, cleanup: () async -> Void) async throws {
         do {
             try await body()
         } catch {
@@ -91,10 +91,7 @@ struct LivePageTests {
     func api() async throws {
         let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
         let gateway = try await Gateway(dovecot: dovecot.port)
-        try await Self.cleaning({
-            await gateway.stop()
-            await dovecot.stop()
-        }) {
+        try await Self.cleaning {
             let listing = try await gateway.curl()
             #expect(listing.hasPrefix("1 "), "\(listing)")
             let (status, body) = try await gateway.get("/api/sessions")
@@ -118,6 +115,9 @@ struct LivePageTests {
             #expect(!detail.contains("wonderland"), "the password is in the API")
             #expect(try await gateway.get("/api/sessions/nonesuch").0 == 404)
             #expect(try await gateway.get("/healthz") == (200, "ok\n"))
+        } cleanup: {
+            await gateway.stop()
+            await dovecot.stop()
         }
     }
 
@@ -141,11 +141,7 @@ struct LivePageTests {
             listen: false
         )
         let http = try await Gateway.httpPort(log: log, process: process)
-        try await Self.cleaning({
-            await process.stop()
-            await dovecot.stop()
-            try? FileManager.default.removeItem(atPath: log)
-        }) {
+        try await Self.cleaning {
             for _ in 0..<3 {
                 _ = try await runShell("curl -sS --max-time 10 -u alice:wonderland pop3://127.0.0.1:\(port)/")
             }
@@ -174,6 +170,10 @@ struct LivePageTests {
             for secret in ["alice", "wonderland", "127.0.0.1"] {
                 #expect(!text.contains(secret), "\(secret) is in the metrics")
             }
+        } cleanup: {
+            await process.stop()
+            await dovecot.stop()
+            try? FileManager.default.removeItem(atPath: log)
         }
     }
 
@@ -187,12 +187,7 @@ struct LivePageTests {
             dovecot: dovecot.port,
             extra: ["--cert", certificates.certificate, "--key", certificates.key, "--rules", rules]
         )
-        try await Self.cleaning({
-            await gateway.stop()
-            await dovecot.stop()
-            certificates.remove()
-            try? FileManager.default.removeItem(atPath: rules)
-        }) {
+        try await Self.cleaning {
             // STLS answered by the gateway, a full handshake by openssl, then QUIT.
             let handshake = try await runShell(
                 "(sleep 1; echo QUIT) | timeout 10 openssl s_client -connect 127.0.0.1:\(gateway.port) -starttls pop3 -bind 127.0.0.2 -ign_eof 2>&1"
@@ -221,6 +216,11 @@ struct LivePageTests {
             )
             #expect(text.contains("popgate_refusals_total{listener=\"listener1\",rule=\"\(rules):2\"} 1"))
             #expect(text.contains(#"popgate_sessions_ended_total{listener="listener1",ending="refused"} 1"#))
+        } cleanup: {
+            await gateway.stop()
+            await dovecot.stop()
+            certificates.remove()
+            try? FileManager.default.removeItem(atPath: rules)
         }
     }
 
@@ -229,11 +229,7 @@ struct LivePageTests {
         let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
         let gateway = try await Gateway(dovecot: dovecot.port, extra: ["--http-token", "scrape-t0ken"])
         let prometheus = try await Prometheus(scraping: "127.0.0.1:\(gateway.http)", token: "scrape-t0ken")
-        try await Self.cleaning({
-            await prometheus.stop()
-            await gateway.stop()
-            await dovecot.stop()
-        }) {
+        try await Self.cleaning {
             for _ in 0..<3 { _ = try await gateway.curl("/1") }
             let opened = try await prometheus.wait(for: "sum(popgate_sessions_opened_total)", toBe: 3)
             #expect(opened == 3)
@@ -246,6 +242,10 @@ struct LivePageTests {
             #expect(try await prometheus.value("popgate_sessions_open") == 0)
             #expect(try await prometheus.value("sum(popgate_upstream_connect_seconds_count)") == 3)
             #expect(try await prometheus.targetUp())
+        } cleanup: {
+            await prometheus.stop()
+            await gateway.stop()
+            await dovecot.stop()
         }
     }
 
@@ -253,10 +253,7 @@ struct LivePageTests {
     func jsonLogs() async throws {
         let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
         let gateway = try await Gateway(dovecot: dovecot.port, extra: ["--log-format", "json"])
-        try await Self.cleaning({
-            await gateway.stop()
-            await dovecot.stop()
-        }) {
+        try await Self.cleaning {
             _ = try await gateway.curl("/1")
             var ended: [String: Any]?
             for _ in 0..<100 where ended == nil {
@@ -273,6 +270,9 @@ struct LivePageTests {
             #expect(line["level"] as? String == "info")
             #expect(line["commands"] as? String != nil)
             #expect(!gateway.output.contains("wonderland"))
+        } cleanup: {
+            await gateway.stop()
+            await dovecot.stop()
         }
     }
 
@@ -280,10 +280,7 @@ struct LivePageTests {
     func token() async throws {
         let dovecot = try Dovecot()
         let gateway = try await Gateway(dovecot: dovecot.port, extra: ["--http-token", "s3cret-t0ken"])
-        try await Self.cleaning({
-            await gateway.stop()
-            await dovecot.stop()
-        }) {
+        try await Self.cleaning {
             for path in ["/", "/api/sessions", "/metrics", "/api/stream"] {
                 let (status, body) = try await gateway.get(path)
                 #expect(status == 401, "\(path): \(status)")
@@ -297,6 +294,9 @@ struct LivePageTests {
             let page = try await Self.browser(["token", "--page", gateway.page, "--token", "s3cret-t0ken"])
             #expect(page.contains("OK refused without the token, live with it"), "\(page)")
             #expect(!gateway.output.contains("s3cret-t0ken"), "the token is in the log")
+        } cleanup: {
+            await gateway.stop()
+            await dovecot.stop()
         }
     }
 
@@ -304,15 +304,15 @@ struct LivePageTests {
     func readiness() async throws {
         let dovecot = try Dovecot()
         let gateway = try await Gateway(dovecot: dovecot.port)
-        try await Self.cleaning({
-            await gateway.stop()
-        }) {
+        try await Self.cleaning {
             #expect(try await gateway.get("/readyz") == (200, "ready\n"))
             await dovecot.stop()
             let (status, body) = try await gateway.get("/readyz")
             #expect(status == 503)
             #expect(body.contains("not ready: the upstream 127.0.0.1:\(dovecot.port) cannot be reached"), "\(body)")
             #expect(try await gateway.get("/healthz").0 == 200, "alive, only not ready")
+        } cleanup: {
+            await gateway.stop()
         }
     }
 
@@ -322,16 +322,16 @@ struct LivePageTests {
     func page() async throws {
         let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
         let gateway = try await Gateway(dovecot: dovecot.port)
-        try await Self.cleaning({
-            await gateway.stop()
-            await dovecot.stop()
-        }) {
+        try await Self.cleaning {
             let screenshot =
                 ProcessInfo.processInfo.environment["POPGATE_SCREENSHOT"].map { ["--screenshot", $0] } ?? []
             let output = try await Self.browser(
                 ["gateway", "--page", gateway.page, "--pop", "127.0.0.1:\(gateway.port)"] + screenshot
             )
             #expect(output.hasPrefix("OK "), "\(output)")
+        } cleanup: {
+            await gateway.stop()
+            await dovecot.stop()
         }
     }
 
@@ -339,16 +339,16 @@ struct LivePageTests {
     func stalledViewer() async throws {
         let dovecot = try Dovecot()
         let gateway = try await Gateway(dovecot: dovecot.port)
-        try await Self.cleaning({
-            await gateway.stop()
-            await dovecot.stop()
-        }) {
+        try await Self.cleaning {
             let output = try await Self.browser(
                 ["stalled", "--page", gateway.page, "--pop", "127.0.0.1:\(gateway.port)", "--commands", "30000"]
             )
             #expect(output.hasPrefix("OK missed="), "\(output)")
             let missed = output.components(separatedBy: "missed=").last.flatMap { Int($0.prefix { $0.isNumber }) } ?? 0
             #expect(missed > 0)
+        } cleanup: {
+            await gateway.stop()
+            await dovecot.stop()
         }
     }
 
@@ -358,13 +358,13 @@ struct LivePageTests {
         let binary = try #require(popgateBinary())
         let log = ServeProcessTests.temporary("inspect-http")
         let process = try ChildProcess(binary.path, ["inspect", capture, "--http", "127.0.0.1:0"], output: log)
-        try await Self.cleaning({
-            await process.stop()
-            try? FileManager.default.removeItem(atPath: log)
-        }) {
+        try await Self.cleaning {
             let http = try await Gateway.httpPort(log: log, process: process)
             let output = try await Self.browser(["capture", "--page", "http://127.0.0.1:\(http)/", "--sessions", "5"])
             #expect(output.hasPrefix("OK sessions=5"), "\(output)")
+        } cleanup: {
+            await process.stop()
+            try? FileManager.default.removeItem(atPath: log)
         }
     }
 }
