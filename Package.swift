@@ -228,6 +228,7 @@ let package = Package(
             name: "PopgateCLITests",
             dependencies: [
                 "POP3Relay",
+                "POP3Live",
                 "PopgateTestSupport",
                 "PopgateCLI", "POP3Core", "POP3Server", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

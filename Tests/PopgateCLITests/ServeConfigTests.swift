@@ -1,5 +1,6 @@
 import ArgumentParser
 import NIOCore
+import POP3Live
 import POP3Relay
 import Testing
 
@@ -152,5 +153,55 @@ struct ServeConfigTests {
                 as? Popgate.Serve
         )
         #expect { try bad.relayConfiguration() } throws: { "\($0)".contains("--proxy-trusted x") }
+    }
+}
+
+@Suite("popgate serve --http configuration")
+struct HTTPConfigTests {
+    @Test("http:, http-token: and a listener's name: are read; a bare port is loopback")
+    func keys() throws {
+        var configuration = RelayConfiguration()
+        try ConfigFile.apply(
+            """
+            listeners:
+              - name: front-door
+                listen: 127.0.0.1:1110
+                upstream: 127.0.0.1:110
+            http: "[::1]:8110"
+            http-token: t0ken-abc
+            """,
+            path: "c.yaml",
+            to: &configuration
+        )
+        #expect(configuration.listeners.first?.name == "front-door")
+        #expect(configuration.http == Endpoint(host: "::1", port: 8110))
+        #expect(configuration.httpToken == "t0ken-abc")
+        #expect(try LiveHTTP.endpoint(parsing: "8110") == Endpoint(host: "127.0.0.1", port: 8110))
+    }
+
+    @Test(
+        "a token that a cookie or a header would garble, or a short one, is refused",
+        arguments: ["short", "has space 123", "semi;colon-123"]
+    )
+    func badToken(_ token: String) {
+        #expect(LiveHTTP.tokenProblem(token) != nil)
+        #expect(LiveHTTP.tokenProblem("Zm9vYmFyYmF6LTEyMw") == nil)
+    }
+
+    @Test(
+        "a listener name that would not make a clean label is refused, naming the key",
+        arguments: ["a b", "x/y", ""]
+    )
+    func badName(_ name: String) {
+        var configuration = RelayConfiguration()
+        #expect {
+            try ConfigFile.apply(
+                "listeners:\n  - name: \"\(name)\"\n    listen: 127.0.0.1:1110\n    upstream: 127.0.0.1:110\n",
+                path: "c.yaml",
+                to: &configuration
+            )
+        } throws: { error in
+            "\(error)".contains("listeners[0].name")
+        }
     }
 }

@@ -23,7 +23,36 @@ public final class HAProxy: @unchecked Sendable {
             FileManager.default.temporaryDirectory
             .appendingPathComponent("popgate-haproxy-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
-        let ports = try listeners.map { _ in try Dovecot.freePort() }
+        // A free port can be taken by another test before haproxy binds it; haproxy then exits (while whoever
+        // took the port answers the readiness probe), so a start counts once haproxy is still running after it.
+        var started: (ChildProcess, [Int])?
+        var lastLog = ""
+        for _ in 0..<4 where started == nil {
+            let ports = try listeners.map { _ in try Dovecot.freePort() }
+            let process = try Self.start(binary, listeners, ports: ports, directory: self.directory)
+            let bound = (try? ports.forEach { try Dovecot.waitForPort($0) }) != nil
+            Thread.sleep(forTimeInterval: 0.2)
+            if bound, process.isRunning {
+                started = (process, ports)
+            } else {
+                lastLog = (try? String(contentsOfFile: self.directory + "/haproxy.log", encoding: .utf8)) ?? ""
+                process.signal(SIGKILL)
+                _ = process.isRunning
+            }
+        }
+        guard let (process, ports) = started else {
+            throw Dovecot.Failure(description: "haproxy did not start; its log:\n\(lastLog)")
+        }
+        self.ports = ports
+        self.process = process
+    }
+
+    private static func start(
+        _ binary: String,
+        _ listeners: [(target: Int, header: Header)],
+        ports: [Int],
+        directory: String
+    ) throws -> ChildProcess {
         var config = """
             global
               maxconn 512
@@ -42,14 +71,8 @@ public final class HAProxy: @unchecked Sendable {
 
                 """
         }
-        try config.write(toFile: self.directory + "/haproxy.cfg", atomically: true, encoding: .utf8)
-        self.ports = ports
-        self.process = try ChildProcess(
-            binary,
-            ["-f", self.directory + "/haproxy.cfg", "-db"],
-            output: self.directory + "/haproxy.log"
-        )
-        for port in ports { try Dovecot.waitForPort(port) }
+        try config.write(toFile: directory + "/haproxy.cfg", atomically: true, encoding: .utf8)
+        return try ChildProcess(binary, ["-f", directory + "/haproxy.cfg", "-db"], output: directory + "/haproxy.log")
     }
 
     public var log: String { (try? String(contentsOfFile: self.directory + "/haproxy.log", encoding: .utf8)) ?? "" }

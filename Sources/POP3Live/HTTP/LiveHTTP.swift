@@ -243,6 +243,16 @@ extension LiveHTTP {
         return try Endpoint(parsing: text, listening: true)
     }
 
+    /// What is wrong with a token, if anything: it travels in a header, a query and a cookie, so it is visible
+    /// ASCII without the characters those give a meaning to.
+    public static func tokenProblem(_ token: String) -> String? {
+        guard token.utf8.count >= 8 else { return "a token needs at least 8 characters" }
+        let bad = token.unicodeScalars.first {
+            $0.value <= 0x20 || $0.value >= 0x7F || ";,\"\\&=%+#?".unicodeScalars.contains($0)
+        }
+        return bad.map { "a token is visible ASCII without spaces or any of ; , \" \\ & = % + # ? (it has \"\($0)\")" }
+    }
+
     /// Whether an address is one only this machine reaches.
     public static func isLoopback(_ host: String) -> Bool {
         host == "localhost" || host.hasPrefix("127.") || host == "::1"

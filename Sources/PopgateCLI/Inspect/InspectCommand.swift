@@ -81,6 +81,9 @@ extension Popgate {
             if let http {
                 do { _ = try LiveHTTP.endpoint(parsing: http) } catch { throw ValidationError("--http: \(error)") }
             }
+            if let token = self.httpToken, let why = LiveHTTP.tokenProblem(token) {
+                throw ValidationError("--http-token: \(why)")
+            }
         }
 
         func run() async throws {

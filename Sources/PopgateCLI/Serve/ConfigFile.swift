@@ -1,4 +1,5 @@
 import NIOCore
+import POP3Live
 import POP3Relay
 import POP3Rules
 import Yams
@@ -238,6 +239,7 @@ enum ConfigFile {
         }
         if let value = map["http-token"] {
             guard let token = value as? String, !token.isEmpty else { throw problem("http-token", "expected text") }
+            if let why = LiveHTTP.tokenProblem(token) { throw problem("http-token", why) }
             configuration.httpToken = token
         }
         if let value = map["rules"] {

@@ -378,6 +378,7 @@ extension Popgate {
                 }
             }
             if let token = self.httpToken ?? ProcessInfo.processInfo.environment["POPGATE_HTTP_TOKEN"], !token.isEmpty {
+                if let why = LiveHTTP.tokenProblem(token) { throw ConfigFile.Problem(description: "--http-token: \(why)") }
                 configuration.httpToken = token
             }
             if !self.proxyTrusted.isEmpty {
