@@ -30,7 +30,8 @@ public final class HAProxy: @unchecked Sendable {
         for _ in 0..<4 where started == nil {
             let ports = try listeners.map { _ in try Dovecot.freePort() }
             let process = try Self.start(binary, listeners, ports: ports, directory: self.directory)
-            let bound = (try? ports.forEach { try Dovecot.waitForPort($0) }) != nil
+            var bound = true
+            for port in ports where (try? Dovecot.waitForPort(port)) == nil { bound = false }
             Thread.sleep(forTimeInterval: 0.2)
             if bound, process.isRunning {
                 started = (process, ports)

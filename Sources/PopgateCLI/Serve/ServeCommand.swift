@@ -378,7 +378,9 @@ extension Popgate {
                 }
             }
             if let token = self.httpToken ?? ProcessInfo.processInfo.environment["POPGATE_HTTP_TOKEN"], !token.isEmpty {
-                if let why = LiveHTTP.tokenProblem(token) { throw ConfigFile.Problem(description: "--http-token: \(why)") }
+                if let why = LiveHTTP.tokenProblem(token) {
+                    throw ConfigFile.Problem(description: "--http-token: \(why)")
+                }
                 configuration.httpToken = token
             }
             if !self.proxyTrusted.isEmpty {
