@@ -123,6 +123,21 @@ def gateway(args):
             fail("a line from the client ran as script")
         if js(driver, "return document.querySelectorAll('#transcript img, #transcript script, #transcript b').length") != 0:
             fail("a line from the client became markup")
+        # Anomalies only: every other line hidden, the anomalies still there.
+        driver.find_element(By.ID, "anomalies-only").click()
+        shown_now = [li for li in transcript(driver) if li["visible"]]
+        if not shown_now or any(li["kind"] != "anomaly" for li in shown_now):
+            fail("'anomalies only' shows more than the anomalies: " + repr([li["kind"] for li in shown_now]))
+        driver.find_element(By.ID, "anomalies-only").click()
+        # Paused, the page holds what comes; resumed, it shows it.
+        driver.find_element(By.ID, "pause").click()
+        count = len(transcript(driver))
+        client.noop()
+        time.sleep(0.5)
+        if len(transcript(driver)) != count:
+            fail("the paused page went on showing lines")
+        driver.find_element(By.ID, "pause").click()
+        wait("the held lines after resume", lambda: len(transcript(driver)) >= count + 2)
         client.stat()
         client.quit()
         wait("the session to end as the client quit",

@@ -118,6 +118,8 @@ public struct ConversationMachine: Sendable {
     /// The first octets of each side's TLS stream, until its hello is read.
     var tlsProbe: [Side: ByteBuffer] = [:]
     var tlsRead: Set<Side> = []
+    /// The sides whose alert in clear was said.
+    var tlsAlerted: Set<Side> = []
     /// The server sent a SASL challenge and waits for the client's response (RFC 5034 §4).
     public internal(set) var saslChallengePending = false
     /// The verb of a multi-line command that got -ERR, until the next command: lines after it are R8.
@@ -507,13 +509,41 @@ public struct ConversationMachine: Sendable {
                     into: &events
                 )
             }
-        case .incomplete, .notTLS:
+        case .notTLS:
+            // The side's first record may be an alert: the other side's hello was refused at once.
+            if let alert = self.noteTLSAlert(side, probe) { events.append(alert) }
+        case .incomplete:
             break
         }
         self.tlsRead.insert(side)
         self.tlsProbe[side] = nil
         events.append(.opaque(side, octets: probe.readableBytes))
         return true
+    }
+
+    /// A handshake ended by an alert in clear: said as the sender's decision, never as a fault of the other side
+    /// (a client that rejects a certificate is within its rights). Said once per side.
+    mutating func noteTLSAlert(_ side: Side, _ bytes: ByteBuffer) -> ConversationEvent? {
+        guard self.state == .tlsNegotiation || self.state == .encrypted, !self.tlsAlerted.contains(side),
+            let alert = TLSHello.alert(bytes.readableBytesView)
+        else { return nil }
+        self.tlsAlerted.insert(side)
+        let who = side == .client ? "client" : "server"
+        let why: String =
+            switch alert.name {
+            case "bad_certificate", "unknown_ca", "certificate_unknown", "certificate_expired",
+                "unsupported_certificate", "certificate_revoked":
+                side == .client
+                    ? ": it did not accept the server's certificate" : ": it did not accept the client's certificate"
+            case "protocol_version", "insufficient_security", "handshake_failure":
+                ": the two sides share no version or cipher suite it accepts"
+            case "close_notify", "user_canceled": ""
+            default: ""
+            }
+        return .annotation(
+            side,
+            "The \(who) ended the TLS handshake with \(alert.fatal ? "a fatal" : "a warning") alert, \(alert.name)\(why) (RFC 8446 §6.2)."
+        )
     }
 
     /// Octets held for a TLS hello that never completed are counted at the close.

@@ -31,6 +31,25 @@ public struct TLSHello: Sendable, Hashable {
 
     public var versionName: String { Self.name(ofVersion: self.version) }
 
+    /// An alert record in clear (RFC 8446 §6, RFC 5246 §7.2) at the start of `bytes`: its level and name. Only a
+    /// record of exactly two octets counts: an encrypted alert is longer (TLS 1.2) or of another type (TLS 1.3).
+    public static func alert(_ bytes: some Collection<UInt8>) -> (fatal: Bool, name: String)? {
+        let head = Array(bytes.prefix(7))
+        guard head.count == 7, head[0] == 0x15, head[1] == 0x03, head[2] <= 0x04, head[3] == 0, head[4] == 2,
+            head[5] == 1 || head[5] == 2
+        else { return nil }
+        let names: [UInt8: String] = [
+            0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 40: "handshake_failure",
+            42: "bad_certificate", 43: "unsupported_certificate", 44: "certificate_revoked", 45: "certificate_expired",
+            46: "certificate_unknown", 47: "illegal_parameter", 48: "unknown_ca", 49: "access_denied",
+            50: "decode_error", 51: "decrypt_error", 70: "protocol_version", 71: "insufficient_security",
+            80: "internal_error", 86: "inappropriate_fallback", 90: "user_canceled", 109: "missing_extension",
+            110: "unsupported_extension", 112: "unrecognized_name", 116: "certificate_required",
+            120: "no_application_protocol",
+        ]
+        return (head[5] == 2, names[head[6]] ?? "alert \(head[6])")
+    }
+
     public static func name(ofVersion version: UInt16) -> String {
         switch version {
         case 0x0300: "SSL 3.0"
