@@ -178,3 +178,35 @@ struct ClientAlertTests {
         #expect(CaptureReplayTests.findings(read) == CaptureReplayTests.findings(relayed))
     }
 }
+
+/// A TLS handshake on a plaintext port: the octets the summary gives are those its lines gave.
+@Suite("octet counts on a session that began TLS on a plaintext port", .timeLimit(.minutes(2)))
+struct TLSOnPlaintextOctetTests {
+    @Test("the end line's octets from the client are the octets the unread-TLS line counted, plus the commands'")
+    func counts() async throws {
+        let dovecot = try Dovecot()
+        let directory = ServeProcessTests.temporary("octets")
+        let log = ServeProcessTests.temporary("octets-log")
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let (process, port) = try await ServeProcessTests.serveOnAnyPort(
+            ["--upstream", "127.0.0.1:\(dovecot.port)", "--transcripts", directory],
+            log: log
+        )
+        _ = try await runShell("echo | timeout 5 openssl s_client -connect 127.0.0.1:\(port) >/dev/null 2>&1")
+        process.signal(SIGTERM)
+        #expect(await process.wait(seconds: 10) == 0)
+        await dovecot.stop()
+        defer {
+            try? FileManager.default.removeItem(atPath: directory)
+            try? FileManager.default.removeItem(atPath: log)
+        }
+        let file = try #require(try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".jsonl") })
+        let records = CaptureReplayTests.records(try String(contentsOfFile: directory + "/" + file, encoding: .utf8))
+        let opaque = records.filter { $0.kind == "opaque" && $0.side == "client" }.compactMap(\.octets).reduce(0, +)
+        let commands = records.filter { $0.kind == "command" }.compactMap { $0.text?.utf8.count }.map { $0 + 2 }
+            .reduce(0, +)
+        #expect(opaque > 200, "the ClientHello is counted: \(records.map(\.kind))")
+        let end = try #require(records.last { $0.kind == "session-end" }?.note)
+        #expect(end.contains("\(opaque + commands) octets from the client"), "\(end) vs \(opaque) + \(commands)")
+    }
+}
