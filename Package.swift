@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // The conversation machine and everything pure: grammar, framing, annotations, transcripts.
@@ -84,6 +85,18 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // `popgate bench`: the POP3 load generator (a pure session machine, its NIO runner, the report).
+        .target(
+            name: "POP3Bench",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
         // The rules: addresses and prefixes, the policy language, decisions with time as a parameter. Pure.
         .target(name: "POP3Rules"),
         // libpcap, through pkg-config; Debian's libpcap-dev provides it.
@@ -106,6 +119,7 @@ let package = Package(
                 "POP3Rules",
                 "POP3Capture",
                 "POP3Live",
+                "POP3Bench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -170,6 +184,10 @@ let package = Package(
             dependencies: ["POP3Core", "CPOP3Scan", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(name: "POP3RulesTests", dependencies: ["POP3Rules"]),
+        .testTarget(
+            name: "POP3BenchTests",
+            dependencies: ["POP3Bench", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .testTarget(name: "POP3LiveTests", dependencies: ["POP3Live", "POP3Core", "POP3NIO", "POP3Relay"]),
         .testTarget(
             name: "POP3NIOTests",

@@ -34,6 +34,14 @@ final class Terminal: Sendable {
         }
     }
 
+    /// A progress line on standard error, written over itself; nil clears it.
+    func progress(_ line: String?) {
+        let text = "\r\u{1B}[K" + (line ?? "")
+        self.lock.withLock {
+            _ = text.utf8CString.withUnsafeBufferPointer { Glibc.write(STDERR_FILENO, $0.baseAddress, $0.count - 1) }
+        }
+    }
+
     func error(_ line: String) {
         let text = line + "\n"
         self.lock.withLock {

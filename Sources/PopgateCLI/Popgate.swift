@@ -15,7 +15,7 @@ public struct Popgate: AsyncParsableCommand {
               popgate demo                 the same, then keep serving for telnet or curl until Ctrl-C
             """,
         version: "0.1.0",
-        subcommands: [Serve.self, Inspect.self, Capture.self, Demo.self, RulesCommand.self]
+        subcommands: [Serve.self, Inspect.self, Capture.self, Demo.self, RulesCommand.self, Bench.self]
     )
 
     public init() {}
