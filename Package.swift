@@ -136,13 +136,14 @@ let package = Package(
             dependencies: ["PopgateCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
-            name: "popgate-bench",
+            name: "popgate-machine-bench",
             dependencies: ["POP3Core", "POP3Rules", .product(name: "NIOCore", package: "swift-nio")],
-            path: "Benchmarks/popgate-bench"
+            path: "Benchmarks/popgate-machine-bench"
         ),
         .executableTarget(
             name: "popgate-relay-bench",
             dependencies: [
+                "POP3Bench",
                 "POP3NIO",
                 "POP3Server",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -17,7 +17,7 @@ if [ -n "$missing" ]; then
 fi
 swift build -c release 2>&1 | { grep -vE '^\[[0-9]+/[0-9]+\]' || true; }
 bin="$(swift build -c release --show-bin-path)"
-"$bin/popgate-bench"
+"$bin/popgate-machine-bench"
 echo
 PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" "$@"
 echo

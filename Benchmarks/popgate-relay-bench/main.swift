@@ -15,6 +15,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
+import POP3Bench
 import POP3NIO
 import POP3Server
 
@@ -111,24 +112,6 @@ func waitForPort(_ port: Int) -> Bool {
 
 // MARK: - Workloads
 
-/// The clients' TLS: no verification (the certificate is made for the run) and no session cache, so every
-/// session pays a full handshake.
-let clientTLS: NIOSSLContext = {
-    var configuration = TLSConfiguration.makeClientConfiguration()
-    configuration.certificateVerification = .none
-    return try! NIOSSLContext(configuration: configuration)
-}()
-
-func tlsPrepare(_ tls: Bool, proxy: Bool = false) -> (@Sendable (any Channel) throws -> Void)? {
-    guard tls || proxy else { return nil }
-    return { channel in
-        if proxy { try channel.pipeline.syncOperations.addHandler(ProxyHeaderWriter()) }
-        if tls {
-            try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: clientTLS, serverHostname: nil))
-        }
-    }
-}
-
 /// What a balancer does first: a PROXY v1 header naming the client (here, itself), then the bytes.
 final class ProxyHeaderWriter: ChannelInboundHandler, RemovableChannelHandler, Sendable {
     typealias InboundIn = ByteBuffer
@@ -141,43 +124,20 @@ final class ProxyHeaderWriter: ChannelInboundHandler, RemovableChannelHandler, S
     }
 }
 
-/// Concurrent clients each run short sessions (greeting, USER, PASS, STAT, QUIT) until time is up.
+/// Concurrent clients each run short sessions until time is up: `popgate bench`'s sessions workload (greeting,
+/// USER, PASS, STAT, LIST, QUIT), each worker its own maildrop.
 func sessionsPerSecond(port: Int, tls: Bool, proxy: Bool = false) async -> (rate: Double, failures: Int, count: Int) {
-    let done = NIOLockedValueBox((ok: 0, failed: 0))
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    let start = ContinuousClock.now
-    await withTaskGroup(of: Void.self) { group in
-        for client in 0..<sessionClients {
-            group.addTask {
-                while ContinuousClock.now < deadline {
-                    do {
-                        try await POP3Client.withSession(
-                            host: "127.0.0.1",
-                            port: port,
-                            prepare: tlsPrepare(tls, proxy: proxy)
-                        ) { s in
-                            _ = try await s.send("USER \(user)\(client)")
-                            guard try await s.send("PASS \(password)").isOK else {
-                                throw POP3Client.Failure(description: "login")
-                            }
-                            _ = try await s.send("STAT")
-                            _ = try await s.send("QUIT")
-                        }
-                        done.withLockedValue { $0.ok += 1 }
-                    } catch {
-                        done.withLockedValue { $0.failed += 1 }
-                    }
-                }
-            }
-        }
-    }
-    let elapsed = ContinuousClock.now - start
-    let result = done.withLockedValue { $0 }
-    return (
-        Double(result.ok) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18),
-        result.failed,
-        result.ok
-    )
+    var options = BenchRunner.Options(host: "127.0.0.1", port: port)
+    options.workload = .sessions
+    options.sessions = 1_000_000_000
+    options.concurrency = sessionClients
+    options.duration = Double(seconds)
+    options.user = "\(user){n}"
+    options.password = password
+    options.tls = tls ? .implicit : .none
+    if proxy { options.prepare = { try $0.pipeline.syncOperations.addHandler(ProxyHeaderWriter()) } }
+    guard let report = try? await BenchRunner.run(options) else { return (0, 1, 0) }
+    return (report.sessionsPerSecond, report.failed, report.completed)
 }
 
 /// CPU seconds a process and its child processes (nginx's workers) have used, all and in the kernel, from
@@ -259,37 +219,19 @@ func cpuSeconds(_ pid: Int32) -> CPU? {
     return CPU(total: (user + system) / tick, system: system / tick)
 }
 
-/// A few clients each retrieve the large message over and over on one session until time is up.
+/// A few clients each retrieve the large message over and over on one session until time is up: `popgate
+/// bench`'s retr workload.
 func retrThroughput(port: Int, tls: Bool) async -> (rate: Double, failures: Int, octets: Int) {
-    let done = NIOLockedValueBox((octets: 0, failed: 0))
-    let deadline = ContinuousClock.now + .seconds(seconds)
-    let start = ContinuousClock.now
-    await withTaskGroup(of: Void.self) { group in
-        for client in 0..<retrClients {
-            group.addTask {
-                do {
-                    try await POP3Client.withSession(host: "127.0.0.1", port: port, prepare: tlsPrepare(tls)) { s in
-                        _ = try await s.send("USER \(user)\(client)")
-                        _ = try await s.send("PASS \(password)")
-                        while ContinuousClock.now < deadline {
-                            let reply = try await s.send("RETR 1")
-                            done.withLockedValue { $0.octets += reply.bytes.readableBytes }
-                        }
-                        _ = try await s.send("QUIT")
-                    }
-                } catch {
-                    done.withLockedValue { $0.failed += 1 }
-                }
-            }
-        }
-    }
-    let elapsed = ContinuousClock.now - start
-    let result = done.withLockedValue { $0 }
-    return (
-        Double(result.octets) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18),
-        result.failed,
-        result.octets
-    )
+    var options = BenchRunner.Options(host: "127.0.0.1", port: port)
+    options.workload = .retr
+    options.retr = 1
+    options.concurrency = retrClients
+    options.duration = Double(seconds)
+    options.user = "\(user){n}"
+    options.password = password
+    options.tls = tls ? .implicit : .none
+    guard retrClients > 0, let report = try? await BenchRunner.run(options) else { return (0, 0, 0) }
+    return (Double(report.octets) / report.seconds, report.failed, report.octets)
 }
 
 // MARK: - Run

@@ -45,7 +45,10 @@ struct BenchClientTests {
         #expect(closed.closed() == [.finished(.failed("closed by the server before the script ended"))])
         var garbage = BenchClient(script: .init(user: "u", password: "p"))
         _ = garbage.connected(now: 0)
-        #expect(Self.feed(&garbage, "HTTP/1.1 400\r\n").last == .finished(.failed("greeting: not a POP3 reply: HTTP/1.1 400")))
+        #expect(
+            Self.feed(&garbage, "HTTP/1.1 400\r\n").last
+                == .finished(.failed("greeting: not a POP3 reply: HTTP/1.1 400"))
+        )
     }
 
     @Test("STLS: the handshake comes between +OK and USER")
@@ -89,7 +92,10 @@ struct BenchClientTests {
     @Test("errors count by kind, not by their text")
     func kinds() {
         #expect(BenchRunner.kind("PASS refused: -ERR [AUTH] bad") == "PASS refused")
-        #expect(BenchRunner.kind("connect: connection reset (error set): Connection refused (errno: 111)") == "connect: refused")
+        #expect(
+            BenchRunner.kind("connect: connection reset (error set): Connection refused (errno: 111)")
+                == "connect: refused"
+        )
         #expect(BenchRunner.kind("timeout: no reply in 10.0 s") == "timeout")
     }
 }

@@ -200,7 +200,9 @@ struct TLSOnPlaintextOctetTests {
             try? FileManager.default.removeItem(atPath: directory)
             try? FileManager.default.removeItem(atPath: log)
         }
-        let file = try #require(try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".jsonl") })
+        let file = try #require(
+            try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasSuffix(".jsonl") }
+        )
         let records = CaptureReplayTests.records(try String(contentsOfFile: directory + "/" + file, encoding: .utf8))
         let opaque = records.filter { $0.kind == "opaque" && $0.side == "client" }.compactMap(\.octets).reduce(0, +)
         let commands = records.filter { $0.kind == "command" }.compactMap { $0.text?.utf8.count }.map { $0 + 2 }

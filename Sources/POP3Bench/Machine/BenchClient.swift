@@ -62,7 +62,10 @@ public struct BenchClient {
     }
 
     private enum Step: Sendable, Hashable {
-        case greeting, stls, user, pass, command(Int), retr(Int), quit
+        case greeting, stls, user, pass
+        case command(Int)
+        case retr(Int)
+        case quit
     }
 
     private enum State: Sendable, Hashable {
@@ -166,7 +169,9 @@ public struct BenchClient {
 
     private mutating func replied(_ step: Step, since: Int64, octets: Int, now: Int64) -> [Action] {
         var actions: [Action] = []
-        if step != .greeting { actions.append(.replied(verb: self.name(step), nanoseconds: now - since, octets: octets)) }
+        if step != .greeting {
+            actions.append(.replied(verb: self.name(step), nanoseconds: now - since, octets: octets))
+        }
         switch step {
         case .quit:
             self.state = .done

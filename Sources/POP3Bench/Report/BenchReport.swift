@@ -61,7 +61,9 @@ public struct BenchReport: Sendable {
         case .sessions:
             lines.append("  sessions/s        \(String(format: "%.1f", self.sessionsPerSecond))")
         case .retr:
-            lines.append("  MB/s              \(String(format: "%.1f", self.megabytesPerSecond))  (\(self.octets) octets)")
+            lines.append(
+                "  MB/s              \(String(format: "%.1f", self.megabytesPerSecond))  (\(self.octets) octets)"
+            )
         case .idle:
             lines.append("  held, then NOOP, STAT and QUIT each")
         }

@@ -80,7 +80,10 @@ final class BenchHandler: ChannelInboundHandler {
         for action in actions {
             switch action {
             case .send(let line):
-                context.writeAndFlush(Self.wrapOutboundOut(context.channel.allocator.buffer(string: line)), promise: nil)
+                context.writeAndFlush(
+                    Self.wrapOutboundOut(context.channel.allocator.buffer(string: line)),
+                    promise: nil
+                )
                 self.arm()
             case .startTLS:
                 guard let tls = self.tls else {

@@ -57,7 +57,9 @@ extension Popgate {
         @Option(help: "The user; {n} is the worker's number (default bench{n}).")
         var user = "bench{n}"
 
-        @Option(help: "The password; {n} is the worker's number (default: $POPGATE_BENCH_PASSWORD, else bench-password).")
+        @Option(
+            help: "The password; {n} is the worker's number (default: $POPGATE_BENCH_PASSWORD, else bench-password)."
+        )
         var password: String?
 
         @Option(help: "RETR this message: in each session (sessions), or again and again (retr; default 1).")

@@ -1,6 +1,6 @@
 // Throughput of the conversation machine, beside two anchors measured in the same run:
 // memcpy of the same bytes, and a bare memchr line count (the least any line reader must do).
-// Run: swift run -c release popgate-bench [--seconds N]
+// Run: swift run -c release popgate-machine-bench [--seconds N]
 
 import Foundation
 import NIOCore
@@ -166,7 +166,7 @@ let eventRate = pairRate * Double(eventsPerRound) / Double(pairRounds * pairs.co
 func mbps(_ rate: Double) -> String { String(format: "%8.0f MB/s", rate / 1e6) }
 func ratio(_ a: Double, _ b: Double) -> String { String(format: "%.2f×", a / b) }
 let perPair = Double(eventsPerRound) / Double(pairRounds * pairs.count)
-print("popgate-bench: conversation machine throughput (best of ~\(seconds) s per figure, 1 core)")
+print("popgate-machine-bench: conversation machine throughput (best of ~\(seconds) s per figure, 1 core)")
 print("")
 print("Large RETR bodies: \(retrCount) × \(body.count / 1_048_576) MiB messages in \(chunkSize / 1024) KiB chunks")
 print(
