@@ -124,17 +124,23 @@ final class ProxyHeaderWriter: ChannelInboundHandler, RemovableChannelHandler, S
     }
 }
 
-/// Concurrent clients each run short sessions until time is up: `popgate bench`'s sessions workload (greeting,
-/// USER, PASS, STAT, LIST, QUIT), each worker its own maildrop.
-func sessionsPerSecond(port: Int, tls: Bool, proxy: Bool = false) async -> (rate: Double, failures: Int, count: Int) {
+/// `popgate bench` against `port` for the run's time, as the benchmark's user (bench0, bench1, …).
+func benchOptions(_ workload: BenchRunner.Workload, port: Int, tls: Bool, clients: Int) -> BenchRunner.Options {
     var options = BenchRunner.Options(host: "127.0.0.1", port: port)
-    options.workload = .sessions
-    options.sessions = 1_000_000_000
-    options.concurrency = sessionClients
+    options.workload = workload
+    options.concurrency = clients
     options.duration = Double(seconds)
     options.user = "\(user){n}"
     options.password = password
     options.tls = tls ? .implicit : .none
+    return options
+}
+
+/// Concurrent clients each run short sessions until time is up: `popgate bench`'s sessions workload (greeting,
+/// USER, PASS, STAT, LIST, QUIT), each worker its own maildrop.
+func sessionsPerSecond(port: Int, tls: Bool, proxy: Bool = false) async -> (rate: Double, failures: Int, count: Int) {
+    var options = benchOptions(.sessions, port: port, tls: tls, clients: sessionClients)
+    options.sessions = 1_000_000_000
     if proxy { options.prepare = { try $0.pipeline.syncOperations.addHandler(ProxyHeaderWriter()) } }
     guard let report = try? await BenchRunner.run(options) else { return (0, 1, 0) }
     return (report.sessionsPerSecond, report.failed, report.completed)
@@ -222,14 +228,8 @@ func cpuSeconds(_ pid: Int32) -> CPU? {
 /// A few clients each retrieve the large message over and over on one session until time is up: `popgate
 /// bench`'s retr workload.
 func retrThroughput(port: Int, tls: Bool) async -> (rate: Double, failures: Int, octets: Int) {
-    var options = BenchRunner.Options(host: "127.0.0.1", port: port)
-    options.workload = .retr
+    var options = benchOptions(.retr, port: port, tls: tls, clients: retrClients)
     options.retr = 1
-    options.concurrency = retrClients
-    options.duration = Double(seconds)
-    options.user = "\(user){n}"
-    options.password = password
-    options.tls = tls ? .implicit : .none
     guard retrClients > 0, let report = try? await BenchRunner.run(options) else { return (0, 0, 0) }
     return (Double(report.octets) / report.seconds, report.failed, report.octets)
 }
