@@ -34,6 +34,24 @@ struct BenchClientTests {
         #expect(Self.feed(&client, "+OK bye\r\n").last == .finished(.completed))
     }
 
+    @Test("a body fed one octet at a time ends where it ends whole, with the same octets")
+    func chunking() {
+        let reply = "+OK\r\nline\r\n.stuffed\r\n..\r\n\r\n.\r\n"
+        func run(_ pieces: [String]) -> [BenchClient.Action] {
+            var script = BenchClient.Script(user: "u", password: "p")
+            script.commands = [.list]
+            var client = BenchClient(script: script)
+            _ = client.connected(now: 0)
+            _ = Self.feed(&client, "+OK\r\n+OK\r\n+OK\r\n")
+            return pieces.flatMap { Self.feed(&client, $0) }
+        }
+        let whole = run([reply])
+        let octets = run(reply.utf8.map { String(decoding: [$0], as: UTF8.self) })
+        #expect(whole == octets)
+        #expect(whole.contains(.replied(verb: "LIST", nanoseconds: 0, octets: reply.utf8.count)))
+        #expect(Self.sent(whole) == ["QUIT\r\n"])
+    }
+
     @Test("-ERR to PASS fails the session with the kind first; a server that closes early fails it too")
     func failures() {
         var client = BenchClient(script: .init(user: "u", password: "p"))

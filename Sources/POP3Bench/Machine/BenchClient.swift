@@ -1,5 +1,9 @@
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One load-generating POP3 session, as a pure machine: replies in, actions out. It sends its script one
 /// command at a time (as mainstream clients do), reads each status line and, where the command has one, the
 /// multi-line body to its terminating dot, and reports how the session went. No channels, no clock: times come in.
@@ -81,6 +85,8 @@ public struct BenchClient {
     private var state = State.connecting
     /// Reply octets not yet read as a whole line.
     private var input = ByteBuffer()
+    /// In a body, the last octet taken was not a line's end: the next line start is after the next LF.
+    private var midLine = false
     /// `retr`: whether to ask for the message once more.
     private var more: @Sendable () -> Bool
 
@@ -123,16 +129,19 @@ public struct BenchClient {
         self.input.writeBuffer(&bytes)
         var actions: [Action] = []
         while case .waiting(let step, let since, let body, var octets) = self.state {
+            if body {
+                // Bodies are scanned, not split into lines: a RETR of megabytes costs a memchr per line.
+                let (taken, ended) = self.scanBody()
+                octets += taken
+                if ended {
+                    actions += self.replied(step, since: since, octets: octets, now: now)
+                    continue
+                }
+                self.state = .waiting(step, since: since, body: true, octets: octets)
+                break
+            }
             guard let line = self.nextLine() else { break }
             octets += line.count + 2
-            if body {
-                if line == [0x2E] {
-                    actions += self.replied(step, since: since, octets: octets, now: now)
-                } else {
-                    self.state = .waiting(step, since: since, body: true, octets: octets)
-                }
-                continue
-            }
             guard line.starts(with: Array("+OK".utf8)) else {
                 let text = String(decoding: line.prefix(80), as: UTF8.self)
                 let what =
@@ -143,13 +152,51 @@ public struct BenchClient {
                 break
             }
             if self.multiline(step) {
+                self.midLine = false
                 self.state = .waiting(step, since: since, body: true, octets: octets)
             } else {
                 actions += self.replied(step, since: since, octets: octets, now: now)
             }
         }
         if case .done = self.state { self.input.clear() }
+        // What was read is let go: one long session must not keep every octet it received.
+        if self.input.readableBytes == 0 {
+            self.input.clear()
+        } else if self.input.readerIndex > 65_536 {
+            self.input.discardReadBytes()
+        }
         return actions
+    }
+
+    /// Takes body octets up to and including the terminating dot line, or all there is; returns the octets
+    /// taken and whether the body ended. A dot line split across reads is left for the next read.
+    private mutating func scanBody() -> (Int, Bool) {
+        var midLine = self.midLine
+        let (taken, ended): (Int, Bool) = self.input.withUnsafeReadableBytes { raw in
+            guard let base = raw.baseAddress else { return (0, false) }
+            let count = raw.count
+            var index = 0
+            while index < count {
+                if !midLine, raw[index] == 0x2E {
+                    guard index + 1 < count else { return (index, false) }
+                    if raw[index + 1] == 0x0A { return (index + 2, true) }
+                    if raw[index + 1] == 0x0D {
+                        guard index + 2 < count else { return (index, false) }
+                        if raw[index + 2] == 0x0A { return (index + 3, true) }
+                    }
+                }
+                guard let found = memchr(base + index, 0x0A, count - index) else {
+                    midLine = true
+                    return (count, false)
+                }
+                index = base.distance(to: UnsafeRawPointer(found)) + 1
+                midLine = false
+            }
+            return (count, false)
+        }
+        self.midLine = midLine
+        self.input.moveReaderIndex(forwardBy: taken)
+        return (taken, ended)
     }
 
     // MARK: - Inside
