@@ -175,6 +175,12 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]
         ),
         .executableTarget(
+            name: "fuzz-conversation",
+            dependencies: ["POP3Core", "FuzzDriver", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Fuzz/fuzz-conversation",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
+        .executableTarget(
             name: "fuzz-rules",
             dependencies: ["POP3Rules", "FuzzDriver"],
             path: "Fuzz/fuzz-rules",

@@ -27,9 +27,31 @@ printf 'PROXY TCP6 2001:db8::7 2001:db8::1 1 995\r\n' > "$seeds/fuzz-proxy-heade
 printf 'PROXY UNKNOWN\r\n' > "$seeds/fuzz-proxy-header/unknown"
 printf '\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x07\x0a\x00\x00\x01\xc8\x22\x00\x6e' > "$seeds/fuzz-proxy-header/v2"
 cp Rules/default.rules Rules/examples/*.rules "$seeds/fuzz-rules/"
+# The conversation machine's seeds: each Captures/ session as the target reads input, chunks of at most 127
+# octets, each behind its header octet (top bit: the server's).
+mkdir -p "$seeds/fuzz-conversation"
+for capture in Captures/*.pcap; do
+  name=$(basename "$capture" .pcap)
+  tshark -r "$capture" -q -z follow,tcp,raw,0 2>/dev/null | python3 -c '
+import sys
+out = bytearray()
+for line in sys.stdin:
+    text = line.rstrip("\n")
+    server = text.startswith("\t")
+    text = text.strip()
+    if not text or any(c not in "0123456789abcdef" for c in text):
+        continue
+    data = bytes.fromhex(text)
+    for at in range(0, len(data), 127):
+        piece = data[at:at + 127]
+        out.append((0x80 if server else 0) | len(piece))
+        out += piece
+sys.stdout.buffer.write(bytes(out))
+' > "$seeds/fuzz-conversation/$name" || true
+done
 
 status=0
-for target in fuzz-proxy-header fuzz-rules; do
+for target in fuzz-proxy-header fuzz-rules fuzz-conversation; do
   echo "== $target"
   # SwiftPM's incremental build can keep objects compiled without the instrumentation: each target is built
   # afresh (the package checkouts are kept).
@@ -41,6 +63,7 @@ for target in fuzz-proxy-header fuzz-rules; do
   mkdir -p "$corpus" "$crashes"
   limit=(-max_total_time="$seconds")
   [ -n "$runs" ] && limit=(-runs="$runs")
+  [ -f "Fuzz/$target.dict" ] && limit+=(-dict="Fuzz/$target.dict")
   log=".build-fuzz/$target.log"
   if ! ".build-fuzz/debug/$target" "$corpus" "$seeds/$target" "${limit[@]}" -rss_limit_mb=2048 \
       -artifact_prefix="$crashes/" > "$log" 2>&1; then

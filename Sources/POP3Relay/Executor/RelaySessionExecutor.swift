@@ -354,6 +354,7 @@ final class RelaySessionExecutor {
         // ClientBootstrap sets TCP_NODELAY by default; the greeting and short replies must not wait for Nagle.
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(self.settings.configuration.connectTimeout)
+            .channelOption(.recvAllocator, value: Self.receiveAllocator)
             .channelInitializer { [upstreamTLS = self.settings.upstreamTLS] channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let upstreamTLS, upstreamTLS.implicit {
@@ -415,6 +416,10 @@ final class RelaySessionExecutor {
             return code.isEmpty ? text : String(code)
         }
     }
+
+    /// Each connection's reads: 256 octets at first (a command, a status line), growing to 64 KiB for bodies
+    /// and shrinking back. NIO's default starts at 2 KiB, which an idle session then holds on each side.
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
 
     /// Whether `error` says this process has no descriptor left (EMFILE) or the system none (ENFILE).
     static func outOfDescriptors(_ error: any Error) -> Bool {

@@ -247,6 +247,8 @@ public final class RelayServer: Service, Sendable {
             }
             // A client that shuts down its side after its last command still gets its replies.
             .childChannelOption(.allowRemoteHalfClosure, value: true)
+            // Reads start small and grow with the traffic: an idle session keeps no 2 KiB buffer per side.
+            .childChannelOption(.recvAllocator, value: RelaySessionExecutor.receiveAllocator)
             .childChannelInitializer { [self] channel in
                 var settings = self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
                 settings.listenerName =
