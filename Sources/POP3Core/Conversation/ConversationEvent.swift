@@ -125,9 +125,12 @@ extension Array where Element == ConversationEvent {
         var merged: [ConversationEvent] = []
         for event in self {
             switch (merged.last, event) {
-            case (.bodyChunk(var a)?, .bodyChunk(var b)):
+            case (.bodyChunk?, .bodyChunk(var b)):
+                // Taken out of the array first, so the buffer is not shared and grows in place: a body in
+                // many small chunks must not be copied whole for each one.
+                guard case .bodyChunk(var a) = merged.removeLast() else { continue }
                 a.writeBuffer(&b)
-                merged[merged.count - 1] = .bodyChunk(a)
+                merged.append(.bodyChunk(a))
             case (.opaque(let s1, let n1)?, .opaque(let s2, let n2)) where s1 == s2:
                 merged[merged.count - 1] = .opaque(s1, octets: n1 + n2)
             default:
