@@ -163,8 +163,9 @@ func residentKiB(_ pid: Int32) -> Int? {
     return Int(line.split(separator: " ").dropFirst().first ?? "")
 }
 
-/// A session logged in through `port` and left open; its descriptor.
-func loggedInSession(port: Int) -> Int32? {
+/// A session logged in as bench`index` through `port` and left open; its descriptor, or nil when the login did not
+/// end in +OK (a session still in AUTHORIZATION is not what the memory figure is of).
+func loggedInSession(port: Int, index: Int) -> Int32? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { return nil }
     var address = sockaddr_in()
@@ -184,19 +185,24 @@ func loggedInSession(port: Int) -> Int32? {
         close(fd)
         return nil
     }
-    let login = Array("USER \(user)\r\nPASS \(password)\r\n".utf8)
+    let login = Array("USER \(user)\(index)\r\nPASS \(password)\r\n".utf8)
     guard login.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == login.count else {
         close(fd)
         return nil
     }
-    var lines = 0
-    while lines < 2 {
+    var replies: [UInt8] = []
+    while replies.filter({ $0 == 0x0A }).count < 2 {
         let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         if n <= 0 {
             close(fd)
             return nil
         }
-        lines += buffer[0..<n].filter { $0 == 0x0A }.count
+        replies += buffer[0..<n]
+    }
+    let second = replies.split(separator: 0x0A).dropFirst().first ?? []
+    guard second.starts(with: Array("+OK".utf8)) else {
+        close(fd)
+        return nil
     }
     return fd
 }
@@ -243,7 +249,7 @@ while big.count < messageMiB * 1024 * 1024 { big += line }
 var serverConfiguration = EmbeddedPOP3Server.Configuration()
 // One maildrop per client: a maildrop is locked by the session that opened it (RFC 1939 §4).
 serverConfiguration.users = Dictionary(
-    uniqueKeysWithValues: (0..<max(sessionClients, retrClients)).map { ("\(user)\($0)", password) }
+    uniqueKeysWithValues: (0..<max(sessionClients, retrClients, idleSessions)).map { ("\(user)\($0)", password) }
 )
 serverConfiguration.messages = [StoredMessage(uniqueID: "big", bytes: big)]
 let upstreamGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -559,17 +565,41 @@ for round in 0..<rounds {
 }
 // Memory per idle logged-in session: the growth of each relay's resident set with that many sessions open.
 var idleMemory: [(String, Double)] = []
+/// Each relay's held sessions: how many were held, how many then completed, its descriptors and resident KiB.
+var idleCompletion: [(String, Int, Int, Int, Int)] = []
+
+/// STAT then QUIT on a held session: whether both were answered +OK.
+func finish(_ fd: Int32) -> Bool {
+    let commands = Array("STAT\r\nQUIT\r\n".utf8)
+    guard commands.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == commands.count else { return false }
+    var replies: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 1024)
+    while replies.filter({ $0 == 0x0A }).count < 2 {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { return false }
+        replies += buffer[0..<n]
+    }
+    let lines = replies.split(separator: 0x0A)
+    return lines.count >= 2 && lines.prefix(2).allSatisfy { $0.starts(with: Array("+OK".utf8)) }
+}
 if idleSessions > 0, !tlsMode {
     for target in ready where target.name.hasPrefix("popgate") || target.name.hasPrefix("NIO") {
         guard let pid = target.child?.process.processIdentifier, let base = residentKiB(pid) else { continue }
         var held: [Int32] = []
-        for _ in 0..<idleSessions {
-            if let fd = loggedInSession(port: target.port) { held.append(fd) } else { break }
+        for index in 0..<idleSessions {
+            if let fd = loggedInSession(port: target.port, index: index) { held.append(fd) } else { break }
+        }
+        if held.count < idleSessions {
+            print("\(target.name): only \(held.count) of \(idleSessions) sessions logged in")
         }
         usleep(300_000)
         if let now = residentKiB(pid), !held.isEmpty {
             idleMemory.append((target.name, Double(now - base) * 1024 / Double(held.count)))
         }
+        let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0
+        // Then each is completed: STAT and QUIT, both +OK, or it counts as lost.
+        let completed = held.filter { finish($0) }.count
+        idleCompletion.append((target.name, held.count, completed, descriptors, residentKiB(pid) ?? 0))
         for fd in held { close(fd) }
         usleep(300_000)
     }
@@ -694,6 +724,17 @@ if !idleMemory.isEmpty {
     print("Memory per idle logged-in session (\(idleSessions) sessions, growth of the resident set):")
     for (name, octets) in idleMemory {
         print("  " + pad(name, 32) + String(format: "%.1f KB", octets / 1000))
+    }
+}
+if !idleCompletion.isEmpty {
+    print(
+        "Then each completed with STAT and QUIT (held, completed; the relay's descriptors and resident set while held):"
+    )
+    for (name, held, completed, descriptors, resident) in idleCompletion {
+        print(
+            "  " + pad(name, 32) + "\(held) held, \(completed) completed, \(held - completed) lost; "
+                + "\(descriptors) descriptors, \(resident / 1024) MiB"
+        )
     }
 }
 
