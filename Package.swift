@@ -181,6 +181,12 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]
         ),
         .executableTarget(
+            name: "fuzz-relay",
+            dependencies: ["POP3Relay", "POP3Core", "FuzzDriver", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Fuzz/fuzz-relay",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
+        .executableTarget(
             name: "fuzz-rules",
             dependencies: ["POP3Rules", "FuzzDriver"],
             path: "Fuzz/fuzz-rules",

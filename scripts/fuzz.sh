@@ -50,8 +50,11 @@ sys.stdout.buffer.write(bytes(out))
 ' > "$seeds/fuzz-conversation/$name" || true
 done
 
+# The relay machine's seed: connect, admit, connected, a greeting, USER/PASS/QUIT and their replies, closes.
+mkdir -p "$seeds/fuzz-relay"
+printf '\x00\x00\x01\x03\x05+OK\r\n\x02\x0cUSER a\r\nQUIT\r\n\x03\x0a+OK\r\n+OK\r\n\x06\x07' > "$seeds/fuzz-relay/login"
 status=0
-for target in fuzz-proxy-header fuzz-rules fuzz-conversation; do
+for target in fuzz-proxy-header fuzz-rules fuzz-conversation fuzz-relay; do
   echo "== $target"
   # SwiftPM's incremental build can keep objects compiled without the instrumentation: each target is built
   # afresh (the package checkouts are kept).
@@ -66,6 +69,7 @@ for target in fuzz-proxy-header fuzz-rules fuzz-conversation; do
   [ -f "Fuzz/$target.dict" ] && limit+=(-dict="Fuzz/$target.dict")
   # Streams fed an octet at a time: short inputs keep the rate up (whole captures are seeds, cut to this).
   [ "$target" = fuzz-conversation ] && limit+=(-max_len=1024)
+  [ "$target" = fuzz-relay ] && limit+=(-max_len=512)
   log=".build-fuzz/$target.log"
   if ! ".build-fuzz/debug/$target" "$corpus" "$seeds/$target" "${limit[@]}" -rss_limit_mb=2048 \
       -artifact_prefix="$crashes/" > "$log" 2>&1; then

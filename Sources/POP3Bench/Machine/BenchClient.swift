@@ -7,7 +7,7 @@ import Glibc
 /// One load-generating POP3 session, as a pure machine: replies in, actions out. It sends its script one
 /// command at a time (as mainstream clients do), reads each status line and, where the command has one, the
 /// multi-line body to its terminating dot, and reports how the session went. No channels, no clock: times come in.
-public struct BenchClient {
+public struct BenchClient: Sendable {
     /// What one session does.
     public struct Script: Sendable, Hashable {
         public var user: String

@@ -1,0 +1,85 @@
+import FuzzDriver
+import NIOCore
+import POP3Core
+
+@testable import POP3Relay
+
+/// libFuzzer's entry: the relay session machine fed an arbitrary sequence of events (each an opcode octet, and
+/// for reads a length octet and that many octets), with time moving on. Checked: no crash; never QUIT written
+/// upstream unless the client sent QUIT (invariant 3); nothing written to a side after its close; the
+/// session ends at most once, and once both sides are closed it has ended.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzRelay(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
+    guard count > 0 else { return 0 }
+    var settings = RelayMachine.Settings(upstream: "up:110")
+    let flags = data[0]
+    settings.clientTLS = flags & 1 != 0
+    settings.terminatesSTLS = flags & 2 != 0
+    settings.requireTLS = flags & 4 != 0
+    settings.export = flags & 8 != 0
+    var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
+    var machine = RelayMachine(settings: settings, now: now, wallClock: 1_800_000_000)
+    var actions: [RelayMachine.Action] = []
+    var clientSentQuit = false
+    var clientBytes: [UInt8] = []
+    var closed: Set<String> = []
+    var ended = 0
+    var index = 1
+    func bytes() -> ByteBuffer {
+        guard index < count else { return ByteBuffer() }
+        let length = min(Int(data[index]), count - index - 1)
+        let buffer = ByteBuffer(bytes: UnsafeBufferPointer(start: data + index + 1, count: length))
+        index += 1 + length
+        return buffer
+    }
+    machine.clientConnected(now: now, into: &actions)
+    while index < count {
+        let op = data[index] % 16
+        index += 1
+        now = now + .milliseconds(Int64(data[index - 1] / 16) * 250)
+        switch op {
+        case 0: machine.admitted(.admit, now: now, into: &actions)
+        case 1: machine.upstreamConnected(now: now, into: &actions)
+        case 2:
+            let read = bytes()
+            // Across reads, in any case: a QUIT split in two is still the client's.
+            clientBytes += read.readableBytesView.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }
+            if clientBytes.firstRange(of: Array("QUIT".utf8)) != nil { clientSentQuit = true }
+            machine.clientRead(read, now: now, into: &actions)
+        case 3: machine.upstreamRead(bytes(), now: now, into: &actions)
+        case 4: machine.clientReadComplete(into: &actions)
+        case 5: machine.upstreamReadComplete(into: &actions)
+        case 6: machine.clientClosed(now: now, into: &actions)
+        case 7: machine.upstreamClosed(now: now, into: &actions)
+        case 8: machine.clientInputClosed(now: now, into: &actions)
+        case 9: machine.deadlineReached(now: now + .seconds(700), into: &actions)
+        case 10: machine.writabilityChanged(.client, writable: data[index - 1] & 0x10 != 0, into: &actions)
+        case 11: machine.writabilityChanged(.upstream, writable: data[index - 1] & 0x10 != 0, into: &actions)
+        case 12: machine.clientTLSEstablished(version: "TLS 1.3", now: now, into: &actions)
+        case 13: machine.upstreamConnectFailed("refused", now: now, into: &actions)
+        case 14: machine.clientFailed("reset", now: now, into: &actions)
+        default: machine.shutdownRequested(now: now, into: &actions)
+        }
+        for action in actions {
+            switch action {
+            case .write(let side, let buffer):
+                precondition(!closed.contains("\(side)"), "a write to a side after its close")
+                if side == .upstream, !clientSentQuit {
+                    let text = String(buffer: buffer).uppercased()
+                    precondition(!text.contains("QUIT\r\n"), "QUIT upstream that the client never sent")
+                }
+            case .close(let side): closed.insert("\(side)")
+            case .ended: ended += 1
+            default: break
+            }
+        }
+        actions.removeAll(keepingCapacity: true)
+        precondition(ended <= 1, "the session ended twice")
+    }
+    return 0
+}
+
+@_cdecl("fuzz_relay_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    runFuzzer(argc, argv) { data, size in fuzzRelay(data, size) }
+}
