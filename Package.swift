@@ -187,6 +187,18 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]
         ),
         .executableTarget(
+            name: "fuzz-packets",
+            dependencies: ["POP3Capture", "FuzzDriver"],
+            path: "Fuzz/fuzz-packets",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
+        .executableTarget(
+            name: "fuzz-config",
+            dependencies: ["PopgateCLI", "POP3Relay", "FuzzDriver"],
+            path: "Fuzz/fuzz-config",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
+        ),
+        .executableTarget(
             name: "fuzz-rules",
             dependencies: ["POP3Rules", "FuzzDriver"],
             path: "Fuzz/fuzz-rules",

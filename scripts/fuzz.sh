@@ -53,12 +53,36 @@ done
 # The relay machine's seed: connect, admit, connected, a greeting, USER/PASS/QUIT and their replies, closes.
 mkdir -p "$seeds/fuzz-relay"
 printf '\x00\x00\x01\x03\x05+OK\r\n\x02\x0cUSER a\r\nQUIT\r\n\x03\x0a+OK\r\n+OK\r\n\x06\x07' > "$seeds/fuzz-relay/login"
+# The packet decoders' seeds: each Captures/ file's frames behind their link type's index and a length.
+mkdir -p "$seeds/fuzz-packets"
+for capture in Captures/*.pcap; do
+  python3 - "$capture" "$seeds/fuzz-packets/$(basename "$capture" .pcap)" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+little = data[:4] == b"\xd4\xc3\xb2\xa1" or data[:4] == b"\x4d\x3c\xb2\xa1"
+order = "<" if little else ">"
+link = struct.unpack(order + "I", data[20:24])[0]
+links = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276]
+out = bytearray([links.index(link) if link in links else 1])
+at = 24
+while at + 16 <= len(data) and len(out) < 60000:
+    length = struct.unpack(order + "I", data[at + 8:at + 12])[0]
+    frame = data[at + 16:at + 16 + length]
+    out += struct.pack(">H", len(frame)) + frame
+    at += 16 + length
+open(sys.argv[2], "wb").write(bytes(out))
+PY
+done
+# The configuration loader's seeds: the README's and the tests' YAML.
+mkdir -p "$seeds/fuzz-config"
+printf 'listeners:\n  - name: front\n    listen: [127.0.0.1:1110, "[::1]:1110"]\n    upstream: mail.example.org:110\n    cert: c.pem\n    key: k.pem\n    sni:\n      - { names: [pop.example.org], cert: p.pem, key: p.key }\nproxy-trusted: [10.0.0.10/32]\ntimeouts: { idle: 600, connect: 10 }\nhttp: 127.0.0.1:8110\nrules: r.rules\n' > "$seeds/fuzz-config/full.yaml"
+printf 'listen: 127.0.0.1:1110\nupstream: pop://legacy.example.org\nlive: true\nmax-connections: 5000\n' > "$seeds/fuzz-config/flat.yaml"
 status=0
-for target in fuzz-proxy-header fuzz-rules fuzz-conversation fuzz-relay; do
+for target in fuzz-proxy-header fuzz-rules fuzz-conversation fuzz-relay fuzz-packets fuzz-config; do
   echo "== $target"
-  # SwiftPM's incremental build can keep objects compiled without the instrumentation: each target is built
-  # afresh (the package checkouts are kept).
-  rm -rf .build-fuzz/x86_64-unknown-linux-gnu .build-fuzz/debug
+  # SwiftPM's incremental build can keep objects compiled without the instrumentation: for a long run each
+  # target is built afresh (the package checkouts are kept); the smoke run shares one build, for time.
+  [ -n "$smoke" ] || rm -rf .build-fuzz/x86_64-unknown-linux-gnu .build-fuzz/debug
   swift build --product "$target" --sanitize=fuzzer --sanitize=address -Xswiftc -O --build-path .build-fuzz 2>&1 \
     | { grep -vE '^\[[0-9]+/[0-9]+\]|Cannot export local symbol' || true; }
   corpus=".build-fuzz/corpus/$target"
@@ -70,6 +94,7 @@ for target in fuzz-proxy-header fuzz-rules fuzz-conversation fuzz-relay; do
   # Streams fed an octet at a time: short inputs keep the rate up (whole captures are seeds, cut to this).
   [ "$target" = fuzz-conversation ] && limit+=(-max_len=1024)
   [ "$target" = fuzz-relay ] && limit+=(-max_len=512)
+  [ "$target" = fuzz-packets ] && limit+=(-max_len=8192)
   log=".build-fuzz/$target.log"
   if ! ".build-fuzz/debug/$target" "$corpus" "$seeds/$target" "${limit[@]}" -rss_limit_mb=2048 \
       -artifact_prefix="$crashes/" > "$log" 2>&1; then

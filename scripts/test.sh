@@ -16,7 +16,10 @@ swift build --build-tests -Xswiftc -warnings-as-errors 2>&1 \
 echo "== swift test"
 # The low-descriptor test drives a gateway into running out of descriptors; beside the rest of the parallel
 # suite it slows every other test's gateway for tens of seconds, so it runs on its own afterwards.
-swift test --skip-build --skip lowDescriptorLimit --skip LivePageTests
+# One test at a time: run in parallel on a 2-core machine, the suites that start Dovecot, HAProxy, Prometheus and
+# load generators slowed the timing tests into failures (a vanished client's session not ended within their
+# wait: under investigation, see the note of issue 10); serial, the suite takes about three minutes.
+swift test --skip-build --no-parallel --skip lowDescriptorLimit --skip LivePageTests
 echo "== swift test (alone: the live page in Chromium, Prometheus; a browser beside the rest slows both)"
 swift test --skip-build --filter LivePageTests
 echo "== swift test (alone: a gateway out of descriptors)"
