@@ -7,6 +7,7 @@ import POP3NIO
 import POP3Relay
 import POP3Rules
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -235,6 +236,10 @@ extension Popgate {
             let watched = configuration.http.map { _ in
                 Watched(names: configuration.listeners.enumerated().map { $1.displayName(index: $0) })
             }
+            // Every signal is taken before the listeners are bound, so that one sent as soon as the log says
+            // "listening" is not met by its default action (SIGTERM would end the process with 143, not a shutdown).
+            let stops = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+            let signals = await ReloadService.trapping()
             let server: RelayServer
             do {
                 server = try RelayServer(
@@ -250,8 +255,6 @@ extension Popgate {
                 Terminal.shared.error("popgate serve: \(error)")
                 throw ExitCode(2)
             }
-            // Taken before serving, so that a SIGHUP right after start does not end the process.
-            let signals = await ReloadService.trapping()
             let command = self
             let reload = ReloadService(
                 signals: signals,
@@ -276,11 +279,14 @@ extension Popgate {
                     )
                 )
             }
-            let group = ServiceGroup(
-                services: services,
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
+            let group = ServiceGroup(services: services, gracefulShutdownSignals: [], logger: logger)
+            let stopping = Task {
+                for await _ in stops {
+                    logger.info("stopping: open sessions get the grace period")
+                    await group.triggerGracefulShutdown()
+                }
+            }
+            defer { stopping.cancel() }
             try await group.run()
         }
 
