@@ -352,6 +352,39 @@ struct LivePageTests {
         }
     }
 
+    @Test("demo --http: the scripted session is on the page's API, with its anomaly, and the metrics count it")
+    func demo() async throws {
+        let binary = try #require(popgateBinary())
+        let log = ServeProcessTests.temporary("demo-http")
+        let process = try ChildProcess(
+            binary.path,
+            ["demo", "--port", "0", "--http", "127.0.0.1:0", "--color", "never"],
+            output: log
+        )
+        try await Self.cleaning {
+            var http: Int?
+            for _ in 0..<500 where http == nil {
+                let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                if let range = output.range(of: "The live page: http://127.0.0.1:") {
+                    http = Int(output[range.upperBound...].prefix { $0.isNumber })
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let port = try #require(http, "no live page in the demo's output")
+            let body = try await runShell("curl -sS --max-time 10 http://127.0.0.1:\(port)/api/sessions")
+            let sessions = try #require(try Self.json(body)["sessions"] as? [[String: Any]])
+            #expect(sessions.count == 1)
+            #expect(sessions.first?["user"] as? String == "alice")
+            #expect((sessions.first?["anomalies"] as? Int ?? 0) >= 1, "the deliberate STAT before login")
+            #expect(sessions.first?["listener"] as? String == "demo")
+            let metrics = try await runShell("curl -sS --max-time 10 http://127.0.0.1:\(port)/metrics")
+            #expect(metrics.contains(#"popgate_sessions_opened_total{listener="demo"} 1"#), "\(metrics)")
+        } cleanup: {
+            await process.stop()
+            try? FileManager.default.removeItem(atPath: log)
+        }
+    }
+
     @Test("inspect --http: a capture's sessions on the page, stepped through line by line")
     func capture() async throws {
         let capture = InspectProcessTests.shared + "/zeek/pop3.pcap"
