@@ -1,8 +1,6 @@
 import FuzzDriver
 import POP3Relay
 
-@testable import PopgateCLI
-
 /// libFuzzer's entry: arbitrary text as `popgate serve --config FILE` (Yams, then every key's checks). Checked:
 /// no crash; a refusal names the file; a configuration it accepts is accepted again from the same text with the
 /// same listeners.

@@ -1,0 +1,1 @@
+../../Sources/PopgateCLI/Serve/ConfigFile.swift
