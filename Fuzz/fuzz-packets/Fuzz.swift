@@ -6,17 +6,21 @@ import POP3Capture
 /// IPv6, TCP) and each TCP segment goes to the inspector (reassembly, then the conversation machine). Checked:
 /// no crash; a segment's payload is never longer than its frame; the reassembly's holding stays within its
 /// limit.
+/// Made once: any port, so the fuzzer need not find 110 to reach the machine; small reassembly limits.
+let fuzzOptions: CaptureInspector.Options = {
+    var options = CaptureInspector.Options()
+    options.reassemblyLimit = 64 << 10
+    options.totalReassemblyLimit = 256 << 10
+    options.ports = Set(0...65535)
+    return options
+}()
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPackets(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     guard count > 0 else { return 0 }
     let linkTypes: [Int32] = [0, 1, 12, 14, 101, 108, 113, 228, 229, 276]
     let link = linkTypes[Int(data[0]) % linkTypes.count]
-    var options = CaptureInspector.Options()
-    options.reassemblyLimit = 64 << 10
-    options.totalReassemblyLimit = 256 << 10
-    // Any port: the fuzzer need not find 110 to reach the machine.
-    options.ports = Set(0...65535)
-    let inspector = CaptureInspector(options: options)
+    let inspector = CaptureInspector(options: fuzzOptions)
     var index = 1
     var time = 0.0
     while index + 2 <= count {
