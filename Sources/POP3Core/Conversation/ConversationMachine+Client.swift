@@ -11,8 +11,19 @@ import Foundation
 extension ConversationMachine {
     // MARK: - Client bytes
 
-    mutating func readClient(_ input: inout ByteBuffer, into events: inout [ConversationEvent]) {
+    mutating func readClient(_ input: inout ByteBuffer, final: Bool = false, into events: inout [ConversationEvent]) {
+        if self.heldFirstClientOctet {
+            self.heldFirstClientOctet = false
+            var joined = ByteBuffer(integer: UInt8(0x16))
+            joined.writeBuffer(&input)
+            input = joined
+        }
         if !self.clientBytesSeen, input.readableBytes > 0 {
+            if !final, input.readableBytes == 1, input.getInteger(at: input.readerIndex, as: UInt8.self) == 0x16 {
+                self.heldFirstClientOctet = true
+                input.moveReaderIndex(forwardBy: 1)
+                return
+            }
             self.clientBytesSeen = true
             self.checkFirstClientBytes(input, into: &events)
         }
@@ -57,6 +68,10 @@ extension ConversationMachine {
         self.readByCursor = true
         if let time { self.lastClientActivity = time }
         if !self.clientBytesSeen {
+            // A lone 0x16 waits for the octet that tells a TLS record from a line (it stays in `input`).
+            if input.readableBytes == 1, input.getInteger(at: input.readerIndex, as: UInt8.self) == 0x16 {
+                return .needMoreData
+            }
             self.clientBytesSeen = true
             self.checkFirstClientBytes(input, into: &events)
         }

@@ -110,6 +110,9 @@ public struct ConversationMachine: Sendable {
     var serverMode: ServerMode = .lines
     var clientMode: ClientMode = .lines
     var clientBytesSeen = false
+    /// A first client octet of 0x16 that came alone: the next one tells a TLS record from a line, so the verdict
+    /// is the same however the stream was cut.
+    var heldFirstClientOctet = false
     var serverBytesSeen = false
     var quitSent = false
     var clientSpokeSinceSTLS = false
@@ -334,6 +337,11 @@ public struct ConversationMachine: Sendable {
     /// The client closed its side of the connection.
     public mutating func clientClosed(at time: Double? = nil) -> [ConversationEvent] {
         var events: [ConversationEvent] = []
+        if self.heldFirstClientOctet {
+            // Nothing followed: judged on the one octet, as a stream of that octet alone is.
+            var none = ByteBuffer()
+            self.readClient(&none, final: true, into: &events)
+        }
         self.releaseHeldReply(into: &events)
         if self.clientFramer.pendingOctets > 0 {
             events.append(

@@ -51,6 +51,47 @@ struct RobustnessTests {
         #expect(whole.coalesced == script.run(byteByByte: true).coalesced)
     }
 
+    /// fuzz-conversation's finding: a client whose first octet, 0x16, came alone was judged to speak TLS on it;
+    /// whole, the same stream ("\u{16}\u{16}…") was a line. The second octet decides, however the stream is cut.
+    @Test(
+        "a first client octet 0x16 is judged with the octet after it, whole or byte by byte",
+        arguments: [
+            ("\u{16}\u{16}\u{16}bedded OP3\r\nCAPA\r\n", false),
+            ("\u{16}\u{03}\u{01}\u{00}\u{05}", true),
+            ("\u{16}", true),
+        ]
+    )
+    func firstOctet(_ client: String, _ tls: Bool) {
+        let script = Script("early \(client.debugDescription)", [.client(client), .clientClose, .serverClose])
+        let whole = script.run()
+        let single = script.run(byteByByte: true)
+        #expect(whole.coalesced == single.coalesced)
+        let judgedTLS = single.contains {
+            if case .anomaly(let anomaly) = $0 { return anomaly.rule == .tlsPortMismatch }
+            return false
+        }
+        #expect(judgedTLS == tls)
+    }
+
+    @Test("the gateway's cursor waits on a lone first octet 0x16 and reads the line once the next one comes")
+    func firstOctetCursor() {
+        var machine = ConversationMachine()
+        var events: [ConversationEvent] = []
+        _ = machine.serverSent(ByteBuffer(string: "+OK ready\r\n"))
+        var input = ByteBuffer(bytes: [0x16])
+        guard case .needMoreData = machine.nextClientLine(from: &input, into: &events) else {
+            Issue.record("a lone 0x16 was judged on its own")
+            return
+        }
+        #expect(input.readableBytes == 1)
+        input.writeString("\u{16}XY\r\n")
+        guard case .line = machine.nextClientLine(from: &input, into: &events) else {
+            Issue.record("no line")
+            return
+        }
+        #expect(machine.state != .encrypted)
+    }
+
     @Test("a flood without line endings keeps both framers within their limits")
     func flood() {
         var machine = ConversationMachine()
