@@ -492,9 +492,13 @@ public struct ConversationMachine: Sendable {
         var bytes = bytes
         probe.writeBuffer(&bytes)
         switch TLSHello.parse(probe.readableBytesView) {
-        case .incomplete where probe.readableBytes < 16_384:
+        case .incomplete where probe.readableBytes < TLSHello.probeLimit:
             self.tlsProbe[side] = probe
             return true
+        case .hello(let hello) where (hello.kind == .clientHello) != (side == .client):
+            // A ServerHello from the client, a ClientHello from the server: not a handshake either side made, so
+            // nothing in it is judged (a cipher in it is nobody's choice).
+            break
         case .hello(let hello):
             events.append(.tls(side, hello))
             if hello.kind == .serverHello, hello.version < 0x0303 {

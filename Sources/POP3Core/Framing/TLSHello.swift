@@ -95,22 +95,30 @@ public struct TLSHello: Sendable, Hashable {
         case notTLS
     }
 
-    /// Reads the first handshake message from the start of a side's TLS stream.
+    /// The most a reader holds to decide: a record header and the longest record plaintext (RFC 8446 §5.1).
+    public static let probeLimit = 5 + 16_384
+
+    /// Reads the first handshake message from the start of a side's TLS stream, as far as the first record holds
+    /// it. Decided on the first record alone, once it is all there: the verdict is the same however the stream
+    /// was cut, and never needs more than ``probeLimit`` octets.
     public static func parse(_ bytes: some Collection<UInt8>) -> Result {
-        let b = Array(bytes)
-        guard b.count >= 5 else { return b.isEmpty || b[0] == 0x16 ? .incomplete : .notTLS }
+        let b = Array(bytes.prefix(Self.probeLimit))
+        guard b.count >= 5 else {
+            if b.isEmpty { return .incomplete }
+            return b[0] == 0x16 && (b.count < 2 || b[1] == 0x03) ? .incomplete : .notTLS
+        }
         guard b[0] == 0x16, b[1] == 0x03 else { return .notTLS }
         let recordLength = Int(b[3]) << 8 | Int(b[4])
-        // The hello may span records; reading the first one whole is enough for what is needed here.
-        guard b.count >= 5 + min(recordLength, 4) else { return .incomplete }
+        // A handshake record holds at least a message header; none is longer than the protocol allows.
+        guard recordLength >= 4, recordLength <= 16_384 else { return .notTLS }
+        guard b.count >= 5 + recordLength else { return .incomplete }
         var p = 5
-        guard p + 4 <= b.count else { return .incomplete }
         let type = b[p]
         let length = Int(b[p + 1]) << 16 | Int(b[p + 2]) << 8 | Int(b[p + 3])
         p += 4
         guard type == 1 || type == 2 else { return .notTLS }
-        guard b.count >= p + min(length, recordLength - 4) else { return .incomplete }
-        let end = min(b.count, p + length)
+        // The hello may go on in the next records; the first one holds what is read here.
+        let end = min(5 + recordLength, p + length)
         func u16(_ at: Int) -> UInt16? { at + 2 <= end ? UInt16(b[at]) << 8 | UInt16(b[at + 1]) : nil }
 
         guard var version = u16(p) else { return .notTLS }

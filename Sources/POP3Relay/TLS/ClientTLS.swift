@@ -202,11 +202,11 @@ final class HelloTap: ChannelDuplexHandler, RemovableChannelHandler {
         }
         var bytes = Self.unwrapInboundIn(data)
         held.writeBuffer(&bytes)
-        switch TLSHello.parse(held.readableBytesView.prefix(16_384)) {
-        case .incomplete where held.readableBytes < 16_384:
+        switch TLSHello.parse(held.readableBytesView) {
+        case .incomplete where held.readableBytes < TLSHello.probeLimit:
             self.inbound = held
             return
-        case .hello(let hello):
+        case .hello(let hello) where hello.kind == .clientHello:
             self.inbound = nil
             guard self.seen(hello) else {
                 let alert = context.channel.allocator.buffer(bytes: Self.noApplicationProtocol)
@@ -223,15 +223,17 @@ final class HelloTap: ChannelDuplexHandler, RemovableChannelHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         if var octets = self.outbound {
-            octets += Self.unwrapOutboundIn(data).readableBytesView.prefix(16_384 - octets.count)
+            octets += Self.unwrapOutboundIn(data).readableBytesView.prefix(TLSHello.probeLimit - octets.count)
             switch TLSHello.parse(octets) {
-            case .hello(let hello):
+            case .hello(let hello) where hello.kind == .serverHello:
                 self.outbound = nil
                 _ = self.seen(hello)
+            case .hello:
+                self.outbound = nil
             case .notTLS:
                 self.outbound = nil
             case .incomplete:
-                self.outbound = octets.count < 16_384 ? octets : nil
+                self.outbound = octets.count < TLSHello.probeLimit ? octets : nil
             }
         }
         context.write(data, promise: promise)

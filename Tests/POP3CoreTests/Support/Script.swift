@@ -7,6 +7,9 @@ struct Script: Sendable, CustomTestStringConvertible {
     enum Step: Sendable {
         case client(String)
         case server(String)
+        /// Octets that are not text (TLS records).
+        case clientBytes([UInt8])
+        case serverBytes([UInt8])
         case clientClose
         case serverClose
     }
@@ -47,11 +50,19 @@ struct Script: Sendable, CustomTestStringConvertible {
         func feed(_ steps: [Step]) {
             for step in steps {
                 switch step {
-                case .client(let text), .server(let text):
-                    let bytes = Array(text.utf8)
+                case .client, .server, .clientBytes, .serverBytes:
+                    let bytes: [UInt8]
+                    let fromClient: Bool
+                    switch step {
+                    case .client(let text): (bytes, fromClient) = (Array(text.utf8), true)
+                    case .server(let text): (bytes, fromClient) = (Array(text.utf8), false)
+                    case .clientBytes(let octets): (bytes, fromClient) = (octets, true)
+                    case .serverBytes(let octets): (bytes, fromClient) = (octets, false)
+                    default: continue
+                    }
                     let pieces: [[UInt8]] = byteByByte ? bytes.map { [$0] } : [bytes]
                     for piece in pieces {
-                        if case .client = step {
+                        if fromClient {
                             machine.clientSent(ByteBuffer(bytes: piece), at: time, into: &events)
                         } else {
                             machine.serverSent(ByteBuffer(bytes: piece), at: time, into: &events)
