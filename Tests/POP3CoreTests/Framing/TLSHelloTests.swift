@@ -7,7 +7,8 @@ import Testing
 struct TLSHelloTests {
     /// A ServerHello choosing `cipher`, in one TLS 1.2 record.
     static func serverHello(cipher: UInt16) -> [UInt8] {
-        let body: [UInt8] = [0x03, 0x03] + [UInt8](repeating: 7, count: 32) + [0] + [UInt8(cipher >> 8), UInt8(cipher & 0xFF), 0]
+        let body: [UInt8] =
+            [0x03, 0x03] + [UInt8](repeating: 7, count: 32) + [0] + [UInt8(cipher >> 8), UInt8(cipher & 0xFF), 0]
         let message: [UInt8] = [2, 0, 0, UInt8(body.count)] + body
         return [0x16, 0x03, 0x03, 0, UInt8(message.count)] + message
     }
