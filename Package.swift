@@ -166,7 +166,7 @@ let package = Package(
             path: "Benchmarks/popgate-inspect-bench"
         ),
         // libFuzzer targets (scripts/fuzz.sh): swift build --product NAME --sanitize=fuzzer --sanitize=address
-        // -Xswiftc -O (not -c release: whole-module builds drop the coverage instrumentation here).
+        // -Xswiftc -sanitize=fuzzer,address -Xswiftc -O (swift-driver keeps only the last -sanitize flag).
         .target(name: "FuzzDriver", path: "Fuzz/FuzzDriver"),
         .executableTarget(
             name: "fuzz-proxy-header",
@@ -211,7 +211,9 @@ let package = Package(
         ),
         .testTarget(
             name: "POP3CoreTests",
-            dependencies: ["POP3Core", "CPOP3Scan", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "POP3Core", "CPOP3Scan", "PopgateTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(name: "POP3RulesTests", dependencies: ["POP3Rules"]),
         .testTarget(

@@ -143,11 +143,13 @@ struct RelayDefectTests {
                 let client = try RawSocket(port: gateway.port)
                 defer { client.close() }
                 client.send("NOOP\r\n")
-                #expect(await client.readAll(seconds: 1).contains("unasked 4"))
+                #expect(await client.readUntil("unasked 4\r\n").contains("unasked 4"))
                 // A command waits for its reply, and a malformed line behind it for both.
                 client.send("NOOP\r\nX\u{1}Y\r\n")
-                // At once, not at the idle timeout: the read gives up after a second without data.
-                #expect(await client.readAll(seconds: 1).contains("-ERR control characters are not allowed"))
+                // At once, not at the idle timeout (10 minutes): the read gives up after 5 s without data.
+                #expect(
+                    await client.readUntil("not allowed", seconds: 5).contains("-ERR control characters are not allowed")
+                )
             }
         )
     }
@@ -231,7 +233,7 @@ struct RelayDefectTests {
             body: { gateway in
                 let client = try RawSocket(port: gateway.port)
                 defer { client.close() }
-                _ = await client.readAll(seconds: 1)
+                _ = await client.readUntil("+OK hi\r\n")
                 let start = ContinuousClock.now
                 for octet in "USER alice".utf8 {
                     client.sendBytes([octet])
@@ -260,12 +262,12 @@ struct RelayDefectTests {
                 var held: [RawSocket] = []
                 for _ in 0..<3 {
                     let client = try RawSocket(port: gateway.port)
-                    #expect(await client.readAll(seconds: 1).hasPrefix("+OK hi"))
+                    #expect(await client.readUntil("+OK hi\r\n").hasPrefix("+OK hi"))
                     held.append(client)
                 }
                 let excess = try RawSocket(port: gateway.port)
                 #expect(
-                    await excess.readAll(seconds: 2)
+                    await excess.readAll()
                         == "-ERR [SYS/TEMP] the gateway is at capacity (3 sessions); try again later\r\n"
                 )
                 excess.close()
@@ -277,7 +279,7 @@ struct RelayDefectTests {
                     try await Task.sleep(for: .milliseconds(10))
                 }
                 let again = try RawSocket(port: gateway.port)
-                #expect(await again.readAll(seconds: 1).hasPrefix("+OK hi"))
+                #expect(await again.readUntil("+OK hi\r\n").hasPrefix("+OK hi"))
                 again.close()
                 for client in held { client.close() }
                 #expect(

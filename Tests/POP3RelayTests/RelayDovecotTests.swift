@@ -138,7 +138,7 @@ struct RelayDovecotTests {
             #expect(dovecot.messageCount() == 3)
             #expect(gateway.sink.anomalies.contains { $0.rule == .update && $0.side == .client })
             let ending = gateway.sink.ended.withLockedValue { $0.values.first?.ending }
-            #expect(ending == SessionEnd.clientVanished.rawValue)
+            #expect(ending == SessionEnd.clientVanished.rawValue, "\(gateway.sink.unended)")
         }
     }
 
@@ -163,7 +163,10 @@ struct RelayDovecotTests {
             try await Task.sleep(for: .milliseconds(300))
             #expect(dovecot.messageCount() == 3)
             let endings = gateway.sink.ended.withLockedValue { $0.values.compactMap(\.ending) }
-            #expect(endings == [SessionEnd.clientVanished.rawValue, SessionEnd.clientVanished.rawValue])
+            #expect(
+                endings == [SessionEnd.clientVanished.rawValue, SessionEnd.clientVanished.rawValue],
+                "\(gateway.sink.unended)"
+            )
             // The next session is served as usual.
             let list = try await runTool(
                 "curl",

@@ -54,16 +54,9 @@ struct DemoTests {
     @Test("the popgate binary runs the demo with --once and exits 0")
     func binary() async throws {
         let binary = try #require(popgateBinary(), "build the popgate product first (swift build)")
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = ["demo", "--once", "--color", "always"]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
-        let text = String(decoding: data, as: UTF8.self)
+        let (status, output) = try runProgram(binary.path, ["demo", "--once", "--color", "always"])
+        #expect(status == 0)
+        let text = String(decoding: output, as: UTF8.self)
         #expect(text.contains("\u{1B}[36mC: CAPA"))
         #expect(text.contains("end of session "))
         #expect(text.contains("the gateway on 127.0.0.1:"))

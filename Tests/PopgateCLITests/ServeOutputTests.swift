@@ -99,8 +99,16 @@ struct ServeOutputTests {
         let held = descriptors() - base
         print("popgate serve with outputs: 200 idle sessions hold \(held) descriptors")
         #expect(held <= 2 * 200 + 8, "\(held) descriptors for 200 sessions")
-        // Their transcripts are on disk already, the USER in them, while the sessions are open.
-        let texts = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".txt") }
+        // Their transcripts are on disk already, the USER in them, while the sessions are open (the writer writes
+        // at least once a second; on a loaded machine the gateway may take a few).
+        func transcripts() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".txt") }
+        }
+        var texts = try transcripts()
+        for _ in 0..<100 where texts.count < 200 {
+            try await Task.sleep(for: .milliseconds(100))
+            texts = try transcripts()
+        }
         #expect(texts.count == 200)
         let one = try String(contentsOfFile: directory + "/" + texts[0], encoding: .utf8)
         #expect(one.contains("USER alice") && !one.contains("end of session"), "\(one)")

@@ -92,10 +92,20 @@ public final class RawSocket: @unchecked Sendable {
     public func reset() {
         var option = linger(l_onoff: 1, l_linger: 0)
         setsockopt(self.fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
-        Glibc.close(self.fd)
+        self.close()
     }
 
-    public func close() { Glibc.close(self.fd) }
+    private let closing = NSLock()
+    private var isClosed = false
+
+    /// Closes once, however often it is called: a second close(2) would shut whatever got the number since.
+    public func close() {
+        self.closing.lock()
+        defer { self.closing.unlock() }
+        guard !self.isClosed else { return }
+        self.isClosed = true
+        Glibc.close(self.fd)
+    }
 }
 
 public struct RawSocketError: Error {

@@ -1,4 +1,5 @@
 import Foundation
+import PopgateTestSupport
 import NIOCore
 import POP3Core
 
@@ -23,27 +24,11 @@ struct ToolError: Error, CustomStringConvertible {
 
 /// Runs a program and returns its standard output.
 func run(_ program: String, _ arguments: [String]) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = [program] + arguments
-    let out = Pipe()
-    let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    do {
-        try process.run()
-    } catch {
-        throw ToolError(description: "\(program) could not start: \(error). The README's test command installs it.")
+    let (status, output) = try runProgram(program, arguments)
+    guard status == 0 else {
+        throw ToolError(description: "\(program) \(arguments.joined(separator: " ")) exited \(status)")
     }
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    _ = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    guard process.terminationStatus == 0 else {
-        throw ToolError(
-            description: "\(program) \(arguments.joined(separator: " ")) exited \(process.terminationStatus)"
-        )
-    }
-    return String(decoding: data, as: UTF8.self)
+    return String(decoding: output, as: UTF8.self)
 }
 
 /// One TCP payload of a capture, as tshark reports it.

@@ -22,6 +22,16 @@ final class RecordingSink: ConversationSink {
     var allEvents: [ConversationEvent] { self.events.withLockedValue { $0.values.flatMap { $0 } } }
     var anomalies: [Anomaly] { self.allEvents.compactMap { if case .anomaly(let a) = $0 { a } else { nil } } }
 
+    /// What the sessions that have not ended last did: for a failure's message.
+    var unended: String {
+        let ended = self.ended.withLockedValue { Set($0.keys) }
+        return self.events.withLockedValue { events in
+            events.filter { !ended.contains($0.key) }.map { id, list in
+                "\(id): " + list.suffix(6).map { "\($0)" }.joined(separator: " | ")
+            }.joined(separator: "\n")
+        }
+    }
+
     /// Waits until `count` sessions have ended.
     func waitForEnded(_ count: Int, seconds: Double = 10) async {
         for _ in 0..<Int(seconds * 50) where self.ended.withLockedValue({ $0.count }) < count {
