@@ -21,7 +21,7 @@ public func runFuzzer(
     guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "LLVMFuzzerRunDriver") else {
         let message =
             "not built for fuzzing: swift build --product NAME --sanitize=fuzzer --sanitize=address"
-            + " -Xswiftc -O (scripts/fuzz.sh)\n"
+            + " -Xswiftc -sanitize=fuzzer,address -Xswiftc -O (scripts/fuzz.sh)\n"
         _ = message.withCString { write(2, $0, strlen($0)) }
         return 1
     }

@@ -32,36 +32,23 @@ public func fuzzRelay(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
         index += 1 + length
         return buffer
     }
+    // What the executor may deliver next, as NIO would: an answer only to what was asked (one admission, one
+    // connect outcome, one handshake per TLS start), nothing on a side after its close.
+    var admitAsked = false
+    var connectAsked = false
+    var clientTLSAsked = settings.clientTLS
+    var upstreamTLSAsked = false
+    var upstreamOpen = false
+    var clientOpen = true
+    var clientInputOpen = true
     machine.clientConnected(now: now, into: &actions)
-    while index < count {
-        let op = data[index] % 16
-        index += 1
-        now = now + .milliseconds(Int64(data[index - 1] / 16) * 250)
-        switch op {
-        case 0: machine.admitted(.admit, now: now, into: &actions)
-        case 1: machine.upstreamConnected(now: now, into: &actions)
-        case 2:
-            let read = bytes()
-            // Across reads, in any case: a QUIT split in two is still the client's.
-            clientBytes += read.readableBytesView.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }
-            if clientBytes.firstRange(of: Array("QUIT".utf8)) != nil { clientSentQuit = true }
-            machine.clientRead(read, now: now, into: &actions)
-        case 3: machine.upstreamRead(bytes(), now: now, into: &actions)
-        case 4: machine.clientReadComplete(into: &actions)
-        case 5: machine.upstreamReadComplete(into: &actions)
-        case 6: machine.clientClosed(now: now, into: &actions)
-        case 7: machine.upstreamClosed(now: now, into: &actions)
-        case 8: machine.clientInputClosed(now: now, into: &actions)
-        case 9: machine.deadlineReached(now: now + .seconds(700), into: &actions)
-        case 10: machine.writabilityChanged(.client, writable: data[index - 1] & 0x10 != 0, into: &actions)
-        case 11: machine.writabilityChanged(.upstream, writable: data[index - 1] & 0x10 != 0, into: &actions)
-        case 12: machine.clientTLSEstablished(version: "TLS 1.3", now: now, into: &actions)
-        case 13: machine.upstreamConnectFailed("refused", now: now, into: &actions)
-        case 14: machine.clientFailed("reset", now: now, into: &actions)
-        default: machine.shutdownRequested(now: now, into: &actions)
-        }
+    func check() {
         for action in actions {
             switch action {
+            case .admit: admitAsked = true
+            case .connectUpstream: connectAsked = true
+            case .startTLS, .beginClientTLS: clientTLSAsked = true
+            case .startUpstreamTLS: upstreamTLSAsked = true
             case .write(let side, let buffer):
                 precondition(!closed.contains("\(side)"), "a write to a side after its close")
                 if side == .upstream, !clientSentQuit {
@@ -76,6 +63,67 @@ public func fuzzRelay(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
         actions.removeAll(keepingCapacity: true)
         precondition(ended <= 1, "the session ended twice")
     }
+    check()
+    while index < count {
+        let op = data[index] % 16
+        index += 1
+        now = now + .milliseconds(Int64(data[index - 1] / 16) * 250)
+        let upstreamLive = upstreamOpen && !closed.contains("upstream")
+        let clientLive = clientOpen && !closed.contains("client")
+        switch op {
+        case 0 where admitAsked:
+            admitAsked = false
+            machine.admitted(.admit, now: now, into: &actions)
+        case 1 where connectAsked:
+            connectAsked = false
+            upstreamOpen = true
+            machine.upstreamConnected(now: now, into: &actions)
+        case 2 where clientLive && clientInputOpen:
+            let read = bytes()
+            // Across reads, in any case: a QUIT split in two is still the client's.
+            clientBytes += read.readableBytesView.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }
+            if clientBytes.firstRange(of: Array("QUIT".utf8)) != nil { clientSentQuit = true }
+            machine.clientRead(read, now: now, into: &actions)
+        case 3 where upstreamLive: machine.upstreamRead(bytes(), now: now, into: &actions)
+        case 4 where clientLive: machine.clientReadComplete(into: &actions)
+        case 5 where upstreamLive: machine.upstreamReadComplete(into: &actions)
+        case 6 where clientOpen:
+            clientOpen = false
+            machine.clientClosed(now: now, into: &actions)
+        case 7 where upstreamOpen:
+            upstreamOpen = false
+            machine.upstreamClosed(now: now, into: &actions)
+        case 8 where clientLive && clientInputOpen:
+            clientInputOpen = false
+            machine.clientInputClosed(now: now, into: &actions)
+        case 9: machine.deadlineReached(now: now + .seconds(700), into: &actions)
+        case 10 where clientLive:
+            machine.writabilityChanged(.client, writable: data[index - 1] & 0x10 != 0, into: &actions)
+        case 11 where upstreamLive:
+            machine.writabilityChanged(.upstream, writable: data[index - 1] & 0x10 != 0, into: &actions)
+        case 12 where clientTLSAsked && clientLive:
+            clientTLSAsked = false
+            machine.clientTLSEstablished(version: "TLS 1.3", now: now, into: &actions)
+        case 13 where connectAsked:
+            connectAsked = false
+            machine.upstreamConnectFailed("refused", now: now, into: &actions)
+        case 14 where clientOpen:
+            clientOpen = false
+            machine.clientFailed("reset", now: now, into: &actions)
+        case 15 where upstreamTLSAsked && upstreamLive:
+            upstreamTLSAsked = false
+            machine.upstreamTLSEstablished(version: "TLS 1.3", now: now, into: &actions)
+        case 15: machine.shutdownRequested(now: now, into: &actions)
+        default: break
+        }
+        check()
+    }
+    // NIO closes what is left: once both sides are closed, the session has ended.
+    if clientOpen { machine.clientClosed(now: now, into: &actions) }
+    if upstreamOpen { machine.upstreamClosed(now: now, into: &actions) }
+    if connectAsked { machine.upstreamConnectFailed("closed", now: now, into: &actions) }
+    check()
+    precondition(ended == 1, "both sides closed and the session has not ended")
     return 0
 }
 

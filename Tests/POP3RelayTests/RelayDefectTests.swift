@@ -148,7 +148,9 @@ struct RelayDefectTests {
                 client.send("NOOP\r\nX\u{1}Y\r\n")
                 // At once, not at the idle timeout (10 minutes): the read gives up after 5 s without data.
                 #expect(
-                    await client.readUntil("not allowed", seconds: 5).contains("-ERR control characters are not allowed")
+                    await client.readUntil("not allowed", seconds: 5).contains(
+                        "-ERR control characters are not allowed"
+                    )
                 )
             }
         )

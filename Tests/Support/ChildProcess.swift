@@ -119,7 +119,8 @@ func spawn(
     let result = posix_spawnp(&pid, program, &actions, &attributes, argv, environ)
     guard result == 0 else {
         throw ChildProcess.Failure(
-            description: "cannot start \(program): \(String(cString: strerror(result))). The README's test command installs it."
+            description:
+                "cannot start \(program): \(String(cString: strerror(result))). The README's test command installs it."
         )
     }
     return pid
@@ -132,7 +133,11 @@ func spawn(
 /// (swiftlang/swift#57827), and in a test process a second close shuts whatever socket got that number since
 /// (a gateway's or a server's connection, which then never hears from its peer). Here the channel is this
 /// function's (a socket pair), made close-on-exec, each end closed once.
-public func runProgram(_ program: String, _ arguments: [String], errors: String? = nil) throws -> (
+public func runProgram(
+    _ program: String,
+    _ arguments: [String],
+    errors: String? = nil
+) throws -> (
     status: Int32, output: [UInt8]
 ) {
     // A socket pair rather than a pipe: Glibc's module has no pipe2, and a pipe made then marked close-on-exec

@@ -1,7 +1,7 @@
 import Foundation
-import PopgateTestSupport
 import NIOCore
 import POP3Core
+import PopgateTestSupport
 
 /// The public captures in `../shared/captures/`, next to the checkout (CI places them there too).
 enum SharedCaptures {
