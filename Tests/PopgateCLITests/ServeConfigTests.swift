@@ -83,6 +83,10 @@ struct ServeConfigTests {
             ("proxy-trusted: [10.0.0.0/33]\n", "proxy-trusted[0]:"),
             ("listen: 127.0.0.1:1\nupstream: h:1\nproxy-protocol: maybe\n", "proxy-protocol: expected true or false"),
             ("rules: [a]\n", "rules: expected a rules file"),
+            // fuzz-config's finding: Yams.load stops the process on a key that is not a scalar.
+            ("? [listen, upstream]\n: 127.0.0.1:1\n", "line 1: a key must be plain text"),
+            ("listeners:\n  - ? { a: 1 }\n    : x\n", "line 2: a key must be plain text"),
+            ("timeouts: { <<: [1] }\n", "<< merges mappings"),
         ]
     )
     func badYAML(_ text: String, _ message: String) {
@@ -94,6 +98,32 @@ struct ServeConfigTests {
             #expect("\(error)".hasPrefix("bad.yaml: "))
             #expect("\(error)".contains(message), "\(error)")
         }
+    }
+
+    @Test("a file that made Yams stop the process is refused with a message (fuzz-config's input)")
+    func fuzzFinding() {
+        let text =
+            "listeners:\n  - name: froont\n?   list :ne[12nt\n?  \u{E1} list :npstmeouts: {seq\u{86}ire-01, connect: 10 }\n"
+            + "http: 127.0.0.1:8110\nrules: r.\u{92}\u{92}\u{92}\u{92}\u{92}\u{F5}"
+        var configuration = RelayConfiguration()
+        #expect(throws: ConfigFile.Problem.self) { try ConfigFile.apply(text, path: "fuzz.yaml", to: &configuration) }
+    }
+
+    @Test("merge keys and anchors: shared listener settings are written once")
+    func mergeKeys() throws {
+        var configuration = RelayConfiguration()
+        try ConfigFile.apply(
+            """
+            listeners:
+              - &first { upstream: 127.0.0.1:110, listen: 127.0.0.1:1110, name: shared }
+              - { <<: *first, listen: 127.0.0.1:2110, name: second }
+            """,
+            path: "merge.yaml",
+            to: &configuration
+        )
+        #expect(configuration.listeners.map(\.upstream.port) == [110, 110])
+        #expect(configuration.listeners.map { $0.listen.first?.port } == [1110, 2110])
+        #expect(configuration.listeners.map(\.name) == ["shared", "second"])
     }
 
     @Test("flags add a listener on top of the file; missing pieces are explained")

@@ -67,6 +67,42 @@ enum ConfigFile {
             }
     }
 
+    /// A YAML node as plain values: mappings keyed by their text, sequences, scalars as Yams resolves them
+    /// (`10` an Int, `true` a Bool), merge keys (`<<: *defaults`) applied. Not `Yams.load`, which stops the
+    /// process on a mapping key that is not a scalar (`? [a]: b`, found by fuzz-config): a reload must refuse
+    /// such a file, not take the gateway down.
+    static func plain(_ node: Node, path: String) throws -> Any {
+        switch node {
+        case .scalar:
+            return node.any
+        case .sequence(let sequence):
+            return try sequence.map { try Self.plain($0, path: path) }
+        case .mapping(let mapping):
+            var merged: [String: Any] = [:]
+            var own: [String: Any] = [:]
+            for (key, value) in mapping {
+                guard case .scalar(let scalar) = key else {
+                    throw Problem(description: "\(path): line \(key.mark?.line ?? 0): a key must be plain text")
+                }
+                if scalar.string == "<<", scalar.style == .plain {
+                    // Each merged mapping adds what is not set already; the mapping's own keys win.
+                    let sources = value.sequence.map(Array.init) ?? [value]
+                    for source in sources {
+                        guard let entries = try Self.plain(source, path: path) as? [String: Any] else {
+                            throw Problem(description: "\(path): line \(source.mark?.line ?? 0): << merges mappings")
+                        }
+                        merged.merge(entries) { first, _ in first }
+                    }
+                } else {
+                    own[scalar.string] = try Self.plain(value, path: path)
+                }
+            }
+            return merged.merging(own) { _, mine in mine }
+        case .alias:
+            throw Problem(description: "\(path): line \(node.mark?.line ?? 0): an alias that names no anchor")
+        }
+    }
+
     /// Applies `text` (the file at `path`) on top of `configuration`.
     static func apply(_ text: String, path: String, to configuration: inout RelayConfiguration) throws {
         func problem(_ key: String, _ what: String) -> Problem {
@@ -74,7 +110,9 @@ enum ConfigFile {
         }
         let root: Any?
         do {
-            root = try Yams.load(yaml: text)
+            root = try Yams.compose(yaml: text).map { try Self.plain($0, path: path) }
+        } catch let problem as Problem {
+            throw problem
         } catch {
             throw Problem(description: "\(path): not valid YAML: \(error)")
         }
