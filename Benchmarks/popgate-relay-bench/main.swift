@@ -322,7 +322,23 @@ let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathCom
         let base = transcriptsIn.map { URL(fileURLWithPath: $0) } ?? temporary
         arguments += ["--transcripts", base.appendingPathComponent("popgate-bench-\(getpid())-\(log)").path]
     }
-    let child = try Child(log, path, arguments, log: temporary.appendingPathComponent("\(log).log").path)
+    // POPGATE_BENCH_WRAP="/usr/bin/heaptrack -o /tmp/popgate": each popgate runs under that command (its path
+    // first), for a profile of
+    // where its memory goes (its figures in this run are then the wrapper's, not to be compared).
+    let wrap = ProcessInfo.processInfo.environment["POPGATE_BENCH_WRAP"].map {
+        $0.split(separator: " ").map(String.init)
+    }
+    let child =
+        if let wrap, let wrapper = wrap.first {
+            try Child(
+                log,
+                wrapper,
+                wrap.dropFirst() + [path] + arguments,
+                log: temporary.appendingPathComponent("\(log).log").path
+            )
+        } else {
+            try Child(log, path, arguments, log: temporary.appendingPathComponent("\(log).log").path)
+        }
     if viewer, let curl = which("curl") {
         // A viewer that keeps reading: every session's list updates, as the page gets them.
         viewers.append(

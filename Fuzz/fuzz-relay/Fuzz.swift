@@ -1,3 +1,7 @@
+// The relay machine is internal to POP3Relay, so this target needs `@testable import`, which only a debug build
+// (as scripts/fuzz.sh makes) allows; in a release build (`swift build -c release` builds every product) it is a
+// stub that says so.
+#if DEBUG
 import FuzzDriver
 import NIOCore
 import POP3Core
@@ -131,3 +135,10 @@ public func fuzzRelay(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
 func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
     runFuzzer(argc, argv) { data, size in fuzzRelay(data, size) }
 }
+#else
+@_cdecl("fuzz_relay_main")
+func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    print("fuzz-relay is built for fuzzing in the debug configuration: scripts/fuzz.sh")
+    return 1
+}
+#endif

@@ -104,7 +104,8 @@ public struct ConversationMachine: Sendable {
     /// The `<…@…>` timestamp of the greeting, which APOP digests (RFC 1939 §7).
     public internal(set) var greetingTimestamp: String?
 
-    var pending = CircularBuffer<PendingCommand>()
+    /// Room for two at first (it grows when a client pipelines): the default of 16 cost an idle session 1 KB.
+    var pending = CircularBuffer<PendingCommand>(initialCapacity: 2)
     var clientFramer: LineFramer
     var serverFramer: LineFramer
     var serverMode: ServerMode = .lines
