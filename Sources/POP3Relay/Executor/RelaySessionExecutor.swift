@@ -20,7 +20,6 @@ struct RelayShutdownEvent: Sendable {}
 /// It decides nothing. Everything runs on the client channel's event loop; the upstream channel shares it.
 final class RelaySessionExecutor {
     struct Settings {
-        var id: String
         var listener: Endpoint
         var upstream: Endpoint
         /// The upstream's address when its host is an IP literal: connecting to it needs no resolver and no
@@ -49,7 +48,40 @@ final class RelaySessionExecutor {
         var listenerName = "listener1"
     }
 
-    private let settings: Settings
+    /// A listener's settings and its sessions' machine settings, made once (until a reload) and shared by
+    /// every session it accepts: an idle session holds a reference, not a copy of them. Unchecked: it never
+    /// changes once made, and what it refers to (sink, registry, admission, rules, writer) is made for use from
+    /// every event loop.
+    final class Shared: @unchecked Sendable {
+        let settings: Settings
+        let machine: RelayMachine.SharedSettings
+
+        init(_ settings: Settings) {
+            self.settings = settings
+            let configuration = settings.configuration
+            var machine = RelayMachine.Settings(upstream: settings.upstream.description)
+            machine.commandLineLimit = configuration.commandLineLimit
+            machine.idleTimeout = configuration.idleTimeout
+            machine.greetingTimeout = configuration.greetingTimeout
+            machine.lineTimeout = configuration.lineTimeout
+            machine.loginTimeout = configuration.loginTimeout
+            machine.quitReplyTimeout = configuration.quitReplyTimeout
+            machine.annotate = settings.sink != nil
+            machine.export = settings.pcap != nil
+            machine.clientTLS = settings.clientTLS
+            machine.terminatesSTLS = settings.tls != nil && !settings.clientTLS
+            machine.requireTLS = settings.requireTLS
+            machine.upstreamSTLS = settings.upstreamTLS.map { !$0.implicit } ?? false
+            machine.handshakeTimeout = configuration.handshakeTimeout
+            machine.rules = settings.rules
+            machine.proxy = settings.proxy
+            self.machine = RelayMachine.SharedSettings(machine)
+        }
+    }
+
+    private let shared: Shared
+    private var settings: Settings { self.shared.settings }
+    private let id: String
     private var machine: RelayMachine
     private var recorder: SessionRecorder
     private var pcap: SessionPCAP?
@@ -69,30 +101,14 @@ final class RelaySessionExecutor {
     private var actions: [RelayMachine.Action] = []
     private var executing = false
 
-    init(_ settings: Settings) {
-        settings.registry.sessionCreated()
-        self.settings = settings
-        let configuration = settings.configuration
-        var machine = RelayMachine.Settings(upstream: settings.upstream.description)
-        machine.commandLineLimit = configuration.commandLineLimit
-        machine.idleTimeout = configuration.idleTimeout
-        machine.greetingTimeout = configuration.greetingTimeout
-        machine.lineTimeout = configuration.lineTimeout
-        machine.loginTimeout = configuration.loginTimeout
-        machine.quitReplyTimeout = configuration.quitReplyTimeout
-        machine.annotate = settings.sink != nil
-        machine.export = settings.pcap != nil
-        machine.clientTLS = settings.clientTLS
-        machine.terminatesSTLS = settings.tls != nil && !settings.clientTLS
-        machine.requireTLS = settings.requireTLS
-        machine.upstreamSTLS = settings.upstreamTLS.map { !$0.implicit } ?? false
-        machine.handshakeTimeout = configuration.handshakeTimeout
-        machine.rules = settings.rules
-        machine.proxy = settings.proxy
-        self.machine = RelayMachine(settings: machine, now: .now(), wallClock: Date().timeIntervalSince1970)
+    init(_ shared: Shared, id: String) {
+        shared.settings.registry.sessionCreated()
+        self.shared = shared
+        self.id = id
+        self.machine = RelayMachine(shared: shared.machine, now: .now(), wallClock: Date().timeIntervalSince1970)
         self.recorder = SessionRecorder(
-            sink: settings.sink,
-            info: SessionInfo(id: settings.id, client: nil, server: settings.upstream.description)
+            sink: shared.settings.sink,
+            info: SessionInfo(id: id, client: nil, server: shared.settings.upstream.description)
         )
     }
 
@@ -104,7 +120,7 @@ final class RelaySessionExecutor {
         self.client = context
         let now = NIODeadline.now()
         if self.settings.clientTLS, self.settings.proxy == nil { self.handshakes.client = .begun }
-        self.settings.registry.add(self.settings.id, context.channel)
+        self.settings.registry.add(self.id, context.channel)
         // Behind a balancer, the record starts once its header has named the client.
         if self.settings.proxy == nil { self.startRecord(client: context.channel.remoteAddress, via: nil, now: now) }
         let address =
@@ -126,7 +142,7 @@ final class RelaySessionExecutor {
             time: self.machine.wallClock(now)
         )
         self.pcap = self.settings.pcap?.start(
-            id: self.settings.id,
+            id: self.id,
             client: client,
             gateway: self.client?.channel.localAddress
         )
@@ -294,7 +310,7 @@ final class RelaySessionExecutor {
         case .log(let level, let message):
             guard self.settings.logger.logLevel <= level else { return }
             var logger = self.settings.logger
-            logger[metadataKey: "session"] = "\(self.settings.id)"
+            logger[metadataKey: "session"] = "\(self.id)"
             logger.log(level: level, "\(message)")
         case .ended(let how):
             self.finish(how)
@@ -458,7 +474,7 @@ final class RelaySessionExecutor {
         self.client = nil
         self.upstream = nil
         // Last: shutdown waits for the registry to empty and then exits, so whatever comes after this may be lost.
-        self.settings.registry.remove(self.settings.id)
+        self.settings.registry.remove(self.id)
     }
 }
 

@@ -50,6 +50,9 @@ public final class RelayServer: Service, Sendable {
     let writer: OutputWriter
     private let group: any EventLoopGroup
     private let counter = NIOLockedValueBox(0)
+    /// Counts reloads (configuration, admission, certificates): a listener's shared session settings are made
+    /// again when it has moved.
+    private let generation = NIOLockedValueBox(0)
     /// Each listener's TLS, by its index in the configuration, read once at start.
     /// Swapped whole by ``reloadTLS(_:)``: each new connection takes what is in force when it is accepted.
     private let tls: NIOLockedValueBox<[Int: ClientTLS]>
@@ -118,6 +121,7 @@ public final class RelayServer: Service, Sendable {
     public func reconfigure(_ configuration: RelayConfiguration, admission: (any AdmissionPolicy)? = nil) {
         self.current.withLockedValue { $0 = configuration }
         if let admission { self.admission.withLockedValue { $0 = admission } }
+        self.generation.withLockedValue { $0 += 1 }
     }
 
     /// Reads every listener's certificate and key again (from the paths in `configuration`), and swaps them in
@@ -133,6 +137,7 @@ public final class RelayServer: Service, Sendable {
             )
         }
         self.tls.withLockedValue { $0 = loaded }
+        self.generation.withLockedValue { $0 += 1 }
         for tls in loaded.values { self.warnIfExpiring(tls) }
     }
 
@@ -234,6 +239,8 @@ public final class RelayServer: Service, Sendable {
         quiesce: ServerQuiescingHelper
     ) async throws -> any Channel {
         let upstreamAddress = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
+        // This listener's shared session settings and the reload generation they were made in.
+        let template = NIOLockedValueBox<(generation: Int, shared: RelaySessionExecutor.Shared)?>(nil)
         let registry = self.registry
         let logger = self.logger
         return try await ServerBootstrap(group: self.group)
@@ -250,24 +257,31 @@ public final class RelayServer: Service, Sendable {
             // Reads start small and grow with the traffic: an idle session keeps no 2 KiB buffer per side.
             .childChannelOption(.recvAllocator, value: RelaySessionExecutor.receiveAllocator)
             .childChannelInitializer { [self] channel in
-                var settings = self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
-                settings.listenerName =
-                    self.configuration.listeners[safe: listenerIndex]?.displayName(
-                        index: listenerIndex
-                    ) ?? "listener\(listenerIndex + 1)"
                 // The certificates in force now: a reload changes them for the connections after it.
                 let tls = terminatesTLS ? self.tls.withLockedValue { $0[listenerIndex] } : nil
-                settings.upstreamTLS = self.upstreamTLS[listenerIndex]
-                settings.clientTLS = implicitTLS
-                settings.tls = tls
-                settings.requireTLS = requireTLS && !implicitTLS
-                if proxy {
-                    settings.proxy = RelayMachine.Proxy(
-                        trusted: settings.configuration.proxyTrusted,
-                        timeout: settings.configuration.proxyHeaderTimeout
-                    )
+                let generation = self.generation.withLockedValue { $0 }
+                let shared = template.withLockedValue { cached in
+                    if let cached, cached.generation == generation { return cached.shared }
+                    var settings = self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
+                    settings.listenerName =
+                        self.configuration.listeners[safe: listenerIndex]?.displayName(
+                            index: listenerIndex
+                        ) ?? "listener\(listenerIndex + 1)"
+                    settings.upstreamTLS = self.upstreamTLS[listenerIndex]
+                    settings.clientTLS = implicitTLS
+                    settings.tls = tls
+                    settings.requireTLS = requireTLS && !implicitTLS
+                    if proxy {
+                        settings.proxy = RelayMachine.Proxy(
+                            trusted: settings.configuration.proxyTrusted,
+                            timeout: settings.configuration.proxyHeaderTimeout
+                        )
+                    }
+                    let shared = RelaySessionExecutor.Shared(settings)
+                    cached = (generation, shared)
+                    return shared
                 }
-                let executor = RelaySessionExecutor(settings)
+                let executor = RelaySessionExecutor(shared, id: self.nextID())
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     // Behind a balancer, TLS goes in once its PROXY header has been read.
@@ -282,18 +296,22 @@ public final class RelayServer: Service, Sendable {
             .get()
     }
 
+    /// A new session's id: the start time, then a counter.
+    private func nextID() -> String {
+        let number = self.counter.withLockedValue { value -> Int in
+            value += 1
+            return value
+        }
+        return "\(self.idPrefix)-\(number)"
+    }
+
     private func sessionSettings(
         listener: Endpoint,
         upstream: Endpoint,
         address: SocketAddress?
     ) -> RelaySessionExecutor.Settings {
-        let number = self.counter.withLockedValue { value -> Int in
-            value += 1
-            return value
-        }
         let configuration = self.configuration
         return RelaySessionExecutor.Settings(
-            id: "\(self.idPrefix)-\(number)",
             listener: listener,
             upstream: upstream,
             upstreamAddress: address,

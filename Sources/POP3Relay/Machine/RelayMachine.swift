@@ -240,7 +240,14 @@ struct RelayMachine {
     /// holds none.
     private static let drained = ByteBuffer()
 
-    let settings: Settings
+    /// One listener's settings, made once and shared by its sessions: an idle session does not hold a copy.
+    final class SharedSettings: Sendable {
+        let value: Settings
+        init(_ value: Settings) { self.value = value }
+    }
+
+    private let shared: SharedSettings
+    var settings: Settings { self.shared.value }
     private var state: State = .admitting
     private(set) var conversation: ConversationMachine
     private var clientInput = Self.drained
@@ -282,7 +289,12 @@ struct RelayMachine {
 
     /// `now` and `wallClock` (seconds since 1970) are the same instant: transcripts get wall-clock times.
     init(settings: Settings, now: NIODeadline, wallClock: Double) {
-        self.settings = settings
+        self.init(shared: SharedSettings(settings), now: now, wallClock: wallClock)
+    }
+
+    init(shared: SharedSettings, now: NIODeadline, wallClock: Double) {
+        self.shared = shared
+        let settings = shared.value
         var configuration = ConversationMachine.Configuration()
         configuration.annotate = settings.annotate
         configuration.commandLineLimit = settings.commandLineLimit
