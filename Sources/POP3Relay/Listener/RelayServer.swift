@@ -262,7 +262,11 @@ public final class RelayServer: Service, Sendable {
                 let generation = self.generation.withLockedValue { $0 }
                 let shared = template.withLockedValue { cached in
                     if let cached, cached.generation == generation { return cached.shared }
-                    var settings = self.sessionSettings(listener: endpoint, upstream: upstream, address: upstreamAddress)
+                    var settings = self.sessionSettings(
+                        listener: endpoint,
+                        upstream: upstream,
+                        address: upstreamAddress
+                    )
                     settings.listenerName =
                         self.configuration.listeners[safe: listenerIndex]?.displayName(
                             index: listenerIndex
