@@ -87,7 +87,8 @@ final class RelaySessionExecutor {
     private var pcap: SessionPCAP?
     private var client: ChannelHandlerContext?
     private var upstream: ChannelHandlerContext?
-    private var timer: Scheduled<Void>?
+    /// The machine's next deadline, as a callback: no promise, future or closures to allocate each time it moves.
+    private var timer: NIOScheduledCallback?
     private var clientReadPending = false
     private var handshakeRefused = false
     /// What the rules counted this session in, handed back when it ends.
@@ -293,10 +294,7 @@ final class RelaySessionExecutor {
         case .arm(let deadline):
             self.timer?.cancel()
             guard let loop = self.client?.eventLoop else { return }
-            self.timer = loop.assumeIsolated().scheduleTask(deadline: deadline) {
-                self.timer = nil
-                self.run(.now()) { $0.deadlineReached(now: $1, into: &$2) }
-            }
+            self.timer = try? loop.assumeIsolated().scheduleCallback(at: deadline, handler: Deadline(executor: self))
         case .resumeReading(let side):
             guard side == .client ? self.clientReadPending : self.upstreamReadPending, self.machine.mayRead(side)
             else { return }
@@ -335,6 +333,16 @@ final class RelaySessionExecutor {
             self.startRecord(client: address ?? self.client?.channel.remoteAddress, via: via, now: .now())
         case .beginClientTLS(let leftover):
             self.startTLS(leftover: leftover)
+        }
+    }
+
+    /// The timer's callback: the machine's deadline has come.
+    private struct Deadline: NIOScheduledCallbackHandler {
+        let executor: RelaySessionExecutor
+
+        func handleScheduledCallback(eventLoop: some EventLoop) {
+            self.executor.timer = nil
+            self.executor.run(.now()) { $0.deadlineReached(now: $1, into: &$2) }
         }
     }
 
