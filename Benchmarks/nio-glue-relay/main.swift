@@ -61,7 +61,11 @@ final class GlueHandler: ChannelDuplexHandler {
 final class ClientEnd: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let upstreamPort: Int
-    init(upstreamPort: Int) { self.upstreamPort = upstreamPort }
+    let allocator: AdaptiveRecvByteBufferAllocator
+    init(upstreamPort: Int, allocator: AdaptiveRecvByteBufferAllocator) {
+        self.upstreamPort = upstreamPort
+        self.allocator = allocator
+    }
 
     func channelActive(context: ChannelHandlerContext) {
         let client = GlueHandler()
@@ -77,6 +81,7 @@ final class ClientEnd: ChannelInboundHandler {
         let bound = NIOLoopBound(upstream, eventLoop: channel.eventLoop)
         ClientBootstrap(group: channel.eventLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: self.allocator)
             .channelInitializer { upstreamChannel in
                 upstreamChannel.eventLoop.makeCompletedFuture {
                     try upstreamChannel.pipeline.syncOperations.addHandler(bound.value)
@@ -88,17 +93,24 @@ final class ClientEnd: ChannelInboundHandler {
 }
 
 let arguments = CommandLine.arguments
-guard arguments.count == 3, let listen = Int(arguments[1]), let upstreamPort = Int(arguments[2]) else {
-    print("usage: nio-glue-relay LISTEN_PORT UPSTREAM_PORT")
+guard (3...4).contains(arguments.count), let listen = Int(arguments[1]), let upstreamPort = Int(arguments[2]) else {
+    print("usage: nio-glue-relay LISTEN_PORT UPSTREAM_PORT [small-reads]")
     exit(2)
 }
+// small-reads: reads start at 256 octets and adapt (popgate's allocator), so an idle connection keeps no 2 KiB
+// buffer: the floor popgate's memory per idle session is measured against.
+let small = arguments.count == 4 && arguments[3] == "small-reads"
+let allocator =
+    small
+    ? AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536) : AdaptiveRecvByteBufferAllocator()
 let server = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
     .serverChannelOption(.backlog, value: 512)
     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+    .childChannelOption(.recvAllocator, value: allocator)
     .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(ClientEnd(upstreamPort: upstreamPort))
+            try channel.pipeline.syncOperations.addHandler(ClientEnd(upstreamPort: upstreamPort, allocator: allocator))
         }
     }
     .bind(host: "127.0.0.1", port: listen)

@@ -458,6 +458,22 @@ if FileManager.default.isExecutableFile(atPath: glue), !tlsMode {
             child: try Child("nio-glue", glue, ["\(port)", "\(upstream.port)"], log: log)
         )
     )
+    if idleSessions > 0 {
+        // The same with popgate's reads (256 octets at first): the floor for memory per idle session.
+        let small = try freePort()
+        targets.append(
+            Target(
+                name: "NIO glue, 256-octet reads",
+                port: small,
+                child: try Child(
+                    "nio-glue-small",
+                    glue,
+                    ["\(small)", "\(upstream.port)", "small-reads"],
+                    log: temporary.appendingPathComponent("nio-glue-small.log").path
+                )
+            )
+        )
+    }
 }
 
 if let path = which("haproxy") {
@@ -707,7 +723,7 @@ func cpuTable(_ title: String, _ figures: [String: (CPU, Int)], unit: Double, _ 
         ($0.0.total * unit / Double(max(1, $0.1)), $0.0.system * unit / Double(max(1, $0.1)))
     }
     let anchor = per.first { $0.key.hasPrefix("haproxy") }?.value.0
-    let floor = per.first { $0.key.hasPrefix("NIO") }?.value.0
+    let floor = per["NIO glue"]?.0
     for (name, value) in per.sorted(by: { $0.key > $1.key }) where figures[name]!.1 > 0 {
         let ratio =
             (anchor.map { String(format: "  %.2f × haproxy's", value.0 / $0) } ?? "")
