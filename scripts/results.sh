@@ -40,7 +40,7 @@ PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --only popgate,NIO --idle 9000
   echo "## Many sessions held, then each completed with STAT and QUIT"
   echo
   echo '```'
-  grep -A3 "Memory per idle" "$tmp/idle.txt" || cat "$tmp/idle.txt"
+  grep -A9 "Memory per idle" "$tmp/idle.txt" || cat "$tmp/idle.txt"
   echo '```'
   echo
   echo "## The conversation machine"
