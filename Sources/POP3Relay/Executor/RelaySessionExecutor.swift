@@ -294,6 +294,7 @@ final class RelaySessionExecutor {
         case .arm(let deadline):
             self.timer?.cancel()
             guard let loop = self.client?.eventLoop else { return }
+            // It throws only when the loop is shutting down, which closes every session anyway.
             self.timer = try? loop.assumeIsolated().scheduleCallback(at: deadline, handler: Deadline(executor: self))
         case .resumeReading(let side):
             guard side == .client ? self.clientReadPending : self.upstreamReadPending, self.machine.mayRead(side)

@@ -257,11 +257,14 @@ public final class RelayServer: Service, Sendable {
             // Reads start small and grow with the traffic: an idle session keeps no 2 KiB buffer per side.
             .childChannelOption(.recvAllocator, value: RelaySessionExecutor.receiveAllocator)
             .childChannelInitializer { [self] channel in
-                // The certificates in force now: a reload changes them for the connections after it.
-                let tls = terminatesTLS ? self.tls.withLockedValue { $0[listenerIndex] } : nil
+                // The generation first, then what it stands for: a reload between the two makes this template
+                // newer than its generation says, so the next connection makes it again (read the other way
+                // round, old certificates could be kept under the new generation).
                 let generation = self.generation.withLockedValue { $0 }
                 let shared = template.withLockedValue { cached in
                     if let cached, cached.generation == generation { return cached.shared }
+                    // The certificates in force now: a reload changes them for the connections after it.
+                    let tls = terminatesTLS ? self.tls.withLockedValue { $0[listenerIndex] } : nil
                     var settings = self.sessionSettings(
                         listener: endpoint,
                         upstream: upstream,
@@ -286,6 +289,7 @@ public final class RelayServer: Service, Sendable {
                     return shared
                 }
                 let executor = RelaySessionExecutor(shared, id: self.nextID())
+                let tls = shared.settings.tls
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     // Behind a balancer, TLS goes in once its PROXY header has been read.
