@@ -106,7 +106,10 @@ let package = Package(
         // The capture reader: pcap/pcapng files and interfaces, link layers, IPv4/IPv6, TCP reassembly.
         .target(
             name: "POP3Capture",
-            dependencies: ["CLibpcap", "POP3Core", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["CLibpcap", "CPOP3Scan", "POP3Core", .product(name: "NIOCore", package: "swift-nio")],
+            // Every packet mutates the inspector's classes; their run-time exclusivity checks cost more than the
+            // TCP reassembly itself. Debug builds (every test run) keep the checks.
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         // ArgumentParser commands, in a library so tests can call them without a process.
         .target(

@@ -169,7 +169,7 @@ let midwayPath = FileManager.default.temporaryDirectory.appendingPathComponent(
 .path
 try midwayWriter.data.write(to: URL(fileURLWithPath: midwayPath))
 let midwaySize = midwayWriter.data.count
-defer { try? FileManager.default.removeItem(atPath: midwayPath) }
+defer { if !arguments.contains("--keep") { try? FileManager.default.removeItem(atPath: midwayPath) } }
 // Start-up (the binary, libpcap, the first allocations) on an empty capture, taken off each figure so that the
 // per-octet cost is what is compared.
 let empty = FileManager.default.temporaryDirectory.appendingPathComponent("popgate-inspect-empty-\(getpid()).pcap").path

@@ -66,6 +66,7 @@ public final class CaptureInspector {
             var configuration = ConversationMachine.Configuration()
             configuration.implicitTLS = options.implicitTLSPorts.contains(server.port)
             configuration.annotate = options.annotate
+            configuration.bodyChunks = options.keepBodies
             self.keepBodies = options.keepBodies
             self.machine = ConversationMachine(configuration: configuration)
             self.clientStream = TCPReassembler(limit: options.reassemblyLimit)
@@ -83,28 +84,54 @@ public final class CaptureInspector {
         var waitingOctets: Int { self.clientStream.waitingOctets + self.serverStream.waitingOctets }
 
         func feed(_ outputs: [TCPReassembler.Output], from side: Side, at time: Double) {
-            if !outputs.isEmpty { self.carriedData = true }
             for output in outputs {
-                self.produced.removeAll(keepingCapacity: true)
                 switch output {
                 case .data(let buffer):
-                    if side == .client {
-                        self.clientOctets += buffer.readableBytes
-                    } else {
-                        self.serverOctets += buffer.readableBytes
-                    }
-                    if side == .client {
-                        self.machine.clientSent(buffer, at: time, into: &self.produced)
-                    } else {
-                        self.machine.serverSent(buffer, at: time, into: &self.produced)
-                    }
+                    self.feed(buffer, from: side, at: time)
                 case .gap(let octets):
+                    self.carriedData = true
                     self.produced = self.machine.gap(side, octets: octets)
+                    self.keep(at: time)
                 }
-                for event in self.produced {
-                    if !self.keepBodies, case .bodyChunk = event { continue }
-                    self.events.append((time, event))
-                }
+            }
+        }
+
+        /// A segment's payload from one side: straight to the machine when it is the next in order with nothing
+        /// waiting (most are), through the reassembly otherwise.
+        func receive(_ sequence: UInt32, _ payload: ByteBuffer, from side: Side, at time: Double) {
+            let length = payload.readableBytes
+            let next =
+                side == .client
+                ? self.clientStream.inOrder(sequence, length: length)
+                : self.serverStream.inOrder(sequence, length: length)
+            if next { return self.feed(payload, from: side, at: time) }
+            self.outputs.removeAll(keepingCapacity: true)
+            if side == .client {
+                self.clientStream.segment(sequence, payload, into: &self.outputs)
+            } else {
+                self.serverStream.segment(sequence, payload, into: &self.outputs)
+            }
+            self.feed(self.outputs, from: side, at: time)
+        }
+
+        /// Octets in order from one side.
+        func feed(_ buffer: ByteBuffer, from side: Side, at time: Double) {
+            self.carriedData = true
+            self.produced.removeAll(keepingCapacity: true)
+            if side == .client {
+                self.clientOctets += buffer.readableBytes
+                self.machine.clientSent(buffer, at: time, into: &self.produced)
+            } else {
+                self.serverOctets += buffer.readableBytes
+                self.machine.serverSent(buffer, at: time, into: &self.produced)
+            }
+            self.keep(at: time)
+        }
+
+        private func keep(at time: Double) {
+            for event in self.produced {
+                if !self.keepBodies, case .bodyChunk = event { continue }
+                self.events.append((time, event))
             }
         }
 
@@ -152,6 +179,8 @@ public final class CaptureInspector {
     /// The sessions that carried data, in the order they started (refused or empty connections are left out).
     public var sessions: [Session] { self.allSessions.filter(\.carriedData) }
     private var open: [FlowKey: Session] = [:]
+    /// The connection of the packet before: most packets follow one of their own, so most need no hash.
+    private var recent: (key: FlowKey, session: Session)?
     /// Connections that are not POP3: remembered so they are not looked at again.
     private var ignored: Set<FlowKey> = []
     /// Connections whose SYN was seen before they were known to be POP3.
@@ -174,10 +203,14 @@ public final class CaptureInspector {
     public func packet(_ segment: TCPSegment, at time: Double) {
         self.lastTime = max(self.lastTime, time)
         let key = FlowKey(segment.source, segment.destination, tunnel: segment.tunnel)
-        if self.ignored.contains(key) { return }
         let session: Session
-        if let existing = self.open[key] {
+        if let recent = self.recent, recent.key == key {
+            session = recent.session
+        } else if self.ignored.contains(key) {
+            return
+        } else if let existing = self.open[key] {
             session = existing
+            self.recent = (key, existing)
         } else {
             // Only a new SYN reopens a connection that ended (the same ports, used again).
             if self.ended.contains(key) {
@@ -204,6 +237,7 @@ public final class CaptureInspector {
             if !segment.syn, self.synSeen.remove(key) == nil { session.machine.pickUpMidway() }
             self.allSessions.append(session)
             self.open[key] = session
+            self.recent = (key, session)
         }
         let waitingBefore = session.waitingOctets
         let limitHitsBefore = session.limitHits
@@ -233,17 +267,11 @@ public final class CaptureInspector {
                 if !session.outputs.isEmpty { session.feed(session.outputs, from: .client, at: time) }
             }
         }
-        session.outputs.removeAll(keepingCapacity: true)
-        if fromClient {
-            session.clientStream.segment(segment.sequence, segment.payload, into: &session.outputs)
-            session.feed(session.outputs, from: .client, at: time)
-        } else {
-            session.serverStream.segment(segment.sequence, segment.payload, into: &session.outputs)
-            session.feed(session.outputs, from: .server, at: time)
-        }
+        session.receive(segment.sequence, segment.payload, from: fromClient ? .client : .server, at: time)
         if segment.rst {
             session.close(at: time)
             self.open[key] = nil
+            self.recent = nil
             Self.remember(key, in: &self.ended)
         } else if segment.fin {
             let end = segment.sequence &+ UInt32(segment.payload.readableBytes)
@@ -257,6 +285,7 @@ public final class CaptureInspector {
             if session.clientFinished && session.serverFinished {
                 session.close(at: time)
                 self.open[key] = nil
+                self.recent = nil
                 Self.remember(key, in: &self.ended)
             }
         }
@@ -307,6 +336,7 @@ public final class CaptureInspector {
     public func finish() {
         for session in self.allSessions where !session.closed { session.endOfCapture(at: self.lastTime) }
         self.open.removeAll()
+        self.recent = nil
         self.waitingOctets = 0
     }
 }

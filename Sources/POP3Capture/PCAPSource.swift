@@ -1,4 +1,5 @@
 import CLibpcap
+import NIOCore
 
 #if canImport(Glibc)
 import Glibc
@@ -26,8 +27,9 @@ public final class PCAPSource: @unchecked Sendable {
     /// The data link type (`DLT_*`).
     public let linkType: Int32
 
-    /// Opens a capture file.
-    public init(file path: String) throws {
+    /// Opens a capture file. `mapping`: a classic pcap file is read from a memory mapping (false: libpcap reads it
+    /// all, as it reads pcapng files and pipes).
+    public init(file path: String, mapping: Bool = true) throws {
         var errorBuffer = [CChar](repeating: 0, count: Int(PCAP_ERRBUF_SIZE) + 1)
         guard let file = fopen(path, "rb") else {
             throw Failure(description: "\(path): " + String(cString: strerror(errno)))
@@ -42,7 +44,12 @@ public final class PCAPSource: @unchecked Sendable {
         self.handle = handle
         self.name = path
         self.linkType = pcap_datalink(handle)
+        if mapping { self.mapped = MappedPCAP(descriptor: fileno(file)) }
     }
+
+    /// Whether the records are being read from a memory mapping (a classic pcap file, until a record libpcap is
+    /// to judge).
+    public var isMapped: Bool { self.mapped != nil }
 
     /// Opens a live interface in immediate mode: each packet is handed over as it arrives.
     public init(interface: String, snapshotLength: Int32 = 262_144) throws {
@@ -66,6 +73,12 @@ public final class PCAPSource: @unchecked Sendable {
     }
 
     private var live = false
+    /// The last payload's buffer, reused for the next when nothing else holds it.
+    private var scratch: ByteBuffer?
+    /// A classic pcap file is read from a mapping while its records are whole; libpcap reads the rest.
+    private var mapped: MappedPCAP?
+    /// The `--filter` program, for the records read from the mapping.
+    private var program: bpf_program?
 
     /// A NUL-terminated C buffer as text.
     static func text(_ buffer: [CChar]) -> String {
@@ -74,6 +87,8 @@ public final class PCAPSource: @unchecked Sendable {
 
     deinit {
         if let dumper = self.dumper { pcap_dump_close(dumper) }
+        self.mapped?.unmap()
+        if var program = self.program { pcap_freecode(&program) }
         pcap_close(self.handle)
     }
 
@@ -96,10 +111,12 @@ public final class PCAPSource: @unchecked Sendable {
         guard pcap_compile(self.handle, &program, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
             throw Failure(description: "filter \"\(expression)\": " + String(cString: pcap_geterr(self.handle)))
         }
-        defer { pcap_freecode(&program) }
         guard pcap_setfilter(self.handle, &program) == 0 else {
+            pcap_freecode(&program)
             throw Failure(description: "filter \"\(expression)\": " + String(cString: pcap_geterr(self.handle)))
         }
+        if var old = self.program { pcap_freecode(&old) }
+        self.program = program
     }
 
     public enum Next {
@@ -143,10 +160,15 @@ public final class PCAPSource: @unchecked Sendable {
     /// The next packet decoded straight from libpcap's buffer, without copying the whole packet.
     public func nextSegment() throws -> NextSegment {
         let linkType = self.linkType
-        let decoded = try self.read { time, bytes, wire in (PacketDecoder.decode(bytes, linkType: linkType), time, wire)
+        var scratch = self.scratch
+        self.scratch = nil
+        let decoded = try self.read { time, bytes, wire in
+            (PacketDecoder.decode(bytes, linkType: linkType, reusing: &scratch), time, wire)
         }
         switch decoded {
         case .value(let (.tcp(segment), time, _)):
+            // Once the caller is done with this payload, its storage is free for the next one.
+            self.scratch = segment.payload
             return .packet(segment, time: time)
         case .value(let (.skipped(what), time, wire)):
             self.undecoded[what, default: (0, 0)].packets += 1
@@ -171,6 +193,34 @@ public final class PCAPSource: @unchecked Sendable {
             if fd >= 0 {
                 var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                 if poll(&poller, 1, 100) == 0 { return .nothing }
+            }
+        }
+        while var mapped = self.mapped {
+            let record = mapped.next()
+            self.mapped = mapped
+            switch record {
+            case .packet(let time, let bytes, let wire):
+                guard self.program != nil || self.dumper != nil else { return .value(make(time, bytes, wire)) }
+                var header = pcap_pkthdr()
+                header.caplen = UInt32(bytes.count)
+                header.len = UInt32(wire)
+                header.ts.tv_sec = Int(time.rounded(.down))
+                header.ts.tv_usec = Int(((time - time.rounded(.down)) * 1e6).rounded())
+                if var program = self.program, pcap_offline_filter(&program, &header, bytes.baseAddress) == 0 {
+                    continue
+                }
+                if let dumper = self.dumper {
+                    let user = UnsafeMutableRawPointer(dumper).assumingMemoryBound(to: UInt8.self)
+                    pcap_dump(user, &header, bytes.baseAddress)
+                }
+                return .value(make(time, bytes, wire))
+            case .end:
+                return .end
+            case .handBack:
+                // libpcap reads on from this record and reports what is wrong with it.
+                fseek(pcap_file(self.handle), mapped.offset, SEEK_SET)
+                mapped.unmap()
+                self.mapped = nil
             }
         }
         var header: UnsafeMutablePointer<pcap_pkthdr>?

@@ -164,7 +164,19 @@ public enum PacketDecoder {
     }
 
     public static func decode(_ b: UnsafeBufferPointer<UInt8>, linkType: Int32) -> Decoded {
+        var scratch: ByteBuffer? = nil
+        return self.decode(b, linkType: linkType, reusing: &scratch)
+    }
+
+    /// As `decode`, writing the payload into `scratch`'s storage when nothing else holds it any more (the packet
+    /// before's, say), so a packet costs no allocation. `scratch` is taken; the caller keeps the payload's buffer
+    /// as the next one's scratch.
+    static func decode(_ b: UnsafeBufferPointer<UInt8>, linkType: Int32, reusing scratch: inout ByteBuffer?) -> Decoded
+    {
         var path = Path()
+        path.scratch = scratch
+        scratch = nil
+        defer { scratch = nil }
         switch linkType {
         case 1:
             return self.ethernet(b, at: 0, path: &path)
@@ -196,6 +208,16 @@ public enum PacketDecoder {
         var key: UInt64 = 0
         var innermost: Tunnel?
         var depth = 0
+        var scratch: ByteBuffer?
+
+        /// `bytes` in a buffer: the scratch one when it is free, a new one otherwise.
+        mutating func payload(_ bytes: UnsafeBufferPointer<UInt8>) -> ByteBuffer {
+            guard var buffer = self.scratch else { return ByteBuffer(bytes: bytes) }
+            self.scratch = nil
+            buffer.clear(minimumCapacity: bytes.count)
+            buffer.writeBytes(bytes)
+            return buffer
+        }
 
         mutating func enter(_ tunnel: Tunnel) -> Bool {
             self.depth += 1
@@ -328,7 +350,7 @@ public enum PacketDecoder {
                 acknowledgment: UInt32(b[o + 8]) << 24 | UInt32(b[o + 9]) << 16 | UInt32(b[o + 10]) << 8
                     | UInt32(b[o + 11]),
                 flags: b[o + 13],
-                payload: ByteBuffer(bytes: UnsafeBufferPointer(rebasing: b[(o + dataOffset)..<end])),
+                payload: path.payload(UnsafeBufferPointer(rebasing: b[(o + dataOffset)..<end])),
                 tunnel: path.key,
                 tunnelName: path.innermost
             )

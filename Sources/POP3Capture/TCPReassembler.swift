@@ -53,6 +53,14 @@ public struct TCPReassembler: Sendable {
         return out
     }
 
+    /// The common case, without a buffer of outputs: `length` octets at `sequence` are the next ones and
+    /// nothing waits, so they are delivered as they are. Returns false when `segment` is to decide.
+    public mutating func inOrder(_ sequence: UInt32, length: Int) -> Bool {
+        guard length > 0, self.waiting.isEmpty, let next = self.next, next == sequence else { return false }
+        self.advance(by: length)
+        return true
+    }
+
     /// Appends what `payload` makes ready to `out` (a buffer the caller reuses).
     public mutating func segment(_ sequence: UInt32, _ payload: ByteBuffer, into out: inout [Output]) {
         guard payload.readableBytes > 0 else { return }

@@ -31,6 +31,33 @@ struct TCPReassemblerTests {
         #expect(stream.retransmissions == 0 && stream.gaps == 0)
     }
 
+    @Test("the in-order shortcut takes only the next octets with nothing waiting; segment() decides the rest")
+    func inOrderShortcut() {
+        var stream = TCPReassembler()
+        stream.syn(999)
+        let first = stream.inOrder(1000, length: 8)
+        let again = stream.inOrder(1000, length: 8)
+        let pastHole = stream.inOrder(1009, length: 4)
+        let empty = stream.inOrder(1008, length: 0)
+        #expect(first)
+        #expect(!again, "a retransmission is not new")
+        #expect(!pastHole, "past a hole")
+        #expect(!empty, "nothing to deliver")
+        // Something waits behind a hole: in-order octets must go through segment(), which delivers both.
+        let held = stream.segment(1012, ByteBuffer(string: "xyz"))
+        let whileWaiting = stream.inOrder(1008, length: 4)
+        let filled = stream.segment(1008, ByteBuffer(string: "abcd"))
+        let after = stream.inOrder(1015, length: 1)
+        #expect(held.isEmpty)
+        #expect(!whileWaiting)
+        #expect(self.text(filled) == "abcdxyz")
+        #expect(after)
+        // Seen from the middle (no SYN): the first segment is segment()'s.
+        var midway = TCPReassembler()
+        let unknown = midway.inOrder(5000, length: 3)
+        #expect(!unknown)
+    }
+
     @Test("reordered segments are put back in order")
     func reordered() {
         let (out, _) = self.run([(1008, "PASS b\r\n"), (1004, " a\r\n"), (1000, "USER")])

@@ -13,4 +13,10 @@ size_t pop3_plain_lines(const unsigned char *base, size_t start, size_t count, s
 /// Returns `start` when that path is not available here.
 size_t pop3_plain_lines_using(int path, const unsigned char *base, size_t start, size_t count, size_t *lines);
 
+/// Asks the CPU to bring `count` octets from `address` into its cache ahead of their use (a capture read from a
+/// memory mapping: the next records are fetched while this one is decoded).
+static inline void pop3_prefetch(const void *address, size_t count) {
+    for (size_t offset = 0; offset < count; offset += 64) __builtin_prefetch((const char *)address + offset);
+}
+
 #endif

@@ -76,7 +76,7 @@ extension ConversationMachine {
             return false
         case .body(let command, var scanner):
             self.serverMode = .lines  // avoids a copy of the scanner while it mutates
-            if let chunk = scanner.scan(&input) {
+            if let chunk = scanner.scan(&input), self.configuration.bodyChunks {
                 events.append(.bodyChunk(chunk))
             }
             if scanner.finished {

@@ -37,6 +37,8 @@ public struct ConversationMachine: Sendable {
         public var transportIsTLS = false
         /// Write the plain-language notes. A gateway that keeps no transcript turns them off to save the work.
         public var annotate = true
+        /// Hand over a body's octets as `bodyChunk` events; a reader that keeps no body turns them off.
+        public var bodyChunks = true
 
         public init() {}
     }

@@ -127,6 +127,34 @@ struct RobustnessTests {
         #expect(!machine.awaitingReply)
     }
 
+    @Test("bodyChunks off: a body's octets are not handed over, and every other event is the same")
+    func withoutBodyChunks() {
+        func run(_ chunks: Bool) -> [ConversationEvent] {
+            var configuration = ConversationMachine.Configuration()
+            configuration.bodyChunks = chunks
+            var machine = ConversationMachine(configuration: configuration)
+            var events: [ConversationEvent] = []
+            for step in Script.login {
+                switch step {
+                case .client(let t): events += machine.clientSent(ByteBuffer(string: t))
+                case .server(let t): events += machine.serverSent(ByteBuffer(string: t))
+                default: break
+                }
+            }
+            events += machine.clientSent(ByteBuffer(string: "RETR 1\r\n"))
+            events += machine.serverSent(ByteBuffer(string: "+OK\r\nSubject: x\r\n\r\nbody"))
+            events += machine.serverSent(ByteBuffer(string: " text\r\n..dot\r\n.\r\n"))
+            return events
+        }
+        let with = run(true)
+        let without = run(false)
+        func isChunk(_ event: ConversationEvent) -> Bool { if case .bodyChunk = event { true } else { false } }
+        #expect(with.contains(where: isChunk))
+        #expect(!without.contains(where: isChunk))
+        #expect("\(with.filter { !isChunk($0) })" == "\(without)")
+        #expect(without.bodies.first?.octets == with.bodies.first?.octets)
+    }
+
     @Test("a peer that vanishes mid-reply leaves a truncated-reply anomaly and a closed session")
     func vanish() {
         let events = Script(
