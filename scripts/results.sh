@@ -14,7 +14,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --page --rules --proxy --idle 1000 "$@" > "$tmp/relay.txt" 2>&1
 PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --only popgate,NIO --idle 9000 --rounds 1 --seconds 2 \
-  --retr-clients 0 > "$tmp/idle.txt" 2>&1 || true
+  --retr-clients 0 --idle-workers 2 --idle-held 10000 > "$tmp/idle.txt" 2>&1 || true
 "$bin/popgate-machine-bench" > "$tmp/machine.txt" 2>&1
 "$bin/popgate-inspect-bench" > "$tmp/inspect.txt" 2>&1 || true
 
@@ -41,6 +41,7 @@ PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --only popgate,NIO --idle 9000
   echo
   echo '```'
   grep -A9 "Memory per idle" "$tmp/idle.txt" || cat "$tmp/idle.txt"
+  grep -A1 "popgate processes on one port" "$tmp/idle.txt" || true
   echo '```'
   echo
   echo "## The conversation machine"

@@ -29,6 +29,12 @@ let retrClients = option("--retr-clients", 4)
 let messageMiB = option("--message-mib", 10)
 let rounds = option("--rounds", 2)
 let idleSessions = option("--idle", 1000)
+/// `--idle-workers K --idle-held N`: N more idle sessions held through K popgate processes sharing one port
+/// (`--reuse-port`), their clients in processes of their own (`popgate bench --workload idle`, 5,000 each). One
+/// process's descriptor limit (20,000 here, hard) cannot hold 10,000 sessions' 20,000 sockets; K processes can.
+let idleWorkers = option("--idle-workers", 0)
+let idleHeld = option("--idle-held", 10_000)
+let idleClientProcesses = idleWorkers > 0 ? (idleHeld + 4_999) / 5_000 : 0
 let before = arguments.firstIndex(of: "--before").map { arguments[$0 + 1] }
 /// `--transcripts`: each popgate also runs a second time writing transcripts (text and JSON lines).
 let tlsMode = arguments.contains("--tls")
@@ -252,6 +258,9 @@ var serverConfiguration = EmbeddedPOP3Server.Configuration()
 serverConfiguration.users = Dictionary(
     uniqueKeysWithValues: (0..<max(sessionClients, retrClients, idleSessions)).map { ("\(user)\($0)", password) }
 )
+for k in 0..<idleClientProcesses {
+    for n in 0..<(idleHeld / idleClientProcesses) { serverConfiguration.users["w\(k)x\(n)"] = password }
+}
 serverConfiguration.messages = [StoredMessage(uniqueID: "big", bytes: big)]
 let upstreamGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let upstream = try await EmbeddedPOP3Server.start(serverConfiguration, group: upstreamGroup)
@@ -640,6 +649,80 @@ if idleSessions > 0, !tlsMode {
     }
 }
 
+/// The held sessions through several popgate processes on one port: held, completed, and the processes'
+/// descriptors and resident growth while held.
+var workersResult: (held: Int, completed: Int, failed: Int, descriptors: Int, growthKiB: Int, errors: String)?
+if idleWorkers > 0, !tlsMode {
+    let port = try freePort()
+    var workers: [Child] = []
+    for index in 0..<idleWorkers {
+        workers.append(
+            try Child(
+                "popgate-worker-\(index)",
+                popgate,
+                [
+                    "serve", "--listen", "127.0.0.1:\(port)", "--upstream", "127.0.0.1:\(upstream.port)",
+                    "--reuse-port", "--log-level", "error",
+                ],
+                log: temporary.appendingPathComponent("worker-\(index).log").path
+            )
+        )
+    }
+    defer { for worker in workers { worker.stop() } }
+    _ = waitForPort(port)
+    usleep(300_000)
+    let pids = workers.map(\.process.processIdentifier)
+    func total(_ measure: (Int32) -> Int?) -> Int { pids.compactMap(measure).reduce(0, +) }
+    func descriptorCount(_ pid: Int32) -> Int? {
+        let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
+        return names?.count
+    }
+    let base = total(residentKiB)
+    let hold = 20
+    let perProcess = idleHeld / idleClientProcesses
+    var clients: [(Process, Pipe)] = []
+    for k in 0..<idleClientProcesses {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: popgate)
+        process.arguments = [
+            "bench", "127.0.0.1:\(port)", "--workload", "idle", "--concurrency", "\(perProcess)", "--hold", "\(hold)",
+            "--user", "w\(k)x{n}", "--password", password, "--timeout", "60", "--duration", "600", "--json",
+        ]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        clients.append((process, pipe))
+    }
+    // Held once the workers hold two sockets a session; measured then, while the clients hold them.
+    var descriptors = 0
+    var growth = 0
+    let deadline = Date().addingTimeInterval(300)
+    while Date() < deadline {
+        descriptors = total(descriptorCount)
+        if descriptors >= 2 * perProcess * idleClientProcesses { break }
+        if clients.allSatisfy({ !$0.0.isRunning }) { break }
+        usleep(250_000)
+    }
+    usleep(2_000_000)
+    descriptors = total(descriptorCount)
+    growth = total(residentKiB) - base
+    var completed = 0
+    var failed = 0
+    var errors: [String] = []
+    for (process, pipe) in clients {
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let report = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        completed += report?["completed"] as? Int ?? 0
+        failed += report?["failed"] as? Int ?? perProcess
+        if let kinds = report?["errors"] as? [String: Int] { errors += kinds.map { "\($0.value) \($0.key)" } }
+    }
+    workersResult = (
+        perProcess * idleClientProcesses, completed, failed, descriptors, growth, errors.joined(separator: ", ")
+    )
+}
+
 // TLS resumption: full handshakes per second against resumed ones (openssl s_time -new, -reuse), and whether
 // a saved session is taken back (s_client -sess_out, then -sess_in says "Reused").
 var resumption: [(String, Double, Double, Bool)] = []
@@ -771,6 +854,21 @@ if !idleCompletion.isEmpty {
                 + "\(descriptors) descriptors, \(resident / 1024) MiB"
         )
     }
+}
+
+if let result = workersResult {
+    print(
+        "\(result.held) sessions held through \(idleWorkers) popgate processes on one port (--reuse-port), then each "
+            + "completed with NOOP, STAT and QUIT:"
+    )
+    print(
+        "  \(result.completed) completed, \(result.failed) failed\(result.errors.isEmpty ? "" : " (\(result.errors))"); "
+            + "\(result.descriptors) descriptors in the popgates while held, resident +\(result.growthKiB / 1024) MiB "
+            + String(
+                format: "(%.1f KB a session)",
+                Double(result.growthKiB) * 1024 / 1000 / Double(max(result.held, 1))
+            )
+    )
 }
 
 if !resumption.isEmpty {

@@ -198,6 +198,10 @@ public struct RelayConfiguration: Sendable, Hashable {
     /// Sessions open at once; past it a client is told the gateway is at capacity. Nil: derived from the
     /// descriptor limit (``maximumSessions(descriptorLimit:)``).
     public var maxConnections: Int?
+    /// Listening sockets take SO_REUSEPORT: several popgate processes may listen on one port and the kernel
+    /// spreads the connections among them (as nginx's workers share theirs), for more sessions than one
+    /// process's descriptor limit holds. Read at start only, like the listeners.
+    public var reusePort = false
     /// Transcript and pcap octets the disk may be behind on, in all (a file may be half of it behind);
     /// past it a file ends with a note and the session goes on without it.
     public var outputBuffer = 64 << 20

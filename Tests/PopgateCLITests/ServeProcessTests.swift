@@ -99,6 +99,43 @@ struct ServeProcessTests {
         await dovecot.stop()
     }
 
+    @Test("--reuse-port: two gateways share one port and both serve; without it the second says the port is taken")
+    func reusePort() async throws {
+        let dovecot = try Dovecot(messages: [Array("Subject: x\r\n\r\nhello\r\n".utf8)])
+        let logs = (0..<3).map { Self.temporary("reuse-\($0)") }
+        defer { for log in logs { try? FileManager.default.removeItem(atPath: log) } }
+        let upstream = ["--upstream", "127.0.0.1:\(dovecot.port)", "--log-level", "info"]
+        let (first, port) = try await Self.serveOnAnyPort(upstream + ["--reuse-port"], log: logs[0])
+        // Without the option a second gateway cannot have the port, and says why.
+        let refused = try Self.serve(["--listen", "127.0.0.1:\(port)"] + upstream, log: logs[2])
+        #expect(await refused.wait(seconds: 10) == 2)
+        let message = try String(contentsOfFile: logs[2], encoding: .utf8)
+        #expect(message.contains("cannot listen on 127.0.0.1:\(port): the address is in use"), "\(message)")
+        #expect(message.contains("--reuse-port"))
+        let second = try Self.serve(["--listen", "127.0.0.1:\(port)", "--reuse-port"] + upstream, log: logs[1])
+        #expect(try await Self.waitForLog(logs[1], "listening on 127.0.0.1:\(port)"))
+        // The kernel spreads connections by their addresses: 40 sessions from 40 ports reach both.
+        for _ in 0..<40 {
+            try await POP3Client.withSession(host: "127.0.0.1", port: port) { (s: inout POP3Client.Session) in
+                _ = try await s.send("USER alice")
+                #expect(try await s.send("PASS wonderland").isOK)
+                #expect(try await s.send("QUIT").isOK)
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let ended = logs.prefix(2).map { log in
+            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").components(separatedBy: "session ended").count
+                - 1
+        }
+        #expect(ended.reduce(0, +) == 40, "\(ended)")
+        #expect(ended.allSatisfy { $0 > 0 }, "\(ended)")
+        first.signal(SIGTERM)
+        second.signal(SIGTERM)
+        #expect(await first.wait(seconds: 10) == 0)
+        #expect(await second.wait(seconds: 10) == 0)
+        await dovecot.stop()
+    }
+
     /// Waits until the log holds `text` (it is written as things happen).
     static func waitForLog(_ log: String, _ text: String) async throws -> Bool {
         for _ in 0..<250 {

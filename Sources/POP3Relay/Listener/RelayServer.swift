@@ -199,16 +199,25 @@ public final class RelayServer: Service, Sendable {
                 let endpoints = listener.listen.map { ($0, false) } + listener.listenTLS.map { ($0, true) }
                 for (endpoint, implicitTLS) in endpoints {
                     let quiesce = ServerQuiescingHelper(group: self.group)
-                    let channel = try await self.bind(
-                        endpoint,
-                        upstream: listener.upstream,
-                        listenerIndex: index,
-                        terminatesTLS: tls != nil,
-                        implicitTLS: implicitTLS,
-                        requireTLS: listener.requireTLS,
-                        proxy: listener.proxyProtocol,
-                        quiesce: quiesce
-                    )
+                    let channel: any Channel
+                    do {
+                        channel = try await self.bind(
+                            endpoint,
+                            upstream: listener.upstream,
+                            listenerIndex: index,
+                            terminatesTLS: tls != nil,
+                            implicitTLS: implicitTLS,
+                            requireTLS: listener.requireTLS,
+                            proxy: listener.proxyProtocol,
+                            quiesce: quiesce
+                        )
+                    } catch let error as IOError {
+                        throw ListenFailure(
+                            endpoint: endpoint,
+                            errno: error.errnoCode,
+                            reusePort: self.configuration.reusePort
+                        )
+                    }
                     bound.append((channel, quiesce))
                     // The port bound, which is the one to use when port 0 asked for any free port.
                     let actual = Endpoint(
@@ -226,6 +235,28 @@ public final class RelayServer: Service, Sendable {
             throw error
         }
         self.state.withLockedValue { $0 = .bound(bound) }
+    }
+
+    /// A listening address that could not be taken, said in an operator's words.
+    public struct ListenFailure: Error, CustomStringConvertible {
+        public var endpoint: Endpoint
+        public var errno: Int32
+        public var reusePort: Bool
+
+        public var description: String {
+            switch self.errno {
+            case EADDRINUSE:
+                return "cannot listen on \(self.endpoint): the address is in use (another process listens there"
+                    + (self.reusePort
+                        ? " without --reuse-port)" : "; --reuse-port lets several popgate processes share a port)")
+            case EACCES:
+                return "cannot listen on \(self.endpoint): permission denied (ports below 1024 need privilege)"
+            case EADDRNOTAVAIL:
+                return "cannot listen on \(self.endpoint): no interface of this machine has that address"
+            default:
+                return "cannot listen on \(self.endpoint): " + String(cString: strerror(self.errno))
+            }
+        }
     }
 
     private func bind(
@@ -246,6 +277,11 @@ public final class RelayServer: Service, Sendable {
         return try await ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // NIO names no SO_REUSEPORT option; the socket's own is set.
+            .serverChannelOption(
+                .socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)),
+                value: self.configuration.reusePort ? 1 : 0
+            )
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))

@@ -32,6 +32,7 @@ import Yams
 /// timeouts: { idle: 600, connect: 10, greeting: 30, handshake: 10, proxy-header: 5, line: 60, login: 180, quit-reply: 5, shutdown-grace: 10, shutdown-drain: 5 }
 /// command-line-limit: 255
 /// max-connections: 5000
+/// reuse-port: false           # true: several popgate processes may share each port
 /// output-buffer-mib: 64
 /// rules: /etc/popgate/gateway.rules   # read again on SIGHUP and when it changes
 /// http: 127.0.0.1:8110        # the live page, /api, /metrics, /healthz, /readyz (listeners' `name:` label them)
@@ -44,7 +45,8 @@ enum ConfigFile {
 
     static let topLevelKeys: Set<String> = [
         "listeners", "listen", "upstream", "transcripts", "pcap", "transcript-bodies", "live", "timeouts",
-        "command-line-limit", "max-connections", "output-buffer-mib", "listen-tls", "cert", "key", "require-tls",
+        "command-line-limit", "max-connections", "reuse-port", "output-buffer-mib", "listen-tls", "cert", "key",
+        "require-tls",
         "sni", "sni-strict", "tls-min-version", "upstream-tls", "upstream-ca", "upstream-server-name",
         "upstream-no-verify", "upstream-tls-min-version", "rules", "proxy-protocol", "proxy-trusted", "http",
         "http-token",
@@ -291,6 +293,10 @@ enum ConfigFile {
         if let value = map["live"] {
             guard let flag = value as? Bool else { throw problem("live", "expected true or false") }
             configuration.live = flag
+        }
+        if let value = map["reuse-port"] {
+            guard let flag = value as? Bool else { throw problem("reuse-port", "expected true or false") }
+            configuration.reusePort = flag
         }
         if let value = map["max-connections"] {
             guard let limit = value as? Int, limit >= 1 else {

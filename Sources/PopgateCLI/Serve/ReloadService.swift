@@ -124,6 +124,7 @@ struct ReloadService: Service {
         }
         var kept: [String] = []
         if bound(new.listeners) != bound(old.listeners) { kept.append("listeners") }
+        if new.reusePort != old.reusePort { kept.append("reuse-port") }
         if new.transcripts != old.transcripts { kept.append("transcripts") }
         if new.pcap != old.pcap { kept.append("pcap") }
         if new.transcriptBodies != old.transcriptBodies { kept.append("transcript-bodies") }
@@ -137,6 +138,7 @@ struct ReloadService: Service {
             applied.listeners[index].key = new.listeners[index].key
         }
         applied.transcripts = old.transcripts
+        applied.reusePort = old.reusePort
         applied.pcap = old.pcap
         applied.transcriptBodies = old.transcriptBodies
         applied.live = old.live

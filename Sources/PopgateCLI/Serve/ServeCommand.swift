@@ -31,6 +31,7 @@ extension Popgate {
                   popgate serve --listen 0.0.0.0:110 --upstream pop://legacy.internal --transcripts /var/log/popgate
                   popgate serve --listen 127.0.0.1:1110 --upstream 127.0.0.1:110 --pcap /tmp/pop-pcap
                   popgate serve --listen 0.0.0.0:110 --upstream 10.0.0.5:110 --max-connections 2000
+                  popgate serve --listen 0.0.0.0:110 --upstream 10.0.0.5:110 --reuse-port   (run several: one port)
                   popgate serve --listen-tls 0.0.0.0:995 --cert cert.pem --key key.pem --upstream 10.0.0.5:110
                   popgate serve --listen 0.0.0.0:110 --cert cert.pem --key key.pem --require-tls --upstream 10.0.0.5:110
                       (the gateway answers STLS itself, and refuses logins before it)
@@ -173,6 +174,12 @@ extension Popgate {
                 "Sessions open at once; more are told the gateway is at capacity (default: what the descriptor limit fits)."
         )
         var maxConnections: Int?
+
+        @Flag(
+            help:
+                "Listen with SO_REUSEPORT, so that several popgate processes share each port (each with its own descriptor limit)."
+        )
+        var reusePort = false
 
         @Option(help: "A YAML file with any of these settings, and several listeners.", completion: .file())
         var config: String?
@@ -406,6 +413,7 @@ extension Popgate {
             if let transcripts { configuration.transcripts = transcripts }
             if let pcap { configuration.pcap = pcap }
             if self.live { configuration.live = true }
+            if self.reusePort { configuration.reusePort = true }
             if self.transcriptBodies { configuration.transcriptBodies = true }
             func seconds(_ value: Double?, _ name: String) throws -> TimeAmount? {
                 guard let value else { return nil }
