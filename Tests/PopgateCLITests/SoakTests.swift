@@ -7,7 +7,7 @@ import Testing
 
 /// The fault and soak suite: `popgate serve` (transcripts and pcap on) in front of Dovecot, under a steady load
 /// of clients that finish cleanly, delete and QUIT, or vanish at random points, while Dovecot's session processes
-/// are killed once. Afterwards every maildrop holds what only the QUITs removed, the gateway's memory and
+/// are killed once and later the whole server is stopped and started again on its port. Afterwards every maildrop holds what only the QUITs removed, the gateway's memory and
 /// descriptors did not grow with the sessions, and no output holds a password the suite used.
 ///
 /// A quick run (15 s) is part of the normal tests; `POPGATE_SOAK_MINUTES=30 swift test --filter SoakTests` is the
@@ -27,7 +27,9 @@ struct SoakTests {
         case clean, deleteAndQuit, afterUser, afterPass, afterDele, midRetr, reset, saslThenDrop
     }
 
-    @Test("clients that vanish anywhere, the upstream killed under load: maildrops intact, memory flat, no password")
+    @Test(
+        "clients that vanish anywhere, the upstream killed and restarted under load: maildrops intact, memory flat, no password"
+    )
     func soak() async throws {
         let run = UInt32.random(in: 0..<UInt32.max)
         let users = (0..<6).map { ("soak\($0)", "soak-pw-\(run)-\($0)") }
@@ -80,17 +82,31 @@ struct SoakTests {
                     }
                 }
             }
-            // The upstream's session processes killed once, half-way.
+            // The upstream's session processes killed once, half-way; at three quarters the whole server is
+            // stopped and started again on its port.
             group.addTask {
                 try await Task.sleep(until: deadline - .seconds(Self.minutes * 30))
                 let killed = dovecot.killSessions()
                 sessions.withLockedValue { $0["upstream sessions killed", default: 0] += killed }
+                try await Task.sleep(until: deadline - .seconds(Self.minutes * 15))
+                try await dovecot.restart()
+                sessions.withLockedValue { $0["upstream restarted", default: 0] += 1 }
             }
             while ContinuousClock.now < deadline {
                 try await Task.sleep(for: sampleEvery)
                 sample()
             }
             try await group.waitForAll()
+        }
+        #expect(sessions.withLockedValue { $0["upstream restarted"] } == 1)
+        // After the restart the gateway serves again, by itself: each user logs in and reads its maildrop.
+        for (user, password) in users {
+            try await POP3Client.withSession(host: "127.0.0.1", port: port) { (s: inout POP3Client.Session) in
+                _ = try await s.send("USER \(user)")
+                #expect(try await s.send("PASS \(password)").isOK)
+                #expect(try await s.send("STAT").isOK)
+                #expect(try await s.send("QUIT").isOK)
+            }
         }
         // Every session has ended: the gateway holds its listener, its logs, nothing per session.
         for _ in 0..<100 where descriptors() > baseDescriptors + 4 {

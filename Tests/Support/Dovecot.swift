@@ -20,7 +20,8 @@ public final class Dovecot: @unchecked Sendable {
     public let directory: URL
     public let port: Int
     public let users: [String: String]
-    private let process: ChildProcess
+    /// The master; a new one after ``restart()``.
+    private var process: ChildProcess
 
     /// How Dovecot itself speaks TLS, with a certificate and key: STLS on its POP3 port, or implicit TLS (POP3S)
     /// on it instead.
@@ -181,6 +182,30 @@ public final class Dovecot: @unchecked Sendable {
     public func stop() async {
         await self.process.stop()
         try? FileManager.default.removeItem(at: self.directory)
+    }
+
+    /// Stops the whole server (its master by pid, which ends every session process) and starts it again on the
+    /// same port with the same configuration and maildirs: the upstream restarted under load.
+    public func restart() async throws {
+        await self.process.stop()
+        let d = self.directory.path
+        let started = { ((try? String(contentsOfFile: "\(d)/dovecot.log", encoding: .utf8)) ?? "") }
+        let before = started().components(separatedBy: "starting up").count
+        for _ in 0..<50 {
+            let process = try ChildProcess("/usr/sbin/dovecot", ["-F", "-c", "\(d)/dovecot.conf"])
+            for _ in 0..<200 where process.isRunning {
+                if started().components(separatedBy: "starting up").count > before {
+                    self.process = process
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(25))
+            }
+            // Its port was taken while it was down (a connection's local port, say): try again.
+            process.signal(SIGKILL)
+            _ = await process.wait(seconds: 5)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw Failure(description: "Dovecot did not start again on port \(self.port): \(self.logTail())")
     }
 
     /// Kills the processes serving logged-in sessions (SIGKILL, found by their parent's pid): the upstream dies
