@@ -16,7 +16,7 @@ PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --page --rules --proxy --idle 
 PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --only popgate,NIO --idle 9000 --rounds 1 --seconds 2 \
   --retr-clients 0 --idle-workers 2 --idle-held 10000 > "$tmp/idle.txt" 2>&1 || true
 "$bin/popgate-machine-bench" > "$tmp/machine.txt" 2>&1
-"$bin/popgate-inspect-bench" > "$tmp/inspect.txt" 2>&1 || true
+"$bin/popgate-inspect-bench" --megabytes 1000 > "$tmp/inspect.txt" 2>&1 || true
 
 {
   echo "# popgate benchmark results"
@@ -29,7 +29,8 @@ PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --only popgate,NIO --idle 9000
   echo
   echo "Targets: CPU per session at most 1.1 × the bare NIO relay; memory per idle logged-in session at most"
   echo "6 KB; the page open adds at most 10 % CPU per session; 10,000 sessions held (this machine's hard"
-  echo "descriptor limit is $(ulimit -Hn): a gateway holding N sessions needs 2N descriptors)."
+  echo "descriptor limit is $(ulimit -Hn): a gateway process holding N sessions needs 2N descriptors, so 10,000"
+  echo "are held through two processes sharing the port with --reuse-port)."
   echo
   echo "## The relay: popgate serve beside direct, the bare NIO relay, haproxy and nginx's mail proxy"
   echo
