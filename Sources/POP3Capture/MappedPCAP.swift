@@ -8,13 +8,17 @@ import Glibc
 /// lies, so no octet is copied by read(2), by stdio or by libpcap on the way (those copies cost more than
 /// everything popgate does with a packet). libpcap still opens the file and reads its header (link type,
 /// filters, errors); at the first record this reader does not take whole, the caller hands the rest of the
-/// file back to libpcap, which then says what is wrong in its own words.
+/// file back to libpcap, which then says what is wrong in its own words. A file cut shorter while it is read is
+/// noticed within 8 MiB; one cut and read within that window still faults, which libpcap's reads would not.
 struct MappedPCAP {
     private let base: UnsafeRawPointer
     private let size: Int
     private let swapped: Bool
     private let nanoseconds: Bool
     private let snapshot: Int
+    private let descriptor: Int32
+    /// Where the file's size was last looked at.
+    private var checked = 24
     /// Where the next record's header is.
     private(set) var offset = 24
     /// Pages behind this have been read and are let go of, so resident memory stays small on a large file.
@@ -45,6 +49,7 @@ struct MappedPCAP {
         }
         self.base = base
         self.size = size
+        self.descriptor = descriptor
         let major = base.loadUnaligned(fromByteOffset: 4, as: UInt16.self)
         let minor = base.loadUnaligned(fromByteOffset: 6, as: UInt16.self)
         let snapshot = base.loadUnaligned(fromByteOffset: 16, as: UInt32.self)
@@ -71,16 +76,23 @@ struct MappedPCAP {
         /// A whole record: its time, its captured octets (valid until the mapping is let go of) and its length
         /// on the wire.
         case packet(time: Double, bytes: UnsafeBufferPointer<UInt8>, wireLength: Int)
-        /// The file ends here, cleanly.
-        case end
-        /// A record this reader does not take (cut short, or longer than the snapshot length): libpcap is to
-        /// read the file from `offset` on.
+        /// The end of the mapping, or a record this reader does not take (cut short, or longer than the snapshot
+        /// length): libpcap is to read the file from `offset` on.
         case handBack
     }
 
     mutating func next() -> Record {
         let at = self.offset
-        if at == self.size { return .end }
+        // A mapped page past the end of a file cut shorter meanwhile would stop the process (SIGBUS): every 8 MiB
+        // the size is looked at again, and a shrunk file is libpcap's to read on (it reports the cut).
+        if at - self.checked >= 8 << 20 {
+            self.checked = at
+            var status = stat()
+            if fstat(self.descriptor, &status) != 0 || Int(status.st_size) < self.size { return .handBack }
+        }
+        // The end of what was mapped: libpcap reads on from here, so a file still being written (tcpdump -w)
+        // gives what was added since it was opened, and a clean end is its own.
+        if at == self.size { return .handBack }
         guard self.size - at >= 16 else { return .handBack }
         let captured = Int(self.word(at + 8))
         guard captured <= self.snapshot, self.size - at - 16 >= captured else { return .handBack }

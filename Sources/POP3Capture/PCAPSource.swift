@@ -214,8 +214,6 @@ public final class PCAPSource: @unchecked Sendable {
                     pcap_dump(user, &header, bytes.baseAddress)
                 }
                 return .value(make(time, bytes, wire))
-            case .end:
-                return .end
             case .handBack:
                 // libpcap reads on from this record and reports what is wrong with it.
                 fseek(pcap_file(self.handle), mapped.offset, SEEK_SET)

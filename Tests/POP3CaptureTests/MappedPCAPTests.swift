@@ -197,6 +197,67 @@ struct MappedPCAPTests {
         #expect(held == expected)
     }
 
+    /// A capture of at least `octets`: records of about 60 KB.
+    static func large(_ octets: Int) -> [UInt8] {
+        var capture = SyntheticCapture()
+        capture.exchange = (0..<40).map { _ in (false, "+OK " + String(repeating: "z", count: 60_000) + "\r\n") }
+        let one = capture.bytes
+        var big = one
+        let records = Array(one[24...])
+        while big.count < octets { big += records }
+        return big
+    }
+
+    @Test("a file still being written: what was added after it was opened is read too")
+    func growing() throws {
+        let whole = SyntheticCapture().bytes
+        let frames = SyntheticCapture().frames
+        // The header and the first three records now, the rest after the reader has opened the file.
+        var cut = 24
+        for frame in frames.prefix(3) { cut += 16 + frame.count }
+        let path = try Self.temporary(Array(whole[..<cut]))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let source = try PCAPSource(file: path)
+        #expect(source.isMapped)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(whole[cut...]))
+        try handle.close()
+        var read: [[UInt8]] = []
+        while case .packet(let packet) = try source.next() { read.append(packet.bytes) }
+        #expect(read == frames)
+    }
+
+    @Test("a file cut shorter while it is read: libpcap takes over and reports the cut; nothing faults")
+    func shrinking() throws {
+        let big = Self.large(24 << 20)
+        let path = try Self.temporary(big)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let source = try PCAPSource(file: path)
+        #expect(source.isMapped)
+        for _ in 0..<10 { _ = try source.next() }
+        // Cut inside a record, 12 MiB in: reading the mapping past that would fault.
+        #expect(truncate(path, off_t((12 << 20) + 7)) == 0)
+        var packets = 10
+        var failure: String?
+        do {
+            while case .packet = try source.next() { packets += 1 }
+        } catch {
+            failure = "\(error)"
+        }
+        #expect(failure?.contains("truncated") == true, "\(failure ?? "no error")")
+        // The records whole before the cut: all of them read, none after.
+        var whole = 0
+        var at = 24
+        while at + 16 <= (12 << 20) + 7 {
+            let captured = Int(big[at + 8]) | Int(big[at + 9]) << 8 | Int(big[at + 10]) << 16
+            guard at + 16 + captured <= (12 << 20) + 7 else { break }
+            whole += 1
+            at += 16 + captured
+        }
+        #expect(packets == whole, "\(packets) packets, \(whole) whole before the cut")
+    }
+
     /// This process's resident octets that are file pages (a mapping's), from /proc.
     static func residentFile() -> Int {
         let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
@@ -207,13 +268,7 @@ struct MappedPCAPTests {
     @Test("a large file read from its mapping does not stay resident: what was read is let go of")
     func residentStaysSmall() throws {
         // 160 MB of one session's packets, repeated (the inspector's reading is not the point, the mapping is).
-        var capture = SyntheticCapture()
-        capture.exchange = (0..<40).map { _ in (false, "+OK " + String(repeating: "z", count: 60_000) + "\r\n") }
-        let one = capture.bytes
-        var big = one
-        let records = Array(one[24...])
-        while big.count < 160_000_000 { big += records }
-        let path = try Self.temporary(big)
+        let path = try Self.temporary(Self.large(160_000_000))
         defer { try? FileManager.default.removeItem(atPath: path) }
         let before = Self.residentFile()
         let source = try PCAPSource(file: path)
