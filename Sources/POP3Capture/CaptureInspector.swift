@@ -37,7 +37,6 @@ public final class CaptureInspector {
         var serverFinished = false
         var closed = false
         var carriedData = false
-        let keepBodies: Bool
         /// The TCP payload octets each side sent, as reassembled.
         public private(set) var clientOctets = 0
         public private(set) var serverOctets = 0
@@ -67,7 +66,6 @@ public final class CaptureInspector {
             configuration.implicitTLS = options.implicitTLSPorts.contains(server.port)
             configuration.annotate = options.annotate
             configuration.bodyChunks = options.keepBodies
-            self.keepBodies = options.keepBodies
             self.machine = ConversationMachine(configuration: configuration)
             self.clientStream = TCPReassembler(limit: options.reassemblyLimit)
             self.serverStream = TCPReassembler(limit: options.reassemblyLimit)
@@ -128,11 +126,9 @@ public final class CaptureInspector {
             self.keep(at: time)
         }
 
+        /// The events made, with their time (a reader that keeps no body was given no body chunks).
         private func keep(at time: Double) {
-            for event in self.produced {
-                if !self.keepBodies, case .bodyChunk = event { continue }
-                self.events.append((time, event))
-            }
+            for event in self.produced { self.events.append((time, event)) }
         }
 
         /// The capture ended with the connection open: what waited behind holes is given up, and no side is

@@ -176,7 +176,6 @@ public enum PacketDecoder {
         var path = Path()
         path.scratch = scratch
         scratch = nil
-        defer { scratch = nil }
         switch linkType {
         case 1:
             return self.ethernet(b, at: 0, path: &path)

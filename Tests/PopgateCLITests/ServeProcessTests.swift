@@ -136,6 +136,18 @@ struct ServeProcessTests {
         await dovecot.stop()
     }
 
+    @Test("an address no interface has: exit 2, said in those words (not the socket call's text)")
+    func addressNotHere() async throws {
+        let log = Self.temporary("not-here")
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        // 192.0.2.0/24 is for documentation: no interface here has it, so nothing ever listens on it.
+        let process = try Self.serve(["--listen", "192.0.2.1:1110", "--upstream", "127.0.0.1:9"], log: log)
+        #expect(await process.wait(seconds: 10) == 2)
+        let message = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(message.contains("cannot listen on 192.0.2.1:1110: no interface of this machine has that address"))
+        #expect(!message.contains("bind(descriptor"), "\(message)")
+    }
+
     /// Waits until the log holds `text` (it is written as things happen).
     static func waitForLog(_ log: String, _ text: String) async throws -> Bool {
         for _ in 0..<250 {
