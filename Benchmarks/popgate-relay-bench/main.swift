@@ -88,6 +88,17 @@ final class Child {
     }
 }
 
+/// POPGATE_BENCH_WRAP="/usr/bin/heaptrack -o /tmp/popgate": each popgate (and the NIO glue with popgate's reads)
+/// runs under that command, for a profile of where its memory goes (its figures in this run are then the
+/// wrapper's, not to be compared; a wrapper that does not exec its program leaves it running when stopped).
+func wrapped(_ name: String, _ path: String, _ arguments: [String], log: String) throws -> Child {
+    let wrap = ProcessInfo.processInfo.environment["POPGATE_BENCH_WRAP"].map {
+        $0.split(separator: " ").map(String.init)
+    }
+    guard let wrap, let wrapper = wrap.first else { return try Child(name, path, arguments, log: log) }
+    return try Child(name, wrapper, wrap.dropFirst() + [path] + arguments, log: log)
+}
+
 func which(_ program: String) -> String? {
     for directory in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":") + ["/usr/sbin"] {
         let path = "\(directory)/\(program)"
@@ -332,23 +343,7 @@ let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathCom
         let base = transcriptsIn.map { URL(fileURLWithPath: $0) } ?? temporary
         arguments += ["--transcripts", base.appendingPathComponent("popgate-bench-\(getpid())-\(log)").path]
     }
-    // POPGATE_BENCH_WRAP="/usr/bin/heaptrack -o /tmp/popgate": each popgate runs under that command (its path
-    // first), for a profile of
-    // where its memory goes (its figures in this run are then the wrapper's, not to be compared).
-    let wrap = ProcessInfo.processInfo.environment["POPGATE_BENCH_WRAP"].map {
-        $0.split(separator: " ").map(String.init)
-    }
-    let child =
-        if let wrap, let wrapper = wrap.first {
-            try Child(
-                log,
-                wrapper,
-                wrap.dropFirst() + [path] + arguments,
-                log: temporary.appendingPathComponent("\(log).log").path
-            )
-        } else {
-            try Child(log, path, arguments, log: temporary.appendingPathComponent("\(log).log").path)
-        }
+    let child = try wrapped(log, path, arguments, log: temporary.appendingPathComponent("\(log).log").path)
     if viewer, let curl = which("curl") {
         // A viewer that keeps reading: every session's list updates, as the page gets them.
         viewers.append(
@@ -475,7 +470,7 @@ if FileManager.default.isExecutableFile(atPath: glue), !tlsMode {
             Target(
                 name: "NIO glue, 256-octet reads",
                 port: small,
-                child: try Child(
+                child: try wrapped(
                     "nio-glue-small",
                     glue,
                     ["\(small)", "\(upstream.port)", "small-reads"],

@@ -8,7 +8,8 @@ import Foundation
 #endif
 
 /// Where a tap delivers what it read: the session's events, already in order.
-public protocol ConversationSink: Sendable {
+/// A class, so that each session holds a reference to it (16 octets, not a 40-octet existential box).
+public protocol ConversationSink: AnyObject, Sendable {
     func sessionStarted(_ session: SessionInfo, time: Double)
     func events(_ events: [ConversationEvent], session: SessionInfo, time: Double)
     func sessionEnded(_ session: SessionInfo, time: Double, summary: SessionSummary)

@@ -116,7 +116,7 @@ public final class TranscriptFiles: ConversationSink {
 }
 
 /// Hands every call to several sinks: live output and files, say.
-public struct SinkFanOut: ConversationSink {
+public final class SinkFanOut: ConversationSink {
     public let sinks: [any ConversationSink]
 
     public init(_ sinks: [any ConversationSink]) { self.sinks = sinks }

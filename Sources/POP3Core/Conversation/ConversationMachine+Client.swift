@@ -134,7 +134,7 @@ extension ConversationMachine {
     /// they arrive; it reads them afterwards, as the server does.
     public mutating func clientSpokeEarly(into events: inout [ConversationEvent]) {
         self.reportOnce(
-            "R11-early",
+            .r11Early,
             Anomaly(.greeting, .client, "the client spoke before the server's greeting"),
             into: &events
         )
@@ -228,7 +228,7 @@ extension ConversationMachine {
         case .line(let content, let ending):
             if ending == .lf {
                 self.reportOnce(
-                    "R1-client-lf",
+                    .r1ClientLF,
                     Anomaly(
                         .lineEnding,
                         .client,
@@ -238,7 +238,7 @@ extension ConversationMachine {
                 )
             }
             if content.readableBytesView.contains(0x0D) {
-                self.reportOnce("R1-client-cr", Anomaly(.lineEnding, .client, "a bare CR inside a line"), into: &events)
+                self.reportOnce(.r1ClientCR, Anomaly(.lineEnding, .client, "a bare CR inside a line"), into: &events)
             }
             if let index = self.pending.indices.last, self.pending[index].opensSASL {
                 let cancel = self.saslResponse(content, pendingIndex: index, into: &events)
@@ -263,7 +263,7 @@ extension ConversationMachine {
     private mutating func overlongSASLResponse(
         _ prefix: ByteBuffer,
         octets: Int,
-        pendingIndex: CircularBuffer<PendingCommand>.Index,
+        pendingIndex: Int,
         into events: inout [ConversationEvent]
     ) -> ClientLine {
         self.pending[pendingIndex].saslLines += 1
@@ -295,7 +295,7 @@ extension ConversationMachine {
     @discardableResult
     private mutating func saslResponse(
         _ content: ByteBuffer,
-        pendingIndex: CircularBuffer<PendingCommand>.Index,
+        pendingIndex: Int,
         into events: inout [ConversationEvent]
     ) -> Bool {
         let cancel = content.readableBytes == 1 && content.getInteger(at: content.readerIndex, as: UInt8.self) == 0x2A
@@ -410,11 +410,11 @@ extension ConversationMachine {
         // Picked up mid-way without a CAPA seen, whether PIPELINING was offered is not known.
         // Reported once: the reason is built only then (with thousands of commands waiting, scanning them for
         // a CAPA on every line would cost more than reading them).
-        if self.awaitingReply, !self.reported.contains("R30"), self.advertises("PIPELINING") != true,
+        if self.awaitingReply, !self.reported.contains(.r30), self.advertises("PIPELINING") != true,
             self.pickup == nil || self.capabilities != nil
         {
             self.reportOnce(
-                "R30",
+                .r30,
                 Anomaly(
                     .pipelining,
                     .client,
@@ -475,7 +475,7 @@ extension ConversationMachine {
     /// R35, once per session.
     private mutating func reportCleartextLogin(_ what: String, into events: inout [ConversationEvent]) {
         self.reportOnce(
-            "R35",
+            .r35,
             Anomaly(
                 .cleartextLogin,
                 .client,
@@ -518,14 +518,14 @@ extension ConversationMachine {
                 self.reportCleartextLogin("a login", into: &events)
             }
         case .apop:
-            if self.greetingTimestamp == nil, self.state != .greeting, self.pickup == nil {
+            if !self.greetingStamped, self.state != .greeting, self.pickup == nil {
                 self.report(
                     Anomaly(.apop, .client, "APOP needs a timestamp in the greeting, and this greeting has none"),
                     into: &events
                 )
             }
             self.reportOnce(
-                "R26-weak",
+                .r26Weak,
                 Anomaly(
                     .apop,
                     .client,
@@ -548,7 +548,7 @@ extension ConversationMachine {
             }
             if !self.capaSinceTLS {
                 self.reportOnce(
-                    "R33",
+                    .r33,
                     Anomaly(
                         .capabilitiesAfterTLS,
                         .client,

@@ -173,7 +173,7 @@ extension ConversationMachine {
             self.recordUniqueID(fields[1], for: n, into: &events)
             for case .anomaly(let anomaly) in events { findings.append(anomaly) }
         case .apop:
-            if self.greetingTimestamp == nil, self.pickup == nil {
+            if !self.greetingStamped, self.pickup == nil {
                 findings.append(Anomaly(.apop, .server, "the server accepted APOP without a timestamp in its greeting"))
             }
         default:

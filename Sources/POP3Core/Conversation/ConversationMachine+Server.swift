@@ -59,7 +59,7 @@ extension ConversationMachine {
             if self.state == .tlsNegotiation, !self.clientSpokeSinceSTLS {
                 // The server cannot be answering a ClientHello it has not received (RFC 2595 §4).
                 self.reportOnce(
-                    "R31-server",
+                    .r31Server,
                     Anomaly(
                         .stls,
                         .server,
@@ -103,7 +103,8 @@ extension ConversationMachine {
                 // step (a body picked up mid-way costs no more than one read from its start). A partial line
                 // at the end is framed as usual.
                 let octets = newline - input.readableBytesView.startIndex + 1
-                self.pickup?.unseenServerOctets += octets + self.serverFramer.pendingOctets
+                let unseen = octets + self.serverFramer.pendingOctets
+                self.pickup?.unseenServerOctets += unseen
                 self.serverFramer.reset()
                 input.moveReaderIndex(forwardBy: octets)
                 return true
@@ -236,15 +237,14 @@ extension ConversationMachine {
 
     /// The one finding that says where reading began, once both sides are read.
     mutating func reportPickup(into events: inout [ConversationEvent]) {
-        guard let pickup = self.pickup else { return }
+        guard let pickup = self.pickup, pickup.number >= self.pickupsReported else { return }
+        self.pickupsReported = pickup.number + 1
         let what =
             pickup.number == 0
             ? "read from octet \(pickup.unseenServerOctets) of the server's stream and \(pickup.unseenClientOctets) of the client's; what came before is not seen from the start"
             : "read again after \(pickup.unseenServerOctets) more octets from the server and \(pickup.unseenClientOctets) from the client that could not be placed"
-        self.reportOnce(
-            "pickup-\(pickup.number)",
-            Anomaly(.unexpectedServerData, .capture, "\(pickup.reason): \(what)", severity: .note),
-            into: &events
+        events.append(
+            .anomaly(Anomaly(.unexpectedServerData, .capture, "\(pickup.reason): \(what)", severity: .note))
         )
     }
 
@@ -255,7 +255,7 @@ extension ConversationMachine {
     ) {
         if ending == .lf {
             self.reportOnce(
-                "R1-server-lf",
+                .r1ServerLF,
                 Anomaly(
                     .lineEnding,
                     .server,
@@ -265,7 +265,7 @@ extension ConversationMachine {
             )
         }
         if content.readableBytesView.contains(0x0D) {
-            self.reportOnce("R1-server-cr", Anomaly(.lineEnding, .server, "a bare CR inside a line"), into: &events)
+            self.reportOnce(.r1ServerCR, Anomaly(.lineEnding, .server, "a bare CR inside a line"), into: &events)
         }
     }
 
@@ -280,7 +280,7 @@ extension ConversationMachine {
         let rawText = String(decoding: bytes, as: UTF8.self) + (truncated ? "…" : "")
         if !self.utf8Accepted, bytes.contains(where: { $0 >= 0x80 }) {
             self.reportOnce(
-                "R10-server",
+                .r10Server,
                 Anomaly(.eightBit, .server, "8-bit octets in a status line before UTF8 was accepted"),
                 into: &events
             )
@@ -410,9 +410,10 @@ extension ConversationMachine {
         if let open = utf8.firstIndex(of: UInt8(ascii: "<")),
             let close = utf8[open...].firstIndex(of: UInt8(ascii: ">"))
         {
-            let stamp = String(reply.text[open...close])
+            let stamp = reply.text[open...close]
             if stamp.utf8.contains(UInt8(ascii: "@")) {
-                self.greetingTimestamp = stamp
+                self.greetingStamped = true
+                if self.configuration.annotate { self.greetingTimestamp = String(stamp) }
             } else {
                 findings.append(Anomaly(.apop, .server, "the greeting's timestamp is not in msg-id form <…@…>"))
             }
@@ -698,7 +699,7 @@ extension ConversationMachine {
         }
         if scanner.bareLineEndings > 0 {
             self.reportOnce(
-                "R1-server-lf",
+                .r1ServerLF,
                 Anomaly(
                     .lineEnding,
                     .server,

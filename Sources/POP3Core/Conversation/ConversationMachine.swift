@@ -68,7 +68,15 @@ public struct ConversationMachine: Sendable {
         var cancelled = false
     }
 
-    public let configuration: Configuration
+    /// A configuration made once and shared by many machines (a gateway's sessions): each holds a reference to
+    /// it, not a copy of it.
+    public final class SharedConfiguration: Sendable {
+        public let value: Configuration
+        public init(_ value: Configuration) { self.value = value }
+    }
+
+    private let shared: SharedConfiguration
+    public var configuration: Configuration { self.shared.value }
     public internal(set) var state: ConversationState = .greeting
     public internal(set) var maildrop = MaildropModel()
     /// The capabilities of the last CAPA reply; nil when none was seen since the session (or TLS) began.
@@ -84,7 +92,28 @@ public struct ConversationMachine: Sendable {
     public internal(set) var replyCount = 0
     /// The session was picked up mid-way (a capture that began after the connection did), until the first line
     /// that can be trusted on each side; nil for a session read from its start.
-    public internal(set) var pickup: Pickup?
+    public internal(set) var pickup: Pickup? {
+        get { self.pickupBox?.value }
+        set {
+            guard let newValue else {
+                self.pickupBox = nil
+                return
+            }
+            if self.pickupBox != nil, isKnownUniquelyReferenced(&self.pickupBox!) {
+                self.pickupBox!.value = newValue
+            } else {
+                self.pickupBox = PickupBox(newValue)
+            }
+        }
+    }
+    /// Only a capture read mid-way has a pickup: it lives on the heap, so that every other session is 80
+    /// octets smaller. Copied before a change when a copy of the machine shares it.
+    private var pickupBox: PickupBox?
+    /// Unchecked: changed only while uniquely referenced (copy on write, as an array's storage is).
+    private final class PickupBox: @unchecked Sendable {
+        var value: Pickup
+        init(_ value: Pickup) { self.value = value }
+    }
 
     /// What a session picked up mid-way has not seen, and what is still guessed.
     public struct Pickup: Sendable {
@@ -105,11 +134,14 @@ public struct ConversationMachine: Sendable {
         var held: (content: ByteBuffer, octets: Int)?
     }
 
-    /// The `<…@…>` timestamp of the greeting, which APOP digests (RFC 1939 §7).
+    /// The `<…@…>` timestamp of the greeting, which APOP digests (RFC 1939 §7). Kept when the machine writes
+    /// notes (a client that answers APOP reads it here); a gateway that writes none keeps only ``greetingStamped``.
     public internal(set) var greetingTimestamp: String?
+    /// The greeting carried a timestamp, so APOP can be used.
+    public internal(set) var greetingStamped = false
 
-    /// Room for two at first (it grows when a client pipelines): the default of 16 cost an idle session 1 KB.
-    var pending = CircularBuffer<PendingCommand>(initialCapacity: 2)
+    /// The commands awaiting their replies, oldest first.
+    var pending = InlineQueue<PendingCommand>()
     var clientFramer: LineFramer
     var serverFramer: LineFramer
     var serverMode: ServerMode = .lines
@@ -135,12 +167,21 @@ public struct ConversationMachine: Sendable {
     var unknownCommands = 0
     var suspicion = 0
     var capaSinceTLS = true
-    var reported: Set<String> = []
+    /// The findings said once a session that were said already: bits, not a set of strings, so that the R35 of
+    /// every plaintext login costs an idle session no set storage.
+    var reported: Once = []
+    /// Pickups whose note was said (each has its number, from 0).
+    var pickupsReported = 0
     var lastClientActivity: Double?
     var lastServerActivity: Double?
 
     public init(configuration: Configuration = Configuration()) {
-        self.configuration = configuration
+        self.init(shared: SharedConfiguration(configuration))
+    }
+
+    public init(shared: SharedConfiguration) {
+        let configuration = shared.value
+        self.shared = shared
         self.clientFramer = LineFramer(limit: configuration.commandLineLimit)
         self.serverFramer = LineFramer(limit: configuration.replyLineLimit)
         self.tlsActive = configuration.implicitTLS || configuration.transportIsTLS
@@ -587,8 +628,24 @@ public struct ConversationMachine: Sendable {
         events.append(.anomaly(anomaly))
     }
 
-    /// Reports an anomaly only the first time its key comes up, for rules that would repeat on every line.
-    mutating func reportOnce(_ key: String, _ anomaly: Anomaly, into events: inout [ConversationEvent]) {
+    /// The rules that would repeat on every line, each reported once a session.
+    struct Once: OptionSet, Sendable {
+        let rawValue: UInt16
+        static let r1ClientCR = Once(rawValue: 1 << 0)
+        static let r1ClientLF = Once(rawValue: 1 << 1)
+        static let r1ServerCR = Once(rawValue: 1 << 2)
+        static let r1ServerLF = Once(rawValue: 1 << 3)
+        static let r10Server = Once(rawValue: 1 << 4)
+        static let r11Early = Once(rawValue: 1 << 5)
+        static let r26Weak = Once(rawValue: 1 << 6)
+        static let r30 = Once(rawValue: 1 << 7)
+        static let r31Server = Once(rawValue: 1 << 8)
+        static let r33 = Once(rawValue: 1 << 9)
+        static let r35 = Once(rawValue: 1 << 10)
+    }
+
+    /// Reports an anomaly only the first time its rule comes up.
+    mutating func reportOnce(_ key: Once, _ anomaly: Anomaly, into events: inout [ConversationEvent]) {
         if self.serverSide == .gateway, anomaly.side == .server { return }
         guard self.reported.insert(key).inserted else { return }
         events.append(.anomaly(anomaly))

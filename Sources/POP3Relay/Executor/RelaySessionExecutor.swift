@@ -46,6 +46,8 @@ final class RelaySessionExecutor {
         var observer: (any RelayObserver)?
         /// The listener's name, for metrics and the live page.
         var listenerName = "listener1"
+        /// What a session's id starts with: the gateway's start time.
+        var idPrefix = "0"
     }
 
     /// A listener's settings and its sessions' machine settings, made once (until a reload) and shared by
@@ -55,9 +57,15 @@ final class RelaySessionExecutor {
     final class Shared: @unchecked Sendable {
         let settings: Settings
         let machine: RelayMachine.SharedSettings
+        /// Someone reads the sessions' names (a transcript, a live view or the end line at info): without one,
+        /// a session keeps no id, address or name strings.
+        let named: Bool
+        let upstreamName: String
 
         init(_ settings: Settings) {
             self.settings = settings
+            self.named = settings.sink != nil || settings.logger.logLevel <= .info
+            self.upstreamName = settings.upstream.description
             let configuration = settings.configuration
             var machine = RelayMachine.Settings(upstream: settings.upstream.description)
             machine.commandLineLimit = configuration.commandLineLimit
@@ -81,9 +89,18 @@ final class RelaySessionExecutor {
 
     private let shared: Shared
     private var settings: Settings { self.shared.settings }
-    private let id: String
+    /// The session's number; its id is made from it when something reads it (a string of its own cost every
+    /// idle session 64 octets).
+    private let number: Int
+    private var id: String { "\(self.settings.idPrefix)-\(self.number)" }
     private var machine: RelayMachine
-    private var recorder: SessionRecorder
+    /// The session's record, kept only when someone reads it (`Shared.named`): on the heap, so that a session
+    /// nobody reads holds 8 octets for it, not 177.
+    private let record: Record?
+    private final class Record {
+        var recorder: SessionRecorder
+        init(_ recorder: SessionRecorder) { self.recorder = recorder }
+    }
     private var pcap: SessionPCAP?
     private var client: ChannelHandlerContext?
     private var upstream: ChannelHandlerContext?
@@ -102,15 +119,23 @@ final class RelaySessionExecutor {
     private var actions: [RelayMachine.Action] = []
     private var executing = false
 
-    init(_ shared: Shared, id: String) {
+    init(_ shared: Shared, number: Int) {
         shared.settings.registry.sessionCreated()
         self.shared = shared
-        self.id = id
+        self.number = number
         self.machine = RelayMachine(shared: shared.machine, now: .now(), wallClock: Date().timeIntervalSince1970)
-        self.recorder = SessionRecorder(
-            sink: shared.settings.sink,
-            info: SessionInfo(id: id, client: nil, server: shared.settings.upstream.description)
-        )
+        self.record =
+            shared.named
+            ? Record(
+                SessionRecorder(
+                    sink: shared.settings.sink,
+                    info: SessionInfo(
+                        id: "\(shared.settings.idPrefix)-\(number)",
+                        client: nil,
+                        server: shared.upstreamName
+                    )
+                )
+            ) : nil
     }
 
     deinit { self.settings.registry.sessionReleased() }
@@ -121,7 +146,7 @@ final class RelaySessionExecutor {
         self.client = context
         let now = NIODeadline.now()
         if self.settings.clientTLS, self.settings.proxy == nil { self.handshakes.client = .begun }
-        self.settings.registry.add(self.id, context.channel)
+        self.settings.registry.add(self.number, context.channel)
         // Behind a balancer, the record starts once its header has named the client.
         if self.settings.proxy == nil { self.startRecord(client: context.channel.remoteAddress, via: nil, now: now) }
         let address =
@@ -132,13 +157,11 @@ final class RelaySessionExecutor {
     func upstreamAdded(_ context: ChannelHandlerContext) { self.upstream = context }
 
     private func startRecord(client: SocketAddress?, via: String?, now: NIODeadline) {
-        // Named only for someone who reads it: a transcript, a live view or the end line.
-        let named = self.settings.sink != nil || self.settings.logger.logLevel <= .info
-        self.recorder.start(
-            client: named ? client.map(ConversationTapHandler.describe) : nil,
+        self.record?.recorder.start(
+            client: client.map(ConversationTapHandler.describe),
             server: nil,
-            via: named ? via : nil,
-            gateway: named ? self.client?.channel.localAddress.map(ConversationTapHandler.describe) : nil,
+            via: via,
+            gateway: self.client?.channel.localAddress.map(ConversationTapHandler.describe),
             listener: self.settings.listenerName,
             time: self.machine.wallClock(now)
         )
@@ -302,8 +325,9 @@ final class RelaySessionExecutor {
             if side == .client { self.clientReadPending = false } else { self.upstreamReadPending = false }
             self.context(side)?.read()
         case .record(let events):
-            self.recorder.record(events, time: self.machine.wallClock(.now()))
-            if self.settings.sink != nil { self.recorder.identified(self.machine.conversation.user) }
+            guard let record = self.record else { return }
+            record.recorder.record(events, time: self.machine.wallClock(.now()))
+            if self.settings.sink != nil { record.recorder.identified(self.machine.conversation.user) }
         case .export(let export):
             self.pcap?.export(export)
         case .log(let level, let message):
@@ -444,7 +468,7 @@ final class RelaySessionExecutor {
 
     /// Each connection's reads: 256 octets at first (a command, a status line), growing to 64 KiB for bodies
     /// and shrinking back. NIO's default starts at 2 KiB, which an idle session then holds on each side.
-    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
+    static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 128, maximum: 65_536)
 
     /// Whether `error` says this process has no descriptor left (EMFILE) or the system none (ENFILE).
     static func outOfDescriptors(_ error: any Error) -> Bool {
@@ -470,7 +494,7 @@ final class RelaySessionExecutor {
             self.ticket = nil
         }
         let conversation = self.machine.conversation
-        self.recorder.end(
+        self.record?.recorder.end(
             time: self.machine.wallClock(.now()),
             clientOctets: self.machine.clientOctets,
             serverOctets: self.machine.upstreamOctets,
@@ -483,7 +507,7 @@ final class RelaySessionExecutor {
         self.client = nil
         self.upstream = nil
         // Last: shutdown waits for the registry to empty and then exits, so whatever comes after this may be lost.
-        self.settings.registry.remove(self.id)
+        self.settings.registry.remove(self.number)
     }
 }
 

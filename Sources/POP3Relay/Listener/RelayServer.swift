@@ -306,6 +306,7 @@ public final class RelayServer: Service, Sendable {
                         upstream: upstream,
                         address: upstreamAddress
                     )
+                    settings.idPrefix = self.idPrefix
                     settings.listenerName =
                         self.configuration.listeners[safe: listenerIndex]?.displayName(
                             index: listenerIndex
@@ -324,7 +325,7 @@ public final class RelayServer: Service, Sendable {
                     cached = (generation, shared)
                     return shared
                 }
-                let executor = RelaySessionExecutor(shared, id: self.nextID())
+                let executor = RelaySessionExecutor(shared, number: self.nextNumber())
                 let tls = shared.settings.tls
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
@@ -340,13 +341,12 @@ public final class RelayServer: Service, Sendable {
             .get()
     }
 
-    /// A new session's id: the start time, then a counter.
-    private func nextID() -> String {
-        let number = self.counter.withLockedValue { value -> Int in
+    /// A new session's number; its id is the start time, then this.
+    private func nextNumber() -> Int {
+        self.counter.withLockedValue { value -> Int in
             value += 1
             return value
         }
-        return "\(self.idPrefix)-\(number)"
     }
 
     private func sessionSettings(

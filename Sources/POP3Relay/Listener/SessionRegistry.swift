@@ -6,7 +6,7 @@ import NIOPosix
 /// The open sessions, so that shutdown can wait for their end records and end the ones left.
 public final class SessionRegistry: Sendable {
     private struct State {
-        var channels: [String: any Channel] = [:]
+        var channels: [Int: any Channel] = [:]
         /// Called once the last open session has ended.
         var waiters: [@Sendable () -> Void] = []
     }
@@ -18,11 +18,11 @@ public final class SessionRegistry: Sendable {
 
     public init() {}
 
-    func add(_ id: String, _ channel: any Channel) {
+    func add(_ id: Int, _ channel: any Channel) {
         self.state.withLockedValue { $0.channels[id] = channel }
     }
 
-    func remove(_ id: String) {
+    func remove(_ id: Int) {
         let waiters = self.state.withLockedValue { state -> [@Sendable () -> Void] in
             state.channels.removeValue(forKey: id)
             guard state.channels.isEmpty else { return [] }

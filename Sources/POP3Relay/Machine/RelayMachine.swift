@@ -243,36 +243,50 @@ struct RelayMachine {
     /// One listener's settings, made once and shared by its sessions: an idle session does not hold a copy.
     final class SharedSettings: Sendable {
         let value: Settings
-        init(_ value: Settings) { self.value = value }
+        /// The conversation machine's, shared the same way.
+        let conversation: ConversationMachine.SharedConfiguration
+
+        init(_ value: Settings) {
+            self.value = value
+            var configuration = ConversationMachine.Configuration()
+            configuration.annotate = value.annotate
+            configuration.commandLineLimit = value.commandLineLimit
+            // The relay passes a body on as slices of what it read; its octets as events are for a reader of
+            // the events (a transcript with bodies), so without one none are made.
+            configuration.bodyChunks = value.annotate
+            self.conversation = ConversationMachine.SharedConfiguration(configuration)
+        }
     }
 
+    // In this order, the one-octet fields fill what the larger ones leave of their last eight octets: every idle
+    // session holds this, so the layout is worth its octets.
     private let shared: SharedSettings
     var settings: Settings { self.shared.value }
     private var state: State = .admitting
-    private(set) var conversation: ConversationMachine
-    private var clientInput = Self.drained
-    private var upstreamInput = Self.drained
     private var clientOpen = true
     private var clientInputClosed = false
     private var upstream: UpstreamConnection = .none
     private var clientWritable = true
     private var upstreamWritable = true
     private var quitForwarded = false
+    /// Whether the client's side is encrypted, with TLS the gateway terminates.
+    private(set) var clientEncrypted = false
+    private(set) var conversation: ConversationMachine
+    private var clientInput = Self.drained
+    private var upstreamInput = Self.drained
     private var lastActivity: NIODeadline
-    /// When the client line now being read began; nil between lines.
-    private var lineStarted: NIODeadline?
-    private var loginDeadline: NIODeadline?
-    private var armed: NIODeadline?
     private let startedAt: NIODeadline
     private let wallClockAtStart: Double
     private(set) var clientOctets = 0
     private(set) var upstreamOctets = 0
-    /// Whether the client's side is encrypted, with TLS the gateway terminates.
-    private(set) var clientEncrypted = false
+    /// The rules this session keeps, and the client's address as they see it.
+    private let rules: RulesGate.Snapshot?
+    /// When the client line now being read began; nil between lines.
+    private var lineStarted: NIODeadline?
+    private var loginDeadline: NIODeadline?
+    private var armed: NIODeadline?
     /// Why the upstream connection failed before its greeting, for the client's reply.
     private var upstreamFailure: String?
-    /// The rules this session keeps, and the client's address as they see it.
-    private let rules: Rules?
     /// The client's address for the rules: the peer's, or the one a trusted PROXY header named.
     private(set) var clientAddress: RuleAddress?
     /// The login under way, for the rules: who it names, and whether its AUTH exchange has carried
@@ -295,15 +309,12 @@ struct RelayMachine {
     init(shared: SharedSettings, now: NIODeadline, wallClock: Double) {
         self.shared = shared
         let settings = shared.value
-        var configuration = ConversationMachine.Configuration()
-        configuration.annotate = settings.annotate
-        configuration.commandLineLimit = settings.commandLineLimit
-        self.conversation = ConversationMachine(configuration: configuration)
+        self.conversation = ConversationMachine(shared: shared.conversation)
         self.lastActivity = now
         self.loginDeadline = now + settings.loginTimeout
         self.startedAt = now
         self.wallClockAtStart = wallClock
-        self.rules = settings.rules?.rules
+        self.rules = settings.rules?.snapshot
     }
 
     func wallClock(_ now: NIODeadline) -> Double {
@@ -1029,7 +1040,7 @@ struct RelayMachine {
         events: inout [ConversationEvent],
         into actions: inout [Action]
     ) -> Reply? {
-        guard let rules = self.rules, let gate = self.settings.rules else { return nil }
+        guard let rules = self.rules?.rules, let gate = self.settings.rules else { return nil }
         let verb = parsed.keyword
         func refuse(_ event: RulesGate.Event, _ reply: Reply, _ why: String, _ rule: Rules.Source?) -> Reply {
             gate.count(event)
@@ -1078,7 +1089,7 @@ struct RelayMachine {
 
     /// Inside an AUTH exchange: the identity a response named is denied, or blocked.
     private mutating func saslRefusal(events: inout [ConversationEvent], into actions: inout [Action]) -> Reply? {
-        guard let rules = self.rules, let gate = self.settings.rules, let user = self.conversation.saslIdentity,
+        guard let rules = self.rules?.rules, let gate = self.settings.rules, let user = self.conversation.saslIdentity,
             user != self.login.user
         else { return nil }
         var reply: Reply?

@@ -22,6 +22,14 @@ public final class RulesGate: Sendable {
     private struct Locked {
         var state: RulesState
         var counts: [Event: Int] = [:]
+        var snapshot: Snapshot
+    }
+
+    /// The rules in force as one shared value: a session keeps a reference to the ones it began under, not a
+    /// copy of them.
+    final class Snapshot: Sendable {
+        let rules: Rules
+        init(_ rules: Rules) { self.rules = rules }
     }
 
     private let locked: NIOLockedValueBox<Locked>
@@ -32,16 +40,23 @@ public final class RulesGate: Sendable {
         _ rules: Rules,
         clock: @escaping @Sendable () -> Double = { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
     ) {
-        self.locked = NIOLockedValueBox(Locked(state: RulesState(rules)))
+        let state = RulesState(rules)
+        self.locked = NIOLockedValueBox(Locked(state: state, snapshot: Snapshot(state.rules)))
         self.clock = clock
     }
 
     /// The rules in force: what a session that starts now keeps for its life.
     public var rules: Rules { self.locked.withLockedValue { $0.state.rules } }
 
+    /// The same, shared.
+    var snapshot: Snapshot { self.locked.withLockedValue { $0.snapshot } }
+
     /// New rules for the sessions from now on; counts and blocks of unchanged limit lines carry over.
     public func reload(_ rules: Rules) {
-        self.locked.withLockedValue { $0.state = $0.state.reloaded(rules) }
+        self.locked.withLockedValue {
+            $0.state = $0.state.reloaded(rules)
+            $0.snapshot = Snapshot($0.state.rules)
+        }
     }
 
     /// How often each thing happened since the gateway started.

@@ -1,0 +1,23 @@
+import Testing
+
+@testable import POP3Core
+@testable import POP3Relay
+
+/// Every idle session holds a relay machine and its conversation machine: what they add inline is memory per
+/// session (issue 17's target is 6 KB a session, NIO's own channels taking about 4.4 KB of it). A field that makes
+/// them larger should be a choice, made here with its octets in view.
+@Suite("Session footprint")
+struct FootprintTests {
+    @Test("the relay machine stays within its octets")
+    func relayMachine() {
+        #expect(MemoryLayout<RelayMachine>.size <= 832, "RelayMachine: \(MemoryLayout<RelayMachine>.size) octets")
+    }
+
+    @Test("the conversation machine stays within its octets")
+    func conversationMachine() {
+        let size = MemoryLayout<ConversationMachine>.size
+        #expect(size <= 520, "ConversationMachine: \(size) octets")
+        // What only some sessions need lives on the heap: a mid-way pickup and the configuration.
+        #expect(MemoryLayout<ConversationMachine.Pickup>.size > 64)
+    }
+}
