@@ -87,6 +87,10 @@ struct ServeConfigTests {
             ("? [listen, upstream]\n: 127.0.0.1:1\n", "line 1: a key must be plain text"),
             ("listeners:\n  - ? { a: 1 }\n    : x\n", "line 2: a key must be plain text"),
             ("timeouts: { <<: [1] }\n", "<< merges mappings"),
+            // fuzz-config's finding: Yams's base-60 integers overflow and trap; here they are text, refused.
+            ("-755555555155555555:55\n", "expected a mapping"),
+            ("max-connections: 1:1:1:1:1:1:1:1:1:1:1:1\n", "max-connections: expected a number of sessions"),
+            ("timeouts: { idle: 99999999999999999999 }\n", "timeouts.idle: expected a number of seconds"),
         ]
     )
     func badYAML(_ text: String, _ message: String) {
@@ -107,6 +111,33 @@ struct ServeConfigTests {
             + "http: 127.0.0.1:8110\nrules: r.\u{92}\u{92}\u{92}\u{92}\u{92}\u{F5}"
         var configuration = RelayConfiguration()
         #expect(throws: ConfigFile.Problem.self) { try ConfigFile.apply(text, path: "fuzz.yaml", to: &configuration) }
+    }
+
+    @Test(
+        "integers read as Yams reads them, without its base-60 overflow",
+        arguments: [
+            ("5000", 5000), ("5_000", 5000), ("+12", 12), ("-3", -3), ("0x10", 16), ("0o17", 15), ("017", 15),
+            ("0b101", 5),
+            ("0", 0),
+        ]
+    )
+    func integers(_ text: String, _ value: Int) {
+        #expect(ConfigFile.integer(text) == value)
+    }
+
+    @Test(
+        "base-60 and too-large integers are not numbers",
+        arguments: ["1:30", "-755555555155555555:55", "99999999999999999999", "0x", "-"]
+    )
+    func notIntegers(_ text: String) {
+        #expect(ConfigFile.integer(text) == nil)
+    }
+
+    @Test("a number setting still takes a plain integer")
+    func plainInteger() throws {
+        var configuration = RelayConfiguration()
+        try ConfigFile.apply("max-connections: 0x100\n", path: "ok.yaml", to: &configuration)
+        #expect(configuration.maxConnections == 256)
     }
 
     @Test("merge keys and anchors: shared listener settings are written once")

@@ -177,7 +177,7 @@ extension ConversationMachine {
         // A server line held while picking up mid-way came before this one.
         self.releaseHeldReply(into: &events)
         switch frame {
-        case .tooLong(let prefix, let octets) where self.pickup?.clientSyncing == true:
+        case .tooLong(let prefix, let octets) where self.pickupBox?.value.clientSyncing == true:
             self.pickup?.unseenClientOctets += octets
             return ClientLine(
                 kind: .tooLong(octets: octets, limit: self.clientLineLimit, inSASL: false),
@@ -244,7 +244,7 @@ extension ConversationMachine {
                 let cancel = self.saslResponse(content, pendingIndex: index, into: &events)
                 return ClientLine(kind: .saslResponse(cancel: cancel), content: content, ending: ending)
             }
-            if self.pickup?.clientSyncing == true {
+            if self.pickupBox?.value.clientSyncing == true {
                 // Picked up mid-way: the first line may be the tail of one, or a SASL response; a known
                 // command is where reading begins.
                 let parsed = CommandParser.parse(content.readableBytesView, utf8Allowed: true)
@@ -411,7 +411,7 @@ extension ConversationMachine {
         // Reported once: the reason is built only then (with thousands of commands waiting, scanning them for
         // a CAPA on every line would cost more than reading them).
         if self.awaitingReply, !self.reported.contains(.r30), self.advertises("PIPELINING") != true,
-            self.pickup == nil || self.capabilities != nil
+            self.pickupBox == nil || self.capabilities != nil
         {
             self.reportOnce(
                 .r30,
@@ -518,7 +518,7 @@ extension ConversationMachine {
                 self.reportCleartextLogin("a login", into: &events)
             }
         case .apop:
-            if !self.greetingStamped, self.state != .greeting, self.pickup == nil {
+            if !self.greetingStamped, self.state != .greeting, self.pickupBox == nil {
                 self.report(
                     Anomaly(.apop, .client, "APOP needs a timestamp in the greeting, and this greeting has none"),
                     into: &events

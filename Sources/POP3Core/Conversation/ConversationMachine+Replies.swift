@@ -82,7 +82,7 @@ extension ConversationMachine {
             return
         }
         // A guessed state flags nothing (a session picked up mid-way, before a reply has shown where it is).
-        if self.pickup?.stateGuessed != true,
+        if self.pickupBox?.value.stateGuessed != true,
             let violation = Self.stateViolation(command, in: state, tlsActive: self.tlsActive)
         {
             findings.append(violation)
@@ -173,7 +173,7 @@ extension ConversationMachine {
             self.recordUniqueID(fields[1], for: n, into: &events)
             for case .anomaly(let anomaly) in events { findings.append(anomaly) }
         case .apop:
-            if !self.greetingStamped, self.pickup == nil {
+            if !self.greetingStamped, self.pickupBox == nil {
                 findings.append(Anomaly(.apop, .server, "the server accepted APOP without a timestamp in its greeting"))
             }
         default:

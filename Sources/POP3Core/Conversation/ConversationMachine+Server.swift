@@ -96,7 +96,7 @@ extension ConversationMachine {
                 into: &events
             )
         case .lines:
-            if self.pickup?.serverSyncing == true, self.pickup?.held == nil, self.pending.isEmpty,
+            if self.pickupBox?.value.serverSyncing == true, self.pickupBox?.value.held == nil, self.pending.isEmpty,
                 let newline = input.readableBytesView.lastIndex(of: 0x0A)
             {
                 // Nothing seen waits for a reply, so no line here can be trusted: whole lines are counted in one
@@ -113,7 +113,7 @@ extension ConversationMachine {
                 self.pending.first?.opensSASL == true
                 ? self.configuration.saslLineLimit : self.configuration.replyLineLimit
             guard let frame = self.serverFramer.next(from: &input, holdingPartial: holdingPartial) else { return false }
-            if self.pickup?.serverSyncing == true, self.unseenServerLine(frame, into: &events) { return true }
+            if self.pickupBox?.value.serverSyncing == true, self.unseenServerLine(frame, into: &events) { return true }
             switch frame {
             case .line(let content, let ending):
                 self.checkServerLineEnding(content, ending, into: &events)
@@ -149,7 +149,7 @@ extension ConversationMachine {
         }
         let bytes = content?.readableBytesView
         let status = bytes.map { $0.starts(with: Self.okPrefix) || $0.starts(with: Self.errPrefix) } ?? false
-        if let held = self.pickup?.held {
+        if let held = self.pickupBox?.value.held {
             self.pickup?.held = nil
             guard status else {
                 // The held line began a multi-line reply to something not seen: both are not seen.
@@ -206,7 +206,7 @@ extension ConversationMachine {
 
     /// Before anything after it is read: a held status line is the reply it looked like.
     mutating func releaseHeldReply(into events: inout [ConversationEvent]) {
-        guard let held = self.pickup?.held else { return }
+        guard let held = self.pickupBox?.value.held else { return }
         self.pickup?.held = nil
         self.trust(held.content, into: &events)
     }
@@ -237,7 +237,7 @@ extension ConversationMachine {
 
     /// The one finding that says where reading began, once both sides are read.
     mutating func reportPickup(into events: inout [ConversationEvent]) {
-        guard let pickup = self.pickup, pickup.number >= self.pickupsReported else { return }
+        guard let pickup = self.pickupBox?.value, pickup.number >= self.pickupsReported else { return }
         self.pickupsReported = pickup.number + 1
         let what =
             pickup.number == 0
@@ -352,7 +352,7 @@ extension ConversationMachine {
         let command = self.pending.removeFirst()
         self.saslChallengePending = false
         self.replyCount += 1
-        if self.pickup?.stateGuessed == true { self.inferState(from: reply, to: command, into: &events) }
+        if self.pickupBox?.value.stateGuessed == true { self.inferState(from: reply, to: command, into: &events) }
         var findings: [Anomaly] = []
         self.checkReply(reply, to: command, state: self.state, findings: &findings)
         self.applyReply(reply, to: command)

@@ -81,8 +81,9 @@ public struct ConversationMachine: Sendable {
     /// The capabilities of the last CAPA reply; nil when none was seen since the session (or TLS) began.
     public internal(set) var capabilities: [Capability]?
     /// Only a capture read mid-way has a pickup: it lives on the heap, so that every other session is 80
-    /// octets smaller. Copied before a change when a copy of the machine shares it.
-    private var pickupBox: PickupBox?
+    /// octets smaller. Copied before a change when a copy of the machine shares it; read through it, not through
+    /// ``pickup``, on every line (that getter copies the whole value out).
+    private(set) var pickupBox: PickupBox?
     /// The user named by USER, APOP or AUTH.
     public internal(set) var user: String?
     /// The identity the current (or last) AUTH exchange names, once read: PLAIN's authcid, from the initial
@@ -157,7 +158,7 @@ public struct ConversationMachine: Sendable {
         }
     }
     /// Unchecked: changed only while uniquely referenced (copy on write, as an array's storage is).
-    private final class PickupBox: @unchecked Sendable {
+    final class PickupBox: @unchecked Sendable {
         var value: Pickup
         init(_ value: Pickup) { self.value = value }
     }
@@ -201,7 +202,9 @@ public struct ConversationMachine: Sendable {
     /// The capture began after the connection did: no greeting is expected, and what came before the first line
     /// that can be trusted is counted as not seen from the start, never read as replies.
     public mutating func pickUpMidway() {
-        guard self.pickup == nil, self.state == .greeting, !self.clientBytesSeen, !self.serverBytesSeen else { return }
+        guard self.pickupBox == nil, self.state == .greeting, !self.clientBytesSeen, !self.serverBytesSeen else {
+            return
+        }
         self.pickup = Pickup()
         // A placeholder: the state is guessed (`stateGuessed`) until a reply shows it.
         self.state = .authorization
@@ -364,11 +367,11 @@ public struct ConversationMachine: Sendable {
         self.saslChallengePending = false
         var pickup = Pickup()
         pickup.reason = "after a hole of \(octets) octets in the \(side.rawValue)'s stream"
-        pickup.number = (self.pickup?.number ?? 0) + 1
+        pickup.number = (self.pickupBox?.value.number ?? 0) + 1
         // After a hole either way, client lines wait for a known command too: a SASL response whose challenge
         // the hole swallowed must not be read as a command.
         // Lost commands, or lost replies to seen ones, may have moved the state on: it is a guess until shown.
-        pickup.stateGuessed = side == .client || unanswered || self.pickup?.stateGuessed == true
+        pickup.stateGuessed = side == .client || unanswered || self.pickupBox?.value.stateGuessed == true
         self.pickup = pickup
         return events
     }

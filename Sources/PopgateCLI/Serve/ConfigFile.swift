@@ -75,7 +75,11 @@ enum ConfigFile {
     /// such a file, not take the gateway down.
     static func plain(_ node: Node, path: String) throws -> Any {
         switch node {
-        case .scalar:
+        case .scalar(let scalar):
+            // Yams reads a YAML 1.1 base-60 integer (`1:30`) with unchecked arithmetic: a long one stopped the
+            // process (found by fuzz-config). Integers are read here; one that is not a number within Int stays
+            // text, and the setting that wanted a number says so.
+            if node.tag.rawValue == Tag.Name.int.rawValue { return Self.integer(scalar.string) ?? scalar.string }
             return node.any
         case .sequence(let sequence):
             return try sequence.map { try Self.plain($0, path: path) }
@@ -103,6 +107,25 @@ enum ConfigFile {
         case .alias:
             throw Problem(description: "\(path): line \(node.mark?.line ?? 0): an alias that names no anchor")
         }
+    }
+
+    /// A YAML integer as Yams reads one (underscores left out, a sign, 0x, 0b, 0o or a leading 0), but nil for a
+    /// base-60 one or one beyond Int, where Yams traps.
+    static func integer(_ text: String) -> Int? {
+        let digits = text.replacingOccurrences(of: "_", with: "")
+        guard !digits.contains(":") else { return nil }
+        if digits == "0" { return 0 }
+        let negative = digits.hasPrefix("-")
+        var rest = Substring(digits)
+        if negative || rest.hasPrefix("+") { rest = rest.dropFirst() }
+        var radix = 10
+        for (prefix, base) in [("0x", 16), ("0b", 2), ("0o", 8), ("0", 8)] where rest.hasPrefix(prefix) {
+            radix = base
+            rest = rest.dropFirst(prefix.count)
+            break
+        }
+        guard !rest.isEmpty, let magnitude = Int(rest, radix: radix) else { return nil }
+        return negative ? -magnitude : magnitude
     }
 
     /// Applies `text` (the file at `path`) on top of `configuration`.
