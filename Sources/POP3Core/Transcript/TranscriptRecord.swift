@@ -51,23 +51,26 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
     /// `.withoutEscapingSlashes` writes it (a test holds the two equal), without its cost per record.
     public func jsonLine() -> String {
         var out = "{"
+        out.reserveCapacity(160)
         var first = true
-        func key(_ name: String) {
-            if !first { out += "," }
+        func key(_ name: StaticString) {
+            // Appended piece by piece: a concatenation here made a string per key.
+            out += first ? "\"" : ",\""
             first = false
-            out += "\"" + name + "\":"
+            out += name.description
+            out += "\":"
         }
-        func string(_ name: String, _ value: String?) {
+        func string(_ name: StaticString, _ value: String?) {
             guard let value else { return }
             key(name)
             Self.appendQuoted(value, to: &out)
         }
-        func int(_ name: String, _ value: Int?) {
+        func int(_ name: StaticString, _ value: Int?) {
             guard let value else { return }
             key(name)
             out += String(value)
         }
-        func bool(_ name: String, _ value: Bool?) {
+        func bool(_ name: StaticString, _ value: Bool?) {
             guard let value else { return }
             key(name)
             out += value ? "true" : "false"
@@ -95,7 +98,8 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
         int("v", self.v)
         string("verb", self.verb)
         string("via", self.via)
-        return out + "}"
+        out += "}"
+        return out
     }
 
     /// JSON's string escapes: the quote, the backslash and control characters; nothing else.
@@ -143,11 +147,39 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
         let day = doy - (153 * mp + 2) / 5 + 1
         let month = mp < 10 ? mp + 3 : mp - 9
         let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
-        func pad(_ n: Int64, _ width: Int) -> String {
-            let s = String(n)
-            return String(repeating: "0", count: max(0, width - s.count)) + s
+        guard (0...9999).contains(year) else {
+            // Outside four digits (a capture's clock gone wrong): the slow way, which widens the year.
+            func pad(_ n: Int64, _ width: Int) -> String {
+                let s = String(n)
+                return String(repeating: "0", count: max(0, width - s.count)) + s
+            }
+            return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(ms / 3_600_000, 2)):"
+                + "\(pad(ms / 60000 % 60, 2)):\(pad(ms / 1000 % 60, 2)).\(pad(ms % 1000, 3))Z"
         }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(ms / 3_600_000, 2)):\(pad(ms / 60000 % 60, 2)):"
-            + "\(pad(ms / 1000 % 60, 2)).\(pad(ms % 1000, 3))Z"
+        // Every transcript line has one: written into its 24 octets at once, not built from pieces.
+        return String(unsafeUninitializedCapacity: 24) { out in
+            func put(_ value: Int64, _ width: Int, at offset: Int) {
+                var value = value
+                for index in stride(from: offset + width - 1, through: offset, by: -1) {
+                    out[index] = UInt8(ascii: "0") + UInt8(value % 10)
+                    value /= 10
+                }
+            }
+            put(year, 4, at: 0)
+            out[4] = UInt8(ascii: "-")
+            put(month, 2, at: 5)
+            out[7] = UInt8(ascii: "-")
+            put(day, 2, at: 8)
+            out[10] = UInt8(ascii: "T")
+            put(ms / 3_600_000, 2, at: 11)
+            out[13] = UInt8(ascii: ":")
+            put(ms / 60000 % 60, 2, at: 14)
+            out[16] = UInt8(ascii: ":")
+            put(ms / 1000 % 60, 2, at: 17)
+            out[19] = UInt8(ascii: ".")
+            put(ms % 1000, 3, at: 20)
+            out[23] = UInt8(ascii: "Z")
+            return 24
+        }
     }
 }

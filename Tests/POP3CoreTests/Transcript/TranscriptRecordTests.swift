@@ -48,4 +48,24 @@ struct TranscriptRecordTests {
             #expect(try JSONDecoder().decode(TranscriptRecord.self, from: Data(record.jsonLine().utf8)) == record)
         }
     }
+
+    @Test(
+        "timestamps: ISO 8601 in UTC with milliseconds, the same as Foundation's formatter",
+        arguments: [
+            0, 0.0009, 59.999, 86_399.9995, 951_782_400.5, 1_764_633_600.123, 4_102_444_799.999, -0.001, -86_400.5,
+        ]
+    )
+    func timestamps(_ seconds: Double) {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        // Milliseconds cut, not rounded, as the transcripts always did.
+        let cut = (seconds * 1000).rounded(.down) / 1000
+        #expect(TranscriptRecord.timestamp(seconds) == formatter.string(from: Date(timeIntervalSince1970: cut)))
+    }
+
+    @Test("a year beyond four digits is written whole, not cut")
+    func wideYear() {
+        #expect(TranscriptRecord.timestamp(253_402_300_800) == "10000-01-01T00:00:00.000Z")
+    }
 }
