@@ -127,7 +127,7 @@ struct ServeConfigTests {
 
     @Test(
         "base-60 and too-large integers are not numbers",
-        arguments: ["1:30", "-755555555155555555:55", "99999999999999999999", "0x", "-"]
+        arguments: ["1:30", "-755555555155555555:55", "99999999999999999999", "0x", "-", "0x-5", "--5", "+-1"]
     )
     func notIntegers(_ text: String) {
         #expect(ConfigFile.integer(text) == nil)

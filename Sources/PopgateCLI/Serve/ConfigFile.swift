@@ -124,7 +124,10 @@ enum ConfigFile {
             rest = rest.dropFirst(prefix.count)
             break
         }
-        guard !rest.isEmpty, let magnitude = Int(rest, radix: radix) else { return nil }
+        // Int(_:radix:) takes a sign of its own: one after the prefix is not a YAML integer.
+        guard let first = rest.first, first != "-", first != "+", let magnitude = Int(rest, radix: radix) else {
+            return nil
+        }
         return negative ? -magnitude : magnitude
     }
 

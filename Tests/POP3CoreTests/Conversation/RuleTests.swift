@@ -661,6 +661,22 @@ struct RuleTests {
         #expect(!events.anomalies.contains { $0.rule == c.rule && $0.side == c.side }, "\(events.anomalies)")
     }
 
+    @Test("without notes (a gateway's machine) the greeting's timestamp is not kept, but still counts for APOP")
+    func stampWithoutNotes() {
+        var quiet = ConversationMachine.Configuration()
+        quiet.annotate = false
+        let steps: [Script.Step] = [
+            Self.greeting, .client("APOP a c4c9334bac560ecc979e58001b3e22fb\r\n"), .server("+OK\r\n"),
+        ]
+        let script = Script("APOP after a stamped greeting, no notes", configuration: quiet, steps)
+        let machine = script.machine()
+        #expect(machine.greetingTimestamp == nil && machine.greetingStamped)
+        // The server-side R26 (APOP accepted without a timestamp) and the client-side one must stay silent.
+        #expect(!script.run().anomalies.contains { $0.reason.contains("timestamp") }, "\(script.run().anomalies)")
+        // With notes the timestamp is kept for a client that answers APOP.
+        #expect(Script("with notes", steps).machine().greetingTimestamp == "<1.2@host>")
+    }
+
     @Test("feeding byte by byte gives the same events as feeding whole steps", arguments: cases)
     func byteByByte(_ c: Case) {
         for script in [c.trigger, c.clean] where !script.hasTimes {

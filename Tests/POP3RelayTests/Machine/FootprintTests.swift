@@ -16,8 +16,8 @@ struct FootprintTests {
     @Test("the conversation machine stays within its octets")
     func conversationMachine() {
         let size = MemoryLayout<ConversationMachine>.size
+        // What only some sessions need lives on the heap or is shared (a mid-way pickup, 80 octets; the
+        // configuration, 68): either one inline again breaks this bound.
         #expect(size <= 464, "ConversationMachine: \(size) octets")
-        // What only some sessions need lives on the heap: a mid-way pickup and the configuration.
-        #expect(MemoryLayout<ConversationMachine.Pickup>.size > 64)
     }
 }
