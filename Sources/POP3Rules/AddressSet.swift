@@ -21,6 +21,11 @@ public enum RuleAddress: Sendable, Hashable, CustomStringConvertible {
         self = Self.unmapped(value)
     }
 
+    /// An IPv6 address from its 16 octets in network order (`::ffff:0:0/96` is IPv4).
+    public init(v6Octets octets: UnsafeRawBufferPointer) {
+        self = Self.unmapped(octets.prefix(16).reduce(UInt128(0)) { $0 << 8 | UInt128($1) })
+    }
+
     /// `::ffff:0:0/96` is IPv4.
     static func unmapped(_ value: UInt128) -> RuleAddress {
         value >> 32 == 0xFFFF ? .v4(UInt32(truncatingIfNeeded: value)) : .v6(value)
@@ -29,7 +34,7 @@ public enum RuleAddress: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .v4(let value):
-            return [24, 16, 8, 0].map { String(value >> UInt32($0) & 0xFF) }.joined(separator: ".")
+            return "\(value >> 24).\(value >> 16 & 0xFF).\(value >> 8 & 0xFF).\(value & 0xFF)"
         case .v6(let value):
             var address = in6_addr()
             withUnsafeMutableBytes(of: &address) { bytes in

@@ -92,7 +92,7 @@ public enum RulesParser {
     ) -> (rules: Rules, problems: [RulesProblem]) {
         var rules = Rules()
         var problems: [RulesProblem] = []
-        var including: Set<String> = [file]
+        var including = Includes(open: [file], read: [file])
         let reader: (String) throws -> String = { path in
             guard let read else { throw RulesProblem(file: path, line: 0, column: 0, message: "no files here") }
             return try read(path)
@@ -111,13 +111,19 @@ public enum RulesParser {
         var column: Int
     }
 
+    /// The files being read (a loop when one comes again) and every file read so far.
+    struct Includes {
+        var open: Set<String>
+        var read: Set<String>
+    }
+
     private static func parse(
         _ text: String,
         file: String,
         read: (String) throws -> String,
         into rules: inout Rules,
         problems: inout [RulesProblem],
-        including: inout Set<String>
+        including: inout Includes
     ) {
         for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let number = index + 1
@@ -265,17 +271,21 @@ public enum RulesParser {
                     continue
                 }
                 let path = words[1].text
-                guard including.insert(path).inserted else {
+                guard !including.open.contains(path) else {
                     problem(words[1], "\(path) includes itself, through this line")
                     continue
                 }
+                // A file read once is in the rules already (a second copy would only repeat it, and files that
+                // include each other would be read once per path through them: exponentially many times).
+                guard including.read.insert(path).inserted else { continue }
+                including.open.insert(path)
                 do {
                     let text = try read(path)
                     Self.parse(text, file: path, read: read, into: &rules, problems: &problems, including: &including)
                 } catch {
                     problem(words[1], "cannot read \(path)")
                 }
-                including.remove(path)
+                including.open.remove(path)
             case "route":
                 problem(
                     first,

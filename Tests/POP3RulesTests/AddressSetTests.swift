@@ -65,6 +65,17 @@ struct AddressSetTests {
     func printing() {
         #expect(self.address("192.0.2.1").description == "192.0.2.1")
         #expect(self.address("2001:0db8:0000::0001").description == "2001:db8::1")
+        for text in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.20.199.200"] {
+            #expect(self.address(text).description == text)
+        }
+    }
+
+    @Test("an address from its 16 octets: IPv4-mapped is IPv4, the rest IPv6")
+    func fromOctets() {
+        let mapped: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 192, 0, 2, 7]
+        #expect(mapped.withUnsafeBytes { RuleAddress(v6Octets: $0) } == self.address("192.0.2.7"))
+        let v6: [UInt8] = [0x20, 0x01, 0x0D, 0xB8] + Array(repeating: 0, count: 11) + [1]
+        #expect(v6.withUnsafeBytes { RuleAddress(v6Octets: $0) } == self.address("2001:db8::1"))
     }
 
     @Test("a set of 10,000 random prefixes answers like a scan of them, for random addresses")

@@ -93,6 +93,32 @@ struct RulesParserTests {
         )
     }
 
+    @Test(
+        "a file included from many places is read once: a diamond keeps one copy, 7 files that all include each other are 7 reads, not thousands"
+    )
+    func includedOnce() {
+        let diamond = [
+            "a.rules": "include common.rules\n", "b.rules": "include common.rules\n",
+            "common.rules": "deny from 192.0.2.1\n",
+        ]
+        var reads = 0
+        let (rules, problems) = RulesParser.parse("include a.rules\ninclude b.rules\n", file: "main.rules") { path in
+            reads += 1
+            return diamond[path] ?? ""
+        }
+        #expect(problems.isEmpty && rules.access.count == 1 && reads == 3)
+        let names = (0..<7).map { "f\($0).rules" }
+        let all = names.map { "include \($0)\n" }.joined() + "allow from 10.0.0.1\n"
+        reads = 0
+        let (dense, loops) = RulesParser.parse(all, file: "main.rules") { _ in
+            reads += 1
+            return all
+        }
+        #expect(reads == 7 && dense.access.count == 8)
+        // Every file includes the ones still open above it: each of those lines is a loop, named where it is.
+        #expect(loops.count == 7 * 8 / 2 && loops.allSatisfy { $0.message.contains("includes itself") })
+    }
+
     @Test("every error has its line, its column and a hint; all of them are reported")
     func errors() {
         let text = """

@@ -67,43 +67,64 @@ public struct ProxyHeader: Sendable, Hashable {
 
     /// Reads a header from the start of `bytes`.
     public static func parse(_ bytes: some Collection<UInt8>) -> Parse {
-        let bytes = Array(bytes.prefix(Self.maximumLength + 1))
+        // A ByteBuffer's view is read in place: the header is parsed on every read until it is whole.
+        if let parsed = bytes.withContiguousStorageIfAvailable({
+            Self.parse(contiguous: UnsafeBufferPointer(rebasing: $0.prefix(Self.maximumLength + 1)))
+        }) {
+            return parsed
+        }
+        return Array(bytes.prefix(Self.maximumLength + 1)).withUnsafeBufferPointer { Self.parse(contiguous: $0) }
+    }
+
+    private static func parse(contiguous bytes: UnsafeBufferPointer<UInt8>) -> Parse {
         guard let first = bytes.first else { return .needMoreData }
         if first == UInt8(ascii: "P") { return Self.parseV1(bytes) }
-        if first == 0x0D { return Self.parseV2(bytes) }
+        if first == 0x0D { return Self.parseV2(Array(bytes)) }
         return .invalid("no PROXY header: the connection began with \(Self.show(bytes.prefix(16)))")
     }
 
     // MARK: - Version 1: "PROXY TCP4 192.0.2.7 198.51.100.1 51234 110\r\n"
 
-    private static func parseV1(_ bytes: [UInt8]) -> Parse {
-        let prefix = Array("PROXY ".utf8)
+    private static let v1Prefix = Array("PROXY ".utf8)
+
+    /// Read as octets, field by field: a header comes with every session behind a balancer.
+    private static func parseV1(_ bytes: UnsafeBufferPointer<UInt8>) -> Parse {
+        let prefix = Self.v1Prefix
         let known = min(bytes.count, prefix.count)
         guard bytes[..<known].elementsEqual(prefix[..<known]) else {
             return .invalid("no PROXY header: the connection began with \(Self.show(bytes.prefix(16)))")
         }
-        guard let newline = bytes.firstIndex(of: 0x0A) else {
+        guard let newline = bytes.prefix(107).firstIndex(of: 0x0A) else {
             return bytes.count >= 107 ? .invalid("a version 1 header longer than 107 octets") : .needMoreData
         }
-        guard newline < 107 else { return .invalid("a version 1 header longer than 107 octets") }
         guard newline > 0, bytes[newline - 1] == 0x0D else { return .invalid("a version 1 header must end in CRLF") }
-        let line = String(decoding: bytes[prefix.count..<(newline - 1)], as: UTF8.self)
-        let fields = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
         let length = newline + 1
-        guard let family = fields.first else { return .invalid("a version 1 header without a protocol") }
-        if family == "UNKNOWN" {
+        // The fields between "PROXY " and CRLF, split at each space (empty fields kept, as the grammar has none).
+        var fields: [Range<Int>] = []
+        fields.reserveCapacity(6)
+        var start = prefix.count
+        let end = max(newline - 1, start)
+        for index in start...end where index == end || bytes[index] == 0x20 {
+            fields.append(start..<index)
+            start = index + 1
+            if fields.count > 5 { break }
+        }
+        let family = bytes[fields[0]]
+        if family.elementsEqual("UNKNOWN".utf8) {
             return .header(ProxyHeader(version: .v1, source: nil, destination: nil, length: length))
         }
-        guard family == "TCP4" || family == "TCP6" else {
+        let v6 = family.elementsEqual("TCP6".utf8)
+        guard v6 || family.elementsEqual("TCP4".utf8) else {
+            let name = String(decoding: family, as: UTF8.self)
             return .invalid(
-                "a version 1 header with protocol \(Self.show(family.utf8.prefix(16))), not TCP4, TCP6 or UNKNOWN"
+                "a version 1 header with protocol \(Self.show(name.utf8.prefix(16))), not TCP4, TCP6 or UNKNOWN"
             )
         }
         guard fields.count == 5 else { return .invalid("a version 1 header needs 2 addresses and 2 ports") }
-        guard let source = Self.address(fields[1], v6: family == "TCP6"),
-            let destination = Self.address(fields[2], v6: family == "TCP6")
-        else { return .invalid("a version 1 header with an address that is not \(family == "TCP6" ? "IPv6" : "IPv4")") }
-        guard let sourcePort = Self.port(fields[3]), let destinationPort = Self.port(fields[4]) else {
+        guard let source = Self.address(bytes[fields[1]], v6: v6),
+            let destination = Self.address(bytes[fields[2]], v6: v6)
+        else { return .invalid("a version 1 header with an address that is not \(v6 ? "IPv6" : "IPv4")") }
+        guard let sourcePort = Self.port(bytes[fields[3]]), let destinationPort = Self.port(bytes[fields[4]]) else {
             return .invalid("a version 1 header with a port that is not 0 to 65535")
         }
         return .header(
@@ -117,16 +138,31 @@ public struct ProxyHeader: Sendable, Hashable {
     }
 
     /// The address in canonical form, when it is one of its family.
-    private static func address(_ text: String, v6: Bool) -> String? {
-        guard !text.isEmpty, text.utf8.count <= 45 else { return nil }
-        return (v6 ? IPText.v6(text) : IPText.v4(text)).map(IPText.format)
+    private static func address(_ text: Slice<UnsafeBufferPointer<UInt8>>, v6: Bool) -> String? {
+        // A NUL would end the C string early: "192.0.2.7\0junk" is not an address.
+        guard !text.isEmpty, text.count <= 45, !text.contains(0) else { return nil }
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 46) { field in
+            for (offset, octet) in text.enumerated() { field[offset] = CChar(bitPattern: octet) }
+            field[text.count] = 0
+            if v6 {
+                var address = in6_addr()
+                guard inet_pton(AF_INET6, field.baseAddress, &address) == 1 else { return nil }
+                return withUnsafeBytes(of: &address) { IPText.format(v6: $0) }
+            }
+            var address = in_addr()
+            guard inet_pton(AF_INET, field.baseAddress, &address) == 1 else { return nil }
+            return IPText.format(v4: UInt32(bigEndian: address.s_addr))
+        }
     }
 
-    private static func port(_ text: String) -> Int? {
-        guard !text.isEmpty, text.utf8.count <= 5, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-            text == "0" || !text.hasPrefix("0"), let value = Int(text), value <= 65535
-        else { return nil }
-        return value
+    private static func port(_ text: Slice<UnsafeBufferPointer<UInt8>>) -> Int? {
+        guard !text.isEmpty, text.count <= 5, text.count == 1 || text.first != UInt8(ascii: "0") else { return nil }
+        var value = 0
+        for octet in text {
+            guard octet >= 0x30, octet <= 0x39 else { return nil }
+            value = value * 10 + Int(octet - 0x30)
+        }
+        return value <= 65535 ? value : nil
     }
 
     // MARK: - Version 2: the signature, version and command, family, length, addresses, TLVs
@@ -234,25 +270,46 @@ public struct ProxyHeader: Sendable, Hashable {
     }
 }
 
-/// Addresses in text and back, by the C library (strict: dotted quads without leading zeros; IPv6 printed
-/// as RFC 5952 says).
+/// Addresses in their canonical text: dotted quads, and IPv6 as RFC 5952 says (by the C library, which also
+/// reads them strictly: no leading zeros).
 enum IPText {
-    static func v4(_ text: String) -> [UInt8]? {
-        var address = in_addr()
-        guard inet_pton(AF_INET, text, &address) == 1 else { return nil }
-        return withUnsafeBytes(of: &address) { Array($0) }
-    }
-
-    static func v6(_ text: String) -> [UInt8]? {
-        var address = in6_addr()
-        guard inet_pton(AF_INET6, text, &address) == 1 else { return nil }
-        return withUnsafeBytes(of: &address) { Array($0) }
-    }
-
     static func format(_ bytes: [UInt8]) -> String {
-        let family = bytes.count == 4 ? AF_INET : AF_INET6
-        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
-        _ = bytes.withUnsafeBytes { inet_ntop(family, $0.baseAddress, &text, socklen_t(text.count)) }
-        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if bytes.count == 4 { return Self.format(v4: bytes.reduce(0) { $0 << 8 | UInt32($1) }) }
+        return bytes.withUnsafeBytes { Self.format(v6: $0) }
+    }
+
+    /// Dotted decimal, written in place (no C call, no intermediate strings).
+    static func format(v4 value: UInt32) -> String {
+        String(unsafeUninitializedCapacity: 15) { text in
+            var count = 0
+            for shift in [24, 16, 8, 0] as [UInt32] {
+                if shift != 24 {
+                    text[count] = UInt8(ascii: ".")
+                    count += 1
+                }
+                let octet = UInt8(truncatingIfNeeded: value >> shift)
+                if octet >= 100 {
+                    text[count] = 0x30 + octet / 100
+                    count += 1
+                }
+                if octet >= 10 {
+                    text[count] = 0x30 + octet / 10 % 10
+                    count += 1
+                }
+                text[count] = 0x30 + octet % 10
+                count += 1
+            }
+            return count
+        }
+    }
+
+    /// RFC 5952's form, as the C library prints it.
+    static func format(v6 octets: UnsafeRawBufferPointer) -> String {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(INET6_ADDRSTRLEN)) { text in
+            guard inet_ntop(AF_INET6, octets.baseAddress, text.baseAddress, socklen_t(text.count)) != nil else {
+                return ""
+            }
+            return String(cString: text.baseAddress!)
+        }
     }
 }

@@ -360,11 +360,14 @@ final class RelaySessionExecutor {
             // The tap that asked writes the alert and closes.
             self.handshakeRefused = true
         case .identified(let client, let via):
-            // The address is made only for someone who reads it.
-            let wanted =
-                self.settings.sink != nil || self.settings.pcap != nil || self.settings.logger.logLevel <= .info
-            let address = wanted ? client.flatMap { try? SocketAddress(ipAddress: $0.address, port: $0.port) } : nil
-            self.startRecord(client: address ?? self.client?.channel.remoteAddress, via: via, now: .now())
+            // The addresses are made only for someone who reads them.
+            guard self.record != nil || self.settings.pcap != nil else { return }
+            let address = client.flatMap { try? SocketAddress(ipAddress: $0.address, port: $0.port) }
+            self.startRecord(
+                client: address ?? self.client?.channel.remoteAddress,
+                via: via.map { "\($0)" },
+                now: .now()
+            )
         case .beginClientTLS(let leftover):
             self.startTLS(leftover: leftover)
         }

@@ -182,7 +182,7 @@ struct RelayMachine {
         case refuseHandshake
         /// The PROXY header named the client (nil: the balancer's own connection, `via` nil too): the session's
         /// record starts with it.
-        case identified(client: ProxyHeader.Endpoint?, via: String?)
+        case identified(client: ProxyHeader.Endpoint?, via: RuleAddress?)
         /// After the PROXY header on a TLS port: TLS goes in front now, and `leftover` (the ClientHello's first
         /// octets, read with the header) is handed to it.
         case beginClientTLS(leftover: ByteBuffer)
@@ -383,7 +383,7 @@ struct RelayMachine {
             let balancer = self.clientAddress
             if let source = header.source, let address = RuleAddress(source.address) {
                 self.clientAddress = address
-                actions.append(.identified(client: source, via: balancer.map { "\($0)" }))
+                actions.append(.identified(client: source, via: balancer))
             } else {
                 // v2 LOCAL, v1 UNKNOWN: the balancer's own connection (a health check).
                 actions.append(.identified(client: nil, via: nil))

@@ -129,9 +129,15 @@ public final class RulesGate: Sendable {
 }
 
 extension RuleAddress {
-    /// The rules' view of a socket address (IPv4-mapped IPv6 as IPv4); nil for a Unix socket.
+    /// The rules' view of a socket address (IPv4-mapped IPv6 as IPv4), read from the socket's own octets; nil
+    /// for a Unix socket.
     init?(_ address: SocketAddress?) {
-        guard let text = address?.ipAddress else { return nil }
-        self.init(text)
+        switch address {
+        case .v4(let v4): self = .v4(UInt32(bigEndian: v4.address.sin_addr.s_addr))
+        case .v6(let v6):
+            var octets = v6.address.sin6_addr
+            self = withUnsafeBytes(of: &octets) { RuleAddress(v6Octets: $0) }
+        default: return nil
+        }
     }
 }

@@ -1,3 +1,4 @@
+import NIOCore
 import POP3Core
 import Testing
 
@@ -43,6 +44,29 @@ struct ProxyHeaderTests {
         }
     }
 
+    @Test("v1 addresses come back in canonical text, at the edges of each octet and port")
+    func version1Canonical() throws {
+        let line = "PROXY TCP4 0.0.0.0 255.255.255.255 0 65535\r\n"
+        let header = try #require(Self.header(Array(line.utf8)))
+        #expect(header.source == .init(address: "0.0.0.0", port: 0))
+        #expect(header.destination == .init(address: "255.255.255.255", port: 65535))
+        let mixed = try #require(Self.header(Array("PROXY TCP4 10.0.100.9 1.20.199.200 7 80\r\n".utf8)))
+        #expect(mixed.source?.address == "10.0.100.9" && mixed.destination?.address == "1.20.199.200")
+        let mapped = try #require(Self.header(Array("PROXY TCP6 ::FFFF:192.0.2.7 :: 1 2\r\n".utf8)))
+        #expect(mapped.source?.address == "::ffff:192.0.2.7" && mapped.destination?.address == "::")
+    }
+
+    @Test("read in place from a ByteBuffer, as the relay does, a header parses as from an array")
+    func fromByteBuffer() {
+        let line = Array("PROXY TCP4 192.0.2.7 198.51.100.1 51234 110\r\nCAPA\r\n".utf8)
+        let v2 = Self.v2(addresses: Self.v4Addresses, tlvs: Self.tlv(0x02, Array("mail.example".utf8)))
+        for bytes in [line, v2, Array("PROXY TCP4 1.2".utf8), Array("CAPA\r\n".utf8)] {
+            var buffer = ByteBuffer(bytes: [0x41] + bytes)
+            buffer.moveReaderIndex(forwardBy: 1)
+            #expect(ProxyHeader.parse(buffer.readableBytesView) == ProxyHeader.parse(bytes))
+        }
+    }
+
     @Test("a header split anywhere needs more data until its last octet, in both versions")
     func everySplit() {
         let v1 = Array("PROXY TCP4 192.0.2.7 198.51.100.1 51234 110\r\n".utf8)
@@ -70,6 +94,12 @@ struct ProxyHeaderTests {
             ("PROXY TCP4 192.0.2.7  198.51.100.1 1 110\r\n", "2 addresses and 2 ports"),
             ("PROXY TCP4 192.0.2.7 198.51.100.1 1\r\n", "2 addresses and 2 ports"),
             ("PROXX TCP4", "no PROXY header"),
+            // The C library reads a NUL as the address's end: the octets after it must not be ignored.
+            ("PROXY TCP4 192.0.2.7\u{0}9 198.51.100.1 1 110\r\n", "not IPv4"),
+            ("PROXY TCP6 2001:db8::7\u{0}:1 2001:db8::1 1 110\r\n", "not IPv6"),
+            ("PROXY TCP4 192.0.2.7 198.51.100.1 1 11a\r\n", "port"),
+            ("PROXY TCP4 192.0.2.7 198.51.100.1 1 \r\n", "port"),
+            ("PROXY \r\n", "not TCP4, TCP6 or UNKNOWN"),
         ]
         for (text, why) in cases {
             let reason = Self.invalid(Array(text.utf8))

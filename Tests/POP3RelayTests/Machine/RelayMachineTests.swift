@@ -37,7 +37,8 @@ struct Harness {
         case .startTLS: "start TLS"
         case .refuseHandshake: "refuse handshake"
         case .startUpstreamTLS: "start upstream TLS"
-        case .identified(let client, let via): "identified \(client?.description ?? "-") via \(via ?? "-")"
+        case .identified(let client, let via):
+            "identified \(client?.description ?? "-") via \(via.map { "\($0)" } ?? "-")"
         case .beginClientTLS(let leftover): "begin TLS with \(leftover.readableBytes) octets"
         case .flush, .arm, .resumeReading, .record, .export, .log: nil
         }

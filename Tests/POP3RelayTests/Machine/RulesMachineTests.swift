@@ -254,4 +254,13 @@ struct RulesMachineTests {
         #expect(gate.counts[.authFailure] == 1)
         #expect(h.client("NOOP\r\n") == ["upstream ← NOOP\r\n"])
     }
+
+    @Test("the rules see a socket's address from its octets: IPv4, IPv6, IPv4-mapped IPv6 as IPv4, none for Unix")
+    func socketAddresses() throws {
+        #expect(RuleAddress(try SocketAddress(ipAddress: "192.0.2.7", port: 1)) == RuleAddress("192.0.2.7"))
+        #expect(RuleAddress(try SocketAddress(ipAddress: "2001:db8::9", port: 1)) == RuleAddress("2001:db8::9"))
+        #expect(RuleAddress(try SocketAddress(ipAddress: "::ffff:10.1.2.3", port: 1)) == .v4(0x0A01_0203))
+        #expect(RuleAddress(try SocketAddress(unixDomainSocketPath: "/tmp/x")) == nil)
+        #expect(RuleAddress(nil as SocketAddress?) == nil)
+    }
 }
