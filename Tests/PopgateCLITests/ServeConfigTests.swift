@@ -91,6 +91,13 @@ struct ServeConfigTests {
             ("-755555555155555555:55\n", "expected a mapping"),
             ("max-connections: 1:1:1:1:1:1:1:1:1:1:1:1\n", "max-connections: expected a number of sessions"),
             ("timeouts: { idle: 99999999999999999999 }\n", "timeouts.idle: expected a number of seconds"),
+            // fuzz-config's finding: seconds past Int64's nanoseconds trapped as they were converted.
+            ("timeouts: { idle: 20333333333333330 }\n", "timeouts.idle: must be more than 0 seconds and at most"),
+            ("timeouts: { connect: .inf }\n", "timeouts.connect: must be more than 0 seconds and at most"),
+            ("timeouts: { line: 1e300 }\n", "timeouts.line: must be more than 0 seconds and at most"),
+            ("timeouts: { login: .nan }\n", "timeouts.login: must be more than 0 seconds and at most"),
+            ("timeouts: { greeting: 31536001 }\n", "timeouts.greeting: must be more than 0 seconds and at most"),
+            ("timeouts: { greeting: 0 }\n", "timeouts.greeting: must be more than 0 seconds"),
         ]
     )
     func badYAML(_ text: String, _ message: String) {
@@ -169,6 +176,20 @@ struct ServeConfigTests {
         let configuration = try serve.relayConfiguration()
         #expect(configuration.listeners.first?.listen.count == 2)
         #expect(configuration.idleTimeout == .seconds(30))
+        // A year is the longest; past what fits in nanoseconds it stopped the process as it was read.
+        for (value, accepted) in [("31536000", true), ("31536001", false), ("1e30", false), ("inf", false)] {
+            let serve = try #require(
+                try Popgate.parseAsRoot([
+                    "serve", "--listen", "127.0.0.1:0", "--upstream", "h:110", "--idle-timeout", value,
+                ])
+                    as? Popgate.Serve
+            )
+            if accepted {
+                #expect(try serve.relayConfiguration().idleTimeout == .seconds(31_536_000))
+            } else {
+                #expect(throws: ConfigFile.Problem.self) { try serve.relayConfiguration() }
+            }
+        }
         let noUpstream = try #require(try Popgate.parseAsRoot(["serve", "--listen", "127.0.0.1:0"]) as? Popgate.Serve)
         #expect(throws: ConfigFile.Problem.self) { try noUpstream.relayConfiguration() }
         let nothing = try #require(try Popgate.parseAsRoot(["serve"]) as? Popgate.Serve)

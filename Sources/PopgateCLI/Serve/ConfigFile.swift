@@ -361,8 +361,9 @@ enum ConfigFile {
                 } else {
                     throw problem("timeouts.\(key)", "expected a number of seconds")
                 }
-                guard seconds > 0 else { throw problem("timeouts.\(key)", "must be more than 0 seconds") }
-                let amount = TimeAmount.nanoseconds(Int64(seconds * 1e9))
+                guard let amount = Self.timeAmount(seconds) else {
+                    throw problem("timeouts.\(key)", Self.timeoutRange)
+                }
                 switch key {
                 case "idle": configuration.idleTimeout = amount
                 case "connect": configuration.connectTimeout = amount
@@ -377,5 +378,17 @@ enum ConfigFile {
                 }
             }
         }
+    }
+
+    /// The longest timeout taken: a year (a number of seconds past what fits in nanoseconds would stop the
+    /// gateway as it reads it).
+    static let longestTimeout = 365.0 * 86_400
+
+    static let timeoutRange = "must be more than 0 seconds and at most \(Int(longestTimeout)) (a year)"
+
+    /// Seconds as a timeout, or nil when out of range (0 or less, past a year, not a number).
+    static func timeAmount(_ seconds: Double) -> TimeAmount? {
+        guard seconds > 0, seconds <= Self.longestTimeout else { return nil }
+        return .nanoseconds(Int64(seconds * 1e9))
     }
 }

@@ -417,8 +417,10 @@ extension Popgate {
             if self.transcriptBodies { configuration.transcriptBodies = true }
             func seconds(_ value: Double?, _ name: String) throws -> TimeAmount? {
                 guard let value else { return nil }
-                guard value > 0 else { throw ConfigFile.Problem(description: "--\(name) must be more than 0 seconds") }
-                return .nanoseconds(Int64(value * 1e9))
+                guard let amount = ConfigFile.timeAmount(value) else {
+                    throw ConfigFile.Problem(description: "--\(name) \(ConfigFile.timeoutRange)")
+                }
+                return amount
             }
             if let t = try seconds(self.idleTimeout, "idle-timeout") { configuration.idleTimeout = t }
             if let t = try seconds(self.connectTimeout, "connect-timeout") { configuration.connectTimeout = t }
