@@ -27,9 +27,13 @@ public final class OutputWriter: Sendable {
         public var pressure: Int
         /// The longest an appended octet waits for the disk, in seconds.
         public var interval: Double
+        /// How long a closed file waits for others to close, in seconds: at a thousand session ends a second
+        /// their files share a few wake-ups of the writer, not one each.
+        public var closeDelay: Double
 
         /// `total` octets in all; each file half of them, at least 1 MiB.
-        public init(total: Int = 64 << 20, interval: Double = 1) {
+        public init(total: Int = 64 << 20, interval: Double = 1, closeDelay: Double = 0.02) {
+            self.closeDelay = closeDelay
             self.total = max(total, 1 << 20)
             self.perFile = max(self.total / 2, 1 << 20)
             self.batch = min(1 << 20, self.perFile / 4)
@@ -84,6 +88,8 @@ public final class OutputWriter: Sendable {
         var pressed = false
         var failures = 0
         var fellBehind = 0
+        /// Times the queue woke to write (for the tests).
+        var drains = 0
     }
 
     public let limits: Limits
@@ -191,8 +197,11 @@ public final class OutputWriter: Sendable {
             state.kicked = true
             return true
         }
-        if kick { self.queue.async { self.drain(all: false) } }
+        if kick { self.queue.asyncAfter(deadline: .now() + self.limits.closeDelay) { self.drain(all: false) } }
     }
+
+    /// Times the queue woke to write.
+    var drains: Int { self.state.withLockedValue { $0.drains } }
 
     private func schedule() {
         self.queue.asyncAfter(deadline: .now() + self.limits.interval) { self.drain(all: true) }
@@ -211,6 +220,7 @@ public final class OutputWriter: Sendable {
         var scheduleAgain = false
         let work: [Work] = self.state.withLockedValue { state in
             state.kicked = false
+            state.drains += 1
             if all {
                 state.drainScheduled = false
                 state.pressed = false

@@ -71,19 +71,19 @@ public final class TranscriptFiles: ConversationSink {
     }
 
     public func events(_ events: [ConversationEvent], session: SessionInfo, time: Double) {
-        self.sessions.withLockedValue { sessions in
-            guard var open = sessions[session.id] else { return }
-            // Each event's lines go to the buffer at once, so a long pipelined batch holds no array of strings.
-            var text = ByteBuffer()
-            var json = ByteBuffer()
-            for event in events {
-                Self.write(open.text.render(event, time: time), to: &text)
-                Self.write(open.json.render(event, time: time), to: &json)
-            }
-            sessions[session.id] = open
-            if text.readableBytes > 0 { open.textFile.append(text) }
-            if json.readableBytes > 0 { open.jsonFile.append(json) }
+        // Rendered outside the lock, which every session's events take: a session's calls come from its own
+        // event loop one at a time, so its renderers are out of the table only while that loop renders.
+        guard var open = self.sessions.withLockedValue({ $0.removeValue(forKey: session.id) }) else { return }
+        // Each event's lines go to the buffer at once, so a long pipelined batch holds no array of strings.
+        var text = ByteBuffer()
+        var json = ByteBuffer()
+        for event in events {
+            open.text.render(event, time: time, into: &text)
+            open.json.render(event, time: time, into: &json)
         }
+        if text.readableBytes > 0 { open.textFile.append(text) }
+        if json.readableBytes > 0 { open.jsonFile.append(json) }
+        self.sessions.withLockedValue { $0[session.id] = open }
     }
 
     public func sessionEnded(_ session: SessionInfo, time: Double, summary: SessionSummary) {

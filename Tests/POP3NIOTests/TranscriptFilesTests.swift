@@ -133,6 +133,23 @@ struct TranscriptFilesTests {
         #expect(logged.contains { $0.hasPrefix("warning: output to \(directory)/slow stops here: the disk is") })
     }
 
+    @Test("files closed together are written together, soon after: one wake-up of the writer, not one each")
+    func closesShareAWrite() async throws {
+        let directory = scratchDirectory("closes")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let writer = OutputWriter()
+        for index in 0..<200 {
+            let file = writer.open(directory + "/f\(index)", note: { _ in ByteBuffer() })
+            file.append(ByteBuffer(string: "line \(index)\n"))
+            file.close()
+        }
+        // Well within the interval (1 s), without a flush: written because they were closed.
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).count == 200)
+        #expect(try String(contentsOfFile: directory + "/f199", encoding: .utf8) == "line 199\n")
+        #expect(writer.drains <= 3, "\(writer.drains) wake-ups for 200 closes")
+    }
+
     @Test("a file with nothing in it is still made when it is closed")
     func emptyFileMade() throws {
         let directory = scratchDirectory("empty")

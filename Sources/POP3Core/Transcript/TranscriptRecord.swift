@@ -1,3 +1,5 @@
+import NIOCore
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -50,30 +52,38 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
     /// The record as one line of JSON, keys sorted, as `JSONEncoder` with `.sortedKeys` and
     /// `.withoutEscapingSlashes` writes it (a test holds the two equal), without its cost per record.
     public func jsonLine() -> String {
-        var out = "{"
-        out.reserveCapacity(160)
+        var buffer = ByteBuffer()
+        self.writeJSONLine(into: &buffer)
+        return String(buffer: buffer)
+    }
+
+    /// ``jsonLine()`` written into `out` (no newline): a transcript's records go to their file's buffer this
+    /// way, with no string made for each.
+    public func writeJSONLine(into out: inout ByteBuffer) {
+        out.reserveCapacity(minimumWritableBytes: 192)
+        out.writeInteger(UInt8(ascii: "{"))
         var first = true
         func key(_ name: StaticString) {
-            // Appended piece by piece: a concatenation here made a string per key.
-            out += first ? "\"" : ",\""
+            if !first { out.writeInteger(UInt8(ascii: ",")) }
             first = false
-            out += name.description
-            out += "\":"
+            out.writeInteger(UInt8(ascii: "\""))
+            out.writeStaticString(name)
+            out.writeStaticString("\":")
         }
         func string(_ name: StaticString, _ value: String?) {
             guard let value else { return }
             key(name)
-            Self.appendQuoted(value, to: &out)
+            Self.writeQuoted(value, into: &out)
         }
         func int(_ name: StaticString, _ value: Int?) {
             guard let value else { return }
             key(name)
-            out += String(value)
+            out.writeString(String(value))
         }
         func bool(_ name: StaticString, _ value: Bool?) {
             guard let value else { return }
             key(name)
-            out += value ? "true" : "false"
+            out.writeStaticString(value ? "true" : "false")
         }
         string("client", self.client)
         string("code", self.code)
@@ -98,8 +108,20 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
         int("v", self.v)
         string("verb", self.verb)
         string("via", self.via)
-        out += "}"
-        return out
+        out.writeInteger(UInt8(ascii: "}"))
+    }
+
+    /// ``appendQuoted(_:to:)`` into a buffer; most values need no escape and are written as they are.
+    static func writeQuoted(_ value: String, into out: inout ByteBuffer) {
+        if value.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
+            var quoted = ""
+            Self.appendQuoted(value, to: &quoted)
+            out.writeString(quoted)
+            return
+        }
+        out.writeInteger(UInt8(ascii: "\""))
+        out.writeString(value)
+        out.writeInteger(UInt8(ascii: "\""))
     }
 
     /// JSON's string escapes: the quote, the backslash and control characters; nothing else.

@@ -117,29 +117,58 @@ public struct TranscriptRenderer: Sendable {
         return lines
     }
 
+    /// ``render(_:time:)`` written into `out`, each line ending in a newline: a JSON record goes there with no
+    /// string made for it (a transcript file takes bytes).
+    public mutating func render(_ event: ConversationEvent, time: Double, into out: inout ByteBuffer) {
+        guard self.format == .json else {
+            for line in self.render(event, time: time) {
+                out.writeString(line)
+                out.writeInteger(UInt8(0x0A))
+            }
+            return
+        }
+        if case .opaque(let side, let octets) = event {
+            self.opaque[side, default: 0] += octets
+            return
+        }
+        for record in self.opaqueRecords(time: time) + [self.record(event, time: time)].compactMap({ $0 }) {
+            record.writeJSONLine(into: &out)
+            out.writeInteger(UInt8(0x0A))
+        }
+    }
+
     private mutating func flushOpaque(time: Double) -> [String] {
         guard !self.opaque.isEmpty else { return [] }
-        defer { self.opaque.removeAll() }
-        let sides = [Side.client, .server, .gateway].filter { self.opaque[$0] != nil }
         switch self.format {
         case .json:
-            return sides.map { side in
-                var record = TranscriptRecord(
-                    session: self.session,
-                    time: TranscriptRecord.timestamp(time),
-                    kind: "opaque"
-                )
-                record.side = side.rawValue
-                record.octets = self.opaque[side]
-                return record.jsonLine()
-            }
+            return self.opaqueRecords(time: time).map { $0.jsonLine() }
         case .text:
+            defer { self.opaque.removeAll() }
+            let sides = [Side.client, .server, .gateway].filter { self.opaque[$0] != nil }
             let parts = sides.map { "\(self.opaque[$0] ?? 0) octets from the \($0.rawValue)" }
             return [self.paint("   [not read, encrypted or not POP3: \(parts.joined(separator: ", "))]", .dim)]
         }
     }
 
-    private mutating func json(_ event: ConversationEvent, time: Double) -> [String] {
+    /// The octets not read since the last event that was, one record per side; counted from zero again.
+    private mutating func opaqueRecords(time: Double) -> [TranscriptRecord] {
+        guard !self.opaque.isEmpty else { return [] }
+        defer { self.opaque.removeAll() }
+        return [Side.client, .server, .gateway].compactMap { side in
+            guard let octets = self.opaque[side] else { return nil }
+            var record = TranscriptRecord(session: self.session, time: TranscriptRecord.timestamp(time), kind: "opaque")
+            record.side = side.rawValue
+            record.octets = octets
+            return record
+        }
+    }
+
+    private func json(_ event: ConversationEvent, time: Double) -> [String] {
+        self.record(event, time: time).map { [$0.jsonLine()] } ?? []
+    }
+
+    /// The event's JSON record; nil for what JSON does not show (bodies unless asked, opaque counts).
+    private func record(_ event: ConversationEvent, time: Double) -> TranscriptRecord? {
         var r = TranscriptRecord(session: self.session, time: TranscriptRecord.timestamp(time), kind: "")
         switch event {
         case .command(let c):
@@ -168,7 +197,7 @@ public struct TranscriptRenderer: Sendable {
             r.side = Side.server.rawValue
             r.text = text
         case .bodyChunk(let chunk):
-            guard self.showBodies else { return [] }
+            guard self.showBodies else { return nil }
             r.kind = "body-chunk"
             r.side = Side.server.rawValue
             r.octets = chunk.readableBytes
@@ -205,9 +234,9 @@ public struct TranscriptRenderer: Sendable {
             r.text = Self.describe(hello)
             r.note = Self.tlsNote(hello)
         case .opaque:
-            return []
+            return nil
         }
-        return [r.jsonLine()]
+        return r
     }
 
     private mutating func text(_ event: ConversationEvent) -> [String] {

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import Testing
 
 @testable import POP3Core
@@ -43,6 +44,9 @@ struct TranscriptRecordTests {
             record.note = text()
             record.client = text()
             record.server = text()
+            record.severity = text()
+            record.gateway = text()
+            record.via = text()
             #expect(record.jsonLine() == (try Self.reference(record)))
             // And it reads back as the record it came from.
             #expect(try JSONDecoder().decode(TranscriptRecord.self, from: Data(record.jsonLine().utf8)) == record)
@@ -67,5 +71,39 @@ struct TranscriptRecordTests {
     @Test("a year beyond four digits is written whole, not cut")
     func wideYear() {
         #expect(TranscriptRecord.timestamp(253_402_300_800) == "10000-01-01T00:00:00.000Z")
+    }
+
+    @Test("a renderer writing into a buffer writes the lines it returns, in both formats, opaque counts and all")
+    func renderIntoBuffer() {
+        var machine = ConversationMachine()
+        var events: [ConversationEvent] = []
+        machine.serverSent(ByteBuffer(string: "+OK ready <1.2@x>\r\n"), into: &events)
+        machine.clientSent(
+            ByteBuffer(string: "CAPA\r\nUSER a\"b\\\tc\r\nPASS secret\r\nLIST\r\nSTLS\r\n"),
+            into: &events
+        )
+        machine.serverSent(
+            ByteBuffer(string: "+OK\r\nUSER\r\nSTLS\r\n.\r\n+OK\r\n+OK\r\n+OK 1 5\r\n1 5\r\n.\r\n+OK go\r\n"),
+            into: &events
+        )
+        machine.clientSent(ByteBuffer(bytes: [0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]), into: &events)
+        machine.serverSent(ByteBuffer(bytes: [0x16, 0x03, 0x03, 0x00, 0x02, 1, 2]), into: &events)
+        events += machine.clientClosed()
+        events += machine.serverClosed()
+        #expect(events.contains { if case .opaque = $0 { true } else { false } })
+        for format in TranscriptRenderer.Format.allCases {
+            var lines = TranscriptRenderer(session: "s", format: format)
+            var bytes = TranscriptRenderer(session: "s", format: format)
+            var expected = ""
+            var buffer = ByteBuffer()
+            for (index, event) in events.enumerated() {
+                for line in lines.render(event, time: Double(index)) { expected += line + "\n" }
+                bytes.render(event, time: Double(index), into: &buffer)
+            }
+            expected += lines.end(time: 99, summary: "done").map { $0 + "\n" }.joined()
+            buffer.writeString(bytes.end(time: 99, summary: "done").map { $0 + "\n" }.joined())
+            #expect(String(buffer: buffer) == expected, "\(format)")
+            #expect(expected.contains("USER a\\\"b") || format == .text)
+        }
     }
 }
