@@ -139,33 +139,36 @@ public final class OutputWriter: Sendable {
         }
         let count = bytes.readableBytes
         let (taken, then): (Bool, Then) = self.state.withLockedValue { state in
-            guard var file = state.files[id], !file.stopped, !file.closing else { return (false, .nothing) }
+            // Only numbers are read out; the file is changed in place, since a copy of it out and back would
+            // copy its chunks on every append.
+            guard
+                let (held, buffered) = state.files[id].flatMap({ file in
+                    file.stopped || file.closing ? nil : (file.buffer.octets + file.writing, file.buffer.octets)
+                })
+            else { return (false, .nothing) }
             guard count > 0 else { return (true, .nothing) }
-            let held = file.buffer.octets + file.writing
             if held + count > self.limits.perFile || state.unwritten + count > self.limits.total {
                 let reason =
                     held + count > self.limits.perFile
                     ? "the disk is \(held) octets behind on this file (the limit is \(self.limits.perFile))"
                     : "the disk is \(state.unwritten) octets behind on all files (the limit is \(self.limits.total))"
-                let note = file.note(reason)
-                file.stopped = true
-                file.buffer.append(note)
+                let note = state.files[id]!.note(reason)
+                state.files[id]!.stopped = true
+                state.files[id]!.buffer.append(note)
                 state.unwritten += note.readableBytes
                 state.fellBehind += 1
-                state.files[id] = file
                 state.dirty.insert(id)
                 state.urgent.insert(id)
-                return (false, .fellBehind(file.path, reason))
+                return (false, .fellBehind(state.files[id]!.path, reason))
             }
-            file.buffer.append(bytes)
-            state.files[id] = file
+            state.files[id]!.buffer.append(bytes)
             state.unwritten += count
             state.dirty.insert(id)
             if state.unwritten >= self.limits.pressure, !state.pressed {
                 state.pressed = true
                 return (true, .press)
             }
-            if file.buffer.octets >= self.limits.batch, state.urgent.insert(id).inserted, !state.kicked {
+            if buffered + count >= self.limits.batch, state.urgent.insert(id).inserted, !state.kicked {
                 state.kicked = true
                 return (true, .kick)
             }

@@ -63,65 +63,67 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
         out.reserveCapacity(minimumWritableBytes: 192)
         out.writeInteger(UInt8(ascii: "{"))
         var first = true
-        func key(_ name: StaticString) {
+        // Each key comes with its quotes and colon, one write.
+        func key(_ quoted: StaticString) {
             if !first { out.writeInteger(UInt8(ascii: ",")) }
             first = false
-            out.writeInteger(UInt8(ascii: "\""))
-            out.writeStaticString(name)
-            out.writeStaticString("\":")
+            out.writeStaticString(quoted)
         }
-        func string(_ name: StaticString, _ value: String?) {
+        func string(_ quoted: StaticString, _ value: String?) {
             guard let value else { return }
-            key(name)
+            key(quoted)
             Self.writeQuoted(value, into: &out)
         }
-        func int(_ name: StaticString, _ value: Int?) {
+        func int(_ quoted: StaticString, _ value: Int?) {
             guard let value else { return }
-            key(name)
+            key(quoted)
             out.writeString(String(value))
         }
-        func bool(_ name: StaticString, _ value: Bool?) {
+        func bool(_ quoted: StaticString, _ value: Bool?) {
             guard let value else { return }
-            key(name)
+            key(quoted)
             out.writeStaticString(value ? "true" : "false")
         }
-        string("client", self.client)
-        string("code", self.code)
-        bool("complete", self.complete)
-        string("gateway", self.gateway)
-        string("kind", self.kind)
-        int("lines", self.lines)
-        bool("multiline", self.multiline)
-        string("note", self.note)
-        int("octets", self.octets)
-        string("reason", self.reason)
-        string("rule", self.rule)
-        string("server", self.server)
-        string("session", self.session)
-        string("severity", self.severity)
-        string("side", self.side)
-        string("state", self.state)
-        string("status", self.status)
-        int("stuffed", self.stuffed)
-        string("text", self.text)
-        string("time", self.time)
-        int("v", self.v)
-        string("verb", self.verb)
-        string("via", self.via)
+        string(#""client":"#, self.client)
+        string(#""code":"#, self.code)
+        bool(#""complete":"#, self.complete)
+        string(#""gateway":"#, self.gateway)
+        string(#""kind":"#, self.kind)
+        int(#""lines":"#, self.lines)
+        bool(#""multiline":"#, self.multiline)
+        string(#""note":"#, self.note)
+        int(#""octets":"#, self.octets)
+        string(#""reason":"#, self.reason)
+        string(#""rule":"#, self.rule)
+        string(#""server":"#, self.server)
+        string(#""session":"#, self.session)
+        string(#""severity":"#, self.severity)
+        string(#""side":"#, self.side)
+        string(#""state":"#, self.state)
+        string(#""status":"#, self.status)
+        int(#""stuffed":"#, self.stuffed)
+        string(#""text":"#, self.text)
+        string(#""time":"#, self.time)
+        int(#""v":"#, self.v)
+        string(#""verb":"#, self.verb)
+        string(#""via":"#, self.via)
         out.writeInteger(UInt8(ascii: "}"))
     }
 
-    /// ``appendQuoted(_:to:)`` into a buffer; most values need no escape and are written as they are.
+    /// ``appendQuoted(_:to:)`` into a buffer; most values need no escape and are copied as they are.
     static func writeQuoted(_ value: String, into out: inout ByteBuffer) {
-        if value.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) {
-            var quoted = ""
-            Self.appendQuoted(value, to: &quoted)
-            out.writeString(quoted)
-            return
+        var value = value
+        let plain = value.withUTF8 { bytes in
+            guard !bytes.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) else { return false }
+            out.writeInteger(UInt8(ascii: "\""))
+            out.writeBytes(bytes)
+            out.writeInteger(UInt8(ascii: "\""))
+            return true
         }
-        out.writeInteger(UInt8(ascii: "\""))
-        out.writeString(value)
-        out.writeInteger(UInt8(ascii: "\""))
+        if plain { return }
+        var quoted = ""
+        Self.appendQuoted(value, to: &quoted)
+        out.writeString(quoted)
     }
 
     /// JSON's string escapes: the quote, the backslash and control characters; nothing else.
