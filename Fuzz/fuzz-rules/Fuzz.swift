@@ -8,7 +8,8 @@ import POP3Rules
 public func fuzzRules(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     let text = String(decoding: UnsafeBufferPointer(start: data, count: count), as: UTF8.self)
     let (rules, problems) = RulesParser.parse(text, file: "fuzz.rules") { _ in text }
-    let lines = text.split(separator: "\n", omittingEmptySubsequences: false).count
+    // Lines end at LF or CRLF (one character to Swift), as the parser counts them.
+    let lines = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" }.count
     for problem in problems where problem.file == "fuzz.rules" {
         precondition(problem.line >= 1 && problem.line <= lines, "a problem outside the file: \(problem)")
     }

@@ -125,7 +125,7 @@ public enum RulesParser {
         problems: inout [RulesProblem],
         including: inout Includes
     ) {
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (index, rawLine) in text.lines.enumerated() {
             let number = index + 1
             let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
             let words = Self.words(line)
@@ -178,7 +178,7 @@ public enum RulesParser {
                         position += 1
                         do {
                             let list = try read(path.text)
-                            for (offset, entry) in list.split(separator: "\n").enumerated() {
+                            for (offset, entry) in list.lines.enumerated() {
                                 let trimmed =
                                     entry.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first
                                     .map { $0.trimmingSpaces } ?? ""
@@ -408,10 +408,19 @@ public enum RulesParser {
     }
 }
 
+extension String {
+    /// The lines, at LF or CRLF. Swift reads CRLF as one character, so a split at "\n" left a file written
+    /// on Windows as one line: its rules refused, and a prefix list starting with a comment read as empty.
+    fileprivate var lines: [Substring] {
+        self.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" }
+    }
+}
+
 extension Substring {
     fileprivate var trimmingSpaces: String {
-        String(
-            self.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed()
-        )
+        guard let start = self.firstIndex(where: { $0 != " " && $0 != "\t" }),
+            let end = self.lastIndex(where: { $0 != " " && $0 != "\t" && $0 != "\r" })
+        else { return "" }
+        return String(self[start...end])
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import POP3Rules
@@ -70,6 +71,30 @@ struct RulesParserTests {
         #expect(rules.commandDenials.map(\.command) == ["DELE", "TOP"])
         #expect(rules.commandDenials.map(\.user) == ["archive@example.org", nil])
         #expect(rules.deniedUsers.map(\.pattern) == ["*@old.example.org"])
+    }
+
+    @Test("files written with CRLF read as with LF: rules, prefix lists starting with a comment, blank lines counted")
+    func crlf() {
+        let files = [
+            "block.txt": "# blocked\r\n\r\n192.0.2.0/24\r\n198.51.100.7 # one host\r\nnot-a-prefix\r\n",
+            "more.rules": "deny from 203.0.113.9\r\n",
+        ]
+        let text = "deny from file block.txt\r\ninclude more.rules\r\n\r\nallow from any\r\nlimit nonsense\r\n"
+        let (rules, problems) = RulesParser.parse(text, file: "main.rules") { path in
+            guard let text = files[path] else { throw RulesProblem(file: path, line: 0, column: 0, message: "missing") }
+            return text
+        }
+        #expect(rules.access.count == 3)
+        #expect(rules.access[0].addresses?.contains(RuleAddress("192.0.2.77")!) == true)
+        #expect(rules.access[0].addresses?.contains(RuleAddress("198.51.100.7")!) == true)
+        #expect(rules.access[1].addresses?.contains(RuleAddress("203.0.113.9")!) == true)
+        #expect(rules.access[2].source == .init(file: "main.rules", line: 4))
+        // The bad prefix on the list's fifth line, the bad limit on the file's fifth: each where it is.
+        #expect(problems.map { "\($0.file):\($0.line)" } == ["block.txt:5", "main.rules:5"])
+        let (lf, _) = RulesParser.parse(text.replacingOccurrences(of: "\r\n", with: "\n"), file: "main.rules") {
+            (files[$0] ?? "").replacingOccurrences(of: "\r\n", with: "\n")
+        }
+        #expect(lf == rules)
     }
 
     @Test("include and prefix files are read through the caller; a loop of includes is an error, not a hang")
