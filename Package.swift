@@ -203,7 +203,8 @@ let package = Package(
             // ConfigFile.swift is a link to the command's own file: built here without ArgumentParser, so that
             // `swift package generate-manual` does not take the fuzzer for a command to document.
             dependencies: [
-                "POP3Relay", "POP3Rules", "POP3Live", "FuzzDriver", .product(name: "NIOCore", package: "swift-nio"),
+                "POP3Core", "POP3Relay", "POP3Rules", "POP3Live", "FuzzDriver",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Yams", package: "Yams"),
             ],
             path: "Fuzz/fuzz-config",

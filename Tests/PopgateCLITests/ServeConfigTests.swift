@@ -77,7 +77,12 @@ struct ServeConfigTests {
             ("pcap: [a, b]\n", "pcap: expected a directory"),
             ("pcap: \"\"\n", "pcap: expected a directory"),
             ("colour: red\n", "colour: unknown setting"),
-            ("command-line-limit: 100\n", "command-line-limit: expected a number of octets, at least 255"),
+            ("command-line-limit: 100\n", "command-line-limit: expected a number of octets from 255"),
+            (
+                "command-line-limit: 16385\n",
+                "command-line-limit: expected a number of octets from 255 (RFC 2449 §4) to 16384"
+            ),
+            ("command-line-limit: 9223372036854775807\n", "command-line-limit: expected a number of octets from 255"),
             ("- just\n- a list\n", "expected a mapping"),
             ("listeners: [\n", "not valid YAML"),
             ("proxy-trusted: [10.0.0.0/33]\n", "proxy-trusted[0]:"),

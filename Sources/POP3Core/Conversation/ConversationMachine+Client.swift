@@ -39,7 +39,7 @@ extension ConversationMachine {
                 return
             case .heldAfterSTLS(var held):
                 // Bounded: an injection needs only a line or two to be shown.
-                let room = max(0, self.configuration.commandLineLimit * 4 - held.readableBytes)
+                let room = max(0, self.configuration.heldAfterSTLSLimit - held.readableBytes)
                 if var kept = input.readSlice(length: min(room, input.readableBytes)) {
                     held.writeBuffer(&kept)
                 }
@@ -78,7 +78,7 @@ extension ConversationMachine {
         switch self.clientMode {
         case .heldAfterSTLS:
             // Kept in view, not taken: the STLS reply decides whether these octets are commands or an injection.
-            let kept = min(input.readableBytes, self.configuration.commandLineLimit * 4)
+            let kept = min(input.readableBytes, self.configuration.heldAfterSTLSLimit)
             self.clientMode = .heldAfterSTLS(input.getSlice(at: input.readerIndex, length: kept) ?? ByteBuffer())
             return .waitForReply
         case .opaque:

@@ -22,6 +22,13 @@ public struct ConversationMachine: Sendable {
     public struct Configuration: Sendable, Hashable {
         /// R3: the longest command, CRLF included.
         public var commandLineLimit = POP3Defaults.commandLineLimit
+
+        /// What is kept of the client's octets after STLS until its reply: a few lines, whatever the limit
+        /// (saturating: a limit near Int.max must not overflow).
+        var heldAfterSTLSLimit: Int {
+            let (octets, overflow) = self.commandLineLimit.multipliedReportingOverflow(by: 4)
+            return overflow ? .max : octets
+        }
         /// R5: the longest first line of a reply, CRLF included.
         public var replyLineLimit = POP3Defaults.replyLineLimit
         /// R40: the longest SASL line.

@@ -1,4 +1,5 @@
 import NIOCore
+import POP3Core
 import POP3Live
 import POP3Relay
 import POP3Rules
@@ -337,8 +338,13 @@ enum ConfigFile {
             configuration.outputBuffer = mib << 20
         }
         if let value = map["command-line-limit"] {
-            guard let limit = value as? Int, limit >= 255 else {
-                throw problem("command-line-limit", "expected a number of octets, at least 255 (RFC 2449 §4)")
+            // At most the SASL line's limit: the machine holds a few lines' worth, and a limit near Int.max
+            // overflowed that sum at a client's first line, stopping the gateway.
+            guard let limit = value as? Int, (255...POP3Defaults.saslLineLimit).contains(limit) else {
+                throw problem(
+                    "command-line-limit",
+                    "expected a number of octets from 255 (RFC 2449 §4) to \(POP3Defaults.saslLineLimit)"
+                )
             }
             configuration.commandLineLimit = limit
         }

@@ -165,4 +165,19 @@ struct RobustnessTests {
         #expect(events.bodies.last?.complete == false)
         #expect(events.states.last == .closed)
     }
+
+    @Test("a command line limit near Int.max holds what follows STLS without overflowing, and keeps it bounded")
+    func hugeLineLimitAfterSTLS() {
+        for limit in [Int.max, Int.max / 4 + 1, 255] {
+            var configuration = ConversationMachine.Configuration()
+            configuration.commandLineLimit = limit
+            var machine = ConversationMachine(configuration: configuration)
+            var events: [ConversationEvent] = []
+            machine.serverSent(ByteBuffer(string: "+OK ready\r\n"), into: &events)
+            machine.clientSent(ByteBuffer(string: "STLS\r\nUSER injected\r\n"), into: &events)
+            machine.clientSent(ByteBuffer(repeating: 0x41, count: 4096), into: &events)
+            machine.serverSent(ByteBuffer(string: "+OK begin\r\n"), into: &events)
+            #expect(machine.state == .tlsNegotiation || machine.state == .encrypted, "\(limit)")
+        }
+    }
 }
