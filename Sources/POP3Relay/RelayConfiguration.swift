@@ -44,6 +44,11 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
         } else if let colon = rest.lastIndex(of: ":") {
             host = rest[..<colon]
             portText = rest[rest.index(after: colon)...]
+            // "2001:db8::1:110" reads as host "2001:db8::1" and port 110, or as "2001:db8:" and port 1: neither
+            // is safe to guess.
+            guard !host.contains(":") else {
+                throw ParseError(description: "\"\(text)\": an IPv6 address goes in brackets, as [2001:db8::1]:110")
+            }
         } else {
             host = rest
         }

@@ -25,7 +25,7 @@ struct ServeConfigTests {
 
     @Test(
         "bad endpoints are refused with the reason",
-        arguments: ["127.0.0.1", "[::1:110", "host:0", "host:99999", ":110"]
+        arguments: ["127.0.0.1", "[::1:110", "host:0", "host:99999", ":110", "2001:db8::1:110", "::1:110", "pop://::1"]
     )
     func badEndpoints(_ text: String) {
         #expect(throws: Endpoint.ParseError.self) { try Endpoint(parsing: text) }
