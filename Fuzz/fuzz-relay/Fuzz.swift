@@ -12,6 +12,10 @@ import POP3Core
 /// for reads a length octet and that many octets), with time moving on. Checked: no crash; never QUIT written
 /// upstream unless the client sent QUIT (invariant 3); nothing written to a side after its close; the
 /// session ends at most once, and once both sides are closed it has ended.
+private let quit = Array("QUIT".utf8)
+private let quitLine = Array("QUIT\r\n".utf8)
+private func upper(_ octet: UInt8) -> UInt8 { octet >= 0x61 && octet <= 0x7A ? octet - 0x20 : octet }
+
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzRelay(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     guard count > 0 else { return 0 }
@@ -25,8 +29,9 @@ public func fuzzRelay(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     var machine = RelayMachine(settings: settings, now: now, wallClock: 1_800_000_000)
     var actions: [RelayMachine.Action] = []
     var clientSentQuit = false
-    var clientBytes: [UInt8] = []
-    var closed: Set<String> = []
+    // The client's last octets, upper-cased: a QUIT split across reads is still the client's.
+    var clientTail: [UInt8] = []
+    var closed: (client: Bool, upstream: Bool) = (false, false)
     var ended = 0
     var index = 1
     func bytes() -> ByteBuffer {
@@ -54,12 +59,12 @@ public func fuzzRelay(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
             case .startTLS, .beginClientTLS: clientTLSAsked = true
             case .startUpstreamTLS: upstreamTLSAsked = true
             case .write(let side, let buffer):
-                precondition(!closed.contains("\(side)"), "a write to a side after its close")
+                precondition(!(side == .client ? closed.client : closed.upstream), "a write to a side after its close")
                 if side == .upstream, !clientSentQuit {
-                    let text = String(buffer: buffer).uppercased()
-                    precondition(!text.contains("QUIT\r\n"), "QUIT upstream that the client never sent")
+                    let text = buffer.readableBytesView.map(upper)
+                    precondition(text.firstRange(of: quitLine) == nil, "QUIT upstream that the client never sent")
                 }
-            case .close(let side): closed.insert("\(side)")
+            case .close(let side): if side == .client { closed.client = true } else { closed.upstream = true }
             case .ended: ended += 1
             default: break
             }
@@ -72,8 +77,8 @@ public func fuzzRelay(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
         let op = data[index] % 16
         index += 1
         now = now + .milliseconds(Int64(data[index - 1] / 16) * 250)
-        let upstreamLive = upstreamOpen && !closed.contains("upstream")
-        let clientLive = clientOpen && !closed.contains("client")
+        let upstreamLive = upstreamOpen && !closed.upstream
+        let clientLive = clientOpen && !closed.client
         switch op {
         case 0 where admitAsked:
             admitAsked = false
@@ -85,8 +90,9 @@ public func fuzzRelay(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
         case 2 where clientLive && clientInputOpen:
             let read = bytes()
             // Across reads, in any case: a QUIT split in two is still the client's.
-            clientBytes += read.readableBytesView.map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }
-            if clientBytes.firstRange(of: Array("QUIT".utf8)) != nil { clientSentQuit = true }
+            clientTail += read.readableBytesView.map(upper)
+            if clientTail.firstRange(of: quit) != nil { clientSentQuit = true }
+            clientTail = Array(clientTail.suffix(3))
             machine.clientRead(read, now: now, into: &actions)
         case 3 where upstreamLive: machine.upstreamRead(bytes(), now: now, into: &actions)
         case 4 where clientLive: machine.clientReadComplete(into: &actions)

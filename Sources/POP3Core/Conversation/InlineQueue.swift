@@ -12,6 +12,8 @@ struct InlineQueue<Element>: RandomAccessCollection, MutableCollection {
     var startIndex: Int { 0 }
     var endIndex: Int { self.head == nil ? 0 : 1 + (self.rest?.count ?? 0) }
     var isEmpty: Bool { self.head == nil }
+    /// Read on every client line (is a SASL response next?): straight from where it is kept.
+    var last: Element? { self.rest?.last ?? self.head }
 
     subscript(position: Int) -> Element {
         get {

@@ -16,8 +16,11 @@ struct InlineQueueTests {
         var taken: [Int] = []
         while !queue.isEmpty { taken.append(queue.removeFirst()) }
         #expect(taken == [2, 3, 4, 5, 6] && queue.count == 0)
+        #expect(queue.last == nil)
         queue.append(7)
-        #expect(Array(queue) == [7] && queue.indices == 0..<1)
+        #expect(Array(queue) == [7] && queue.indices == 0..<1 && queue.last == 7)
+        queue.append(8)
+        #expect(queue.last == 8 && queue.removeFirst() == 7 && queue.last == 8)
     }
 
     @Test("an element changes in place, in the inline slot and behind it")
