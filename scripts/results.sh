@@ -12,7 +12,9 @@ out=Benchmarks/RESULTS.md
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --page --rules --proxy --idle 1000 "$@" > "$tmp/relay.txt" 2>&1
+PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --page --rules --proxy --transcripts --idle 1000 "$@" \
+  > "$tmp/relay.txt" 2>&1
+PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --tls --idle 1000 --rounds 1 > "$tmp/tls.txt" 2>&1 || true
 PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --only popgate,NIO --idle 9000 --rounds 1 --seconds 2 \
   --retr-clients 0 --idle-workers 2 --idle-held 10000 > "$tmp/idle.txt" 2>&1 || true
 "$bin/popgate-machine-bench" > "$tmp/machine.txt" 2>&1
@@ -36,6 +38,12 @@ PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --only popgate,NIO --idle 9000
   echo
   echo '```'
   grep -v '^0x' "$tmp/relay.txt"
+  echo '```'
+  echo
+  echo "## TLS: the clients' TLS ended by each relay (and popgate with TLS to the upstream too)"
+  echo
+  echo '```'
+  grep -v '^0x' "$tmp/tls.txt"
   echo '```'
   echo
   echo "## Many sessions held, then each completed with STAT and QUIT"

@@ -6,7 +6,8 @@
 // --idle N: N logged-in sessions held open and idle; the resident memory each costs in each popgate and the
 // NIO glue relay.
 // --tls: every relay terminates TLS for the clients (popgate --listen-tls, haproxy's ssl bind, nginx's mail ssl
-// listener), each client does a full handshake per session, and openssl s_time measures resumption.
+// listener), each client does a full handshake per session, openssl s_time measures resumption, and --idle N
+// sessions are held over TLS through each popgate by popgate bench (memory per idle TLS session).
 // --page: popgate also with --http and no viewer, and with --http and a viewer reading the live stream of every
 // session (what the page's list receives), so the cost of the page shows beside the same run without it.
 
@@ -646,7 +647,10 @@ if idleSessions > 0, !tlsMode {
 
 /// The held sessions through several popgate processes on one port: held, completed, and the processes'
 /// descriptors and resident growth while held.
-var workersResult: (held: Int, completed: Int, failed: Int, descriptors: Int, growthKiB: Int, errors: String)?
+/// Sessions held through relays by bench clients: held, completed, failed, the relays' descriptors and resident
+/// growth (KiB) while held, and the errors by kind.
+typealias Held = (held: Int, completed: Int, failed: Int, descriptors: Int, growthKiB: Int, errors: String)
+var workersResult: Held?
 if idleWorkers > 0, !tlsMode {
     let port = try freePort()
     var workers: [Child] = []
@@ -667,6 +671,20 @@ if idleWorkers > 0, !tlsMode {
     _ = waitForPort(port)
     usleep(300_000)
     let pids = workers.map(\.process.processIdentifier)
+    let perProcess = idleHeld / idleClientProcesses
+    let clients = (0..<idleClientProcesses).map { (perProcess, "w\($0)x{n}") }
+    workersResult = try holdThroughBench(port: port, pids: pids, clients: clients, tls: "none")
+}
+
+/// Idle sessions held by `popgate bench --workload idle` client processes (`count` sessions each, users from
+/// the pattern) through the relays `pids`: how many were held, completed and failed, the relays' descriptors
+/// and resident growth while held, and the errors by kind.
+func holdThroughBench(
+    port: Int,
+    pids: [Int32],
+    clients specs: [(count: Int, users: String)],
+    tls: String
+) throws -> Held {
     func total(_ measure: (Int32) -> Int?) -> Int { pids.compactMap(measure).reduce(0, +) }
     func descriptorCount(_ pid: Int32) -> Int? {
         let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
@@ -674,48 +692,61 @@ if idleWorkers > 0, !tlsMode {
     }
     let base = total(residentKiB)
     let hold = 20
-    let perProcess = idleHeld / idleClientProcesses
-    var clients: [(Process, Pipe)] = []
-    for k in 0..<idleClientProcesses {
+    let wanted = specs.map(\.count).reduce(0, +)
+    var clients: [(Process, Pipe, Int)] = []
+    for spec in specs {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: popgate)
         process.arguments = [
-            "bench", "127.0.0.1:\(port)", "--workload", "idle", "--concurrency", "\(perProcess)", "--hold", "\(hold)",
-            "--user", "w\(k)x{n}", "--password", password, "--timeout", "60", "--duration", "600", "--json",
+            "bench", "127.0.0.1:\(port)", "--workload", "idle", "--concurrency", "\(spec.count)", "--hold", "\(hold)",
+            "--user", spec.users, "--password", password, "--timeout", "60", "--duration", "600", "--json",
+            "--tls", tls,
         ]
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
         try process.run()
-        clients.append((process, pipe))
+        clients.append((process, pipe, spec.count))
     }
-    // Held once the workers hold two sockets a session; measured then, while the clients hold them.
+    // Held once the relays hold two sockets a session; measured then, while the clients hold them.
     var descriptors = 0
-    var growth = 0
     let deadline = Date().addingTimeInterval(300)
     while Date() < deadline {
         descriptors = total(descriptorCount)
-        if descriptors >= 2 * perProcess * idleClientProcesses { break }
+        if descriptors >= 2 * wanted { break }
         if clients.allSatisfy({ !$0.0.isRunning }) { break }
         usleep(250_000)
     }
     usleep(2_000_000)
     descriptors = total(descriptorCount)
-    growth = total(residentKiB) - base
+    let growth = total(residentKiB) - base
     var completed = 0
     var failed = 0
     var errors: [String] = []
-    for (process, pipe) in clients {
+    for (process, pipe, count) in clients {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         let report = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
         completed += report?["completed"] as? Int ?? 0
-        failed += report?["failed"] as? Int ?? perProcess
+        failed += report?["failed"] as? Int ?? count
         if let kinds = report?["errors"] as? [String: Int] { errors += kinds.map { "\($0.value) \($0.key)" } }
     }
-    workersResult = (
-        perProcess * idleClientProcesses, completed, failed, descriptors, growth, errors.joined(separator: ", ")
-    )
+    return (wanted, completed, failed, descriptors, growth, errors.joined(separator: ", "))
+}
+
+// With --tls: idle sessions held over implicit TLS through each popgate (NIOSSL keeps buffers of its own).
+var tlsIdle: [(name: String, result: Held)] = []
+if idleSessions > 0, tlsMode {
+    for target in ready where target.name.hasPrefix("popgate") && target.tls && !target.proxy {
+        guard let pid = target.child?.process.processIdentifier else { continue }
+        let result = try holdThroughBench(
+            port: target.port,
+            pids: [pid],
+            clients: [(idleSessions, "\(user){n}")],
+            tls: "implicit"
+        )
+        tlsIdle.append((target.name, result))
+    }
 }
 
 // TLS resumption: full handshakes per second against resumed ones (openssl s_time -new, -reuse), and whether
@@ -830,6 +861,7 @@ cpuTable("per session", sessionCPU.mapValues { ($0.seconds, $0.sessions) }, unit
 }
 costLine("rules", "popgate +rules")
 costLine("PROXY header", "popgate +PROXY header")
+costLine("transcripts", "popgate +transcripts")
 cpuTable("per GB RETR", retrCPU.mapValues { ($0.seconds, $0.octets) }, unit: 1e9, "%.2f s")
 
 if !idleMemory.isEmpty {
@@ -849,6 +881,22 @@ if !idleCompletion.isEmpty {
                 + "\(descriptors) descriptors, \(resident / 1024) MiB"
         )
     }
+}
+
+if let first = tlsIdle.first {
+    print("")
+    print(
+        "Memory per idle logged-in session over TLS (\(first.result.held) sessions held by popgate bench, growth of the "
+            + "resident set):"
+    )
+}
+for (name, result) in tlsIdle {
+    let errors = result.errors.isEmpty ? "" : " (\(result.errors))"
+    print(
+        "  " + pad(name, 32)
+            + String(format: "%.1f KB", Double(result.growthKiB) * 1024 / 1000 / Double(max(result.held, 1)))
+            + "; \(result.completed) completed, \(result.failed) failed\(errors); \(result.descriptors) descriptors while held"
+    )
 }
 
 if let result = workersResult {
