@@ -10,6 +10,8 @@ public enum RuleAddress: Sendable, Hashable, CustomStringConvertible {
     /// Parses an address in text; nil when it is not one.
     public init?(_ text: some StringProtocol) {
         let string = String(text)
+        // The C library stops at a NUL: "192.0.2.1\0junk" is not an address.
+        guard !string.utf8.contains(0) else { return nil }
         var v4 = in_addr()
         if inet_pton(AF_INET, string, &v4) == 1 {
             self = .v4(UInt32(bigEndian: v4.s_addr))

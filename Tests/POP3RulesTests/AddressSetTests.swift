@@ -70,6 +70,12 @@ struct AddressSetTests {
         }
     }
 
+    @Test("text with a NUL is not an address, though the C library would read up to it")
+    func nul() {
+        #expect(RuleAddress("192.0.2.1\u{0}junk") == nil && RuleAddress("2001:db8::1\u{0}") == nil)
+        #expect(throws: RulePrefix.Problem.self) { try RulePrefix(parsing: "10.0.0.0\u{0}x/8") }
+    }
+
     @Test("an address from its 16 octets: IPv4-mapped is IPv4, the rest IPv6")
     func fromOctets() {
         let mapped: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 192, 0, 2, 7]
