@@ -53,6 +53,10 @@ public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
             host = rest
         }
         guard !host.isEmpty else { throw ParseError(description: "\"\(text)\" has no host") }
+        // The resolver reads a C string: a NUL (or any control character) would cut or garble the name.
+        guard !host.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F || $0 == 0x20 }) else {
+            throw ParseError(description: "\(text.debugDescription): the host has a space or a control character")
+        }
         let port: Int
         if let portText {
             guard let value = Int(portText), ((listening ? 0 : 1)...65535).contains(value) else {

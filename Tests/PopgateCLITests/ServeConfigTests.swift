@@ -25,7 +25,10 @@ struct ServeConfigTests {
 
     @Test(
         "bad endpoints are refused with the reason",
-        arguments: ["127.0.0.1", "[::1:110", "host:0", "host:99999", ":110", "2001:db8::1:110", "::1:110", "pop://::1"]
+        arguments: [
+            "127.0.0.1", "[::1:110", "host:0", "host:99999", ":110", "2001:db8::1:110", "::1:110", "pop://::1",
+            "mail.example.org\u{0}x:110", "mail example.org:110", "host\t:110",
+        ]
     )
     func badEndpoints(_ text: String) {
         #expect(throws: Endpoint.ParseError.self) { try Endpoint(parsing: text) }
