@@ -545,7 +545,7 @@ extension ConversationMachine {
                     lines: lines,
                     stuffedLines: stuffed,
                     complete: true,
-                    note: self.listingNote(command, lines: lines)
+                    note: self.note(self.listingNote(command, lines: lines))
                 )
                 events.append(.bodyEnd(summary))
                 self.completedReplies += 1
@@ -632,7 +632,9 @@ extension ConversationMachine {
     }
 
     private mutating func listingEnded(_ command: PendingCommand, into events: inout [ConversationEvent]) {
-        guard case .capa? = command.command, let capabilities = self.capabilities else { return }
+        guard self.configuration.annotate, case .capa? = command.command, let capabilities = self.capabilities else {
+            return
+        }
         if capabilities.contains(where: { $0.name == "STLS" }) == false, self.state.isAuthorization,
             self.tlsActive == false
         {

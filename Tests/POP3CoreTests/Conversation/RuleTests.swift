@@ -677,6 +677,31 @@ struct RuleTests {
         #expect(Script("with notes", steps).machine().greetingTimestamp == "<1.2@host>")
     }
 
+    @Test("without notes (a gateway's machine) no event carries one: commands, replies, listings, bodies")
+    func noNotesMade() {
+        var quiet = ConversationMachine.Configuration()
+        quiet.annotate = false
+        let steps: [Script.Step] = [
+            Self.greeting, .client("CAPA\r\nUSER a\r\nPASS b\r\nLIST\r\nUIDL\r\nRETR 1\r\nQUIT\r\n"),
+            .server("+OK\r\nUSER\r\nUIDL\r\n.\r\n+OK\r\n+OK\r\n+OK\r\n1 5\r\n.\r\n+OK\r\n1 a\r\n.\r\n"),
+            .server("+OK\r\nhi\r\n.\r\n+OK bye\r\n"),
+        ]
+        let events = Script("a session, no notes", configuration: quiet, steps).run()
+        var notes: [String] = []
+        for event in events {
+            switch event {
+            case .command(let c): notes.append(c.note)
+            case .reply(let r): notes.append(r.note)
+            case .bodyEnd(let b): notes.append(b.note)
+            case .annotation(_, let note): notes.append(note)
+            default: break
+            }
+        }
+        #expect(events.contains { if case .bodyEnd = $0 { true } else { false } })
+        let made = notes.filter { !$0.isEmpty }
+        #expect(made.isEmpty, "\(made)")
+    }
+
     @Test("feeding byte by byte gives the same events as feeding whole steps", arguments: cases)
     func byteByByte(_ c: Case) {
         for script in [c.trigger, c.clean] where !script.hasTimes {
