@@ -331,7 +331,11 @@ public enum RulesParser {
             guard words.count > position, words[position].text.lowercased() == "per",
                 let (seconds, used) = Self.duration(Array(words[(position + 1)...]))
             else {
-                problem(words.count > position + 1 ? words[position + 1] : nil, "expected per DURATION", example)
+                problem(
+                    words.count > position + 1 ? words[position + 1] : nil,
+                    "expected per DURATION, of a year at most",
+                    example
+                )
                 return nil
             }
             window = seconds
@@ -361,7 +365,11 @@ public enum RulesParser {
                 words[position + 1].text.lowercased() == "block",
                 let (seconds, used) = Self.duration(Array(words[(position + 2)...]))
             else {
-                problem(words.count > position ? words[position] : nil, "expected then block DURATION", example)
+                problem(
+                    words.count > position ? words[position] : nil,
+                    "expected then block DURATION, of a year at most",
+                    example
+                )
                 return nil
             }
             block = seconds
@@ -374,7 +382,7 @@ public enum RulesParser {
         return Rules.Limit(kind: kind, count: count, window: window, key: key, block: block, source: source)
     }
 
-    /// `minute`, `10 minutes`, `30 seconds`, `1 hour`, `2 days`: seconds, and the words it took.
+    /// `minute`, `10 minutes`, `30 seconds`, `1 hour`, `2 days` (a year at most): seconds, and the words it took.
     private static func duration(_ words: [Word]) -> (Double, Int)? {
         guard let first = words.first else { return nil }
         let units: [String: Double] = ["second": 1, "minute": 60, "hour": 3600, "day": 86_400]
@@ -383,7 +391,10 @@ public enum RulesParser {
             return units[lower] ?? (lower.hasSuffix("s") ? units[String(lower.dropLast())] : nil)
         }
         if let seconds = unit(first.text) { return (seconds, 1) }
-        guard let count = Double(first.text), count > 0, words.count > 1, let seconds = unit(words[1].text) else {
+        // At most a year: "1e300 days" or "inf days" stopped whatever printed the rule (explain, the log).
+        guard let count = Double(first.text), count > 0, words.count > 1, let seconds = unit(words[1].text),
+            count * seconds <= 365 * 86_400
+        else {
             return nil
         }
         return (count * seconds, 2)

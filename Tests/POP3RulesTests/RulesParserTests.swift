@@ -144,6 +144,22 @@ struct RulesParserTests {
         #expect(loops.count == 7 * 8 / 2 && loops.allSatisfy { $0.message.contains("includes itself") })
     }
 
+    @Test("durations past a year, or not finite, are refused (explaining such a rule stopped the process)")
+    func longDurations() {
+        let text = """
+            limit connections 30 per 1e300 days per client-ip
+            limit auth-failures 5 per minute per user then block inf days
+            limit connections 30 per 366 days per client-ip
+            limit connections 30 per 365 days per client-ip
+            limit auth-failures 5 per 1.5 minutes per user then block 8760 hours
+            """
+        let (rules, problems) = RulesParser.parse(text, file: "long.rules")
+        #expect(problems.map(\.line) == [1, 2, 3])
+        #expect(rules.limits.map(\.window) == [365 * 86_400, 90])
+        #expect(rules.limits.last?.block == Double(8760 * 3600))
+        #expect(!rules.explain(address: RuleAddress("192.0.2.1")!, user: "a", tls: false).lines.isEmpty)
+    }
+
     @Test("every error has its line, its column and a hint; all of them are reported")
     func errors() {
         let text = """
@@ -168,8 +184,8 @@ struct RulesParserTests {
                 "2:11 any stands alone",
                 "3:19 expected a count of at least 1",
                 "4:18 expected concurrent",
-                "5:51 expected then block DURATION",
-                "6:25 expected per DURATION",
+                "5:51 expected then block DURATION, of a year at most",
+                "6:25 expected per DURATION, of a year at most",
                 "7:36 expected client-ip",
                 "8:26 FETCH is not a POP3 command",
                 "9:14 FETCH is not a POP3 command",
