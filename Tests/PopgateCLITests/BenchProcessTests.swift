@@ -51,6 +51,15 @@ struct BenchProcessTests {
         await dovecot.stop()
     }
 
+    @Test("times past a day, or not finite, are refused before anything runs (1e30 seconds stopped the process)")
+    func boundedTimes() async throws {
+        for (option, value) in [("--timeout", "1e30"), ("--hold", "inf"), ("--duration", "1e30"), ("--timeout", "0")] {
+            let (status, output) = try await Self.bench(["127.0.0.1:1", option, value, "--sessions", "1"])
+            #expect(status == 64, "\(option) \(value): exit \(String(describing: status)): \(output)")
+            #expect(output.contains("at most 86400"), "\(output)")
+        }
+    }
+
     @Test("a wrong password: every session fails as PASS refused, exit 1; a closed port: connect refused")
     func failures() async throws {
         let dovecot = try Dovecot(users: Self.users)

@@ -158,7 +158,10 @@ public struct TranscriptRecord: Codable, Sendable, Hashable {
 
     /// ISO 8601 with milliseconds, in UTC, from seconds since 1970.
     public static func timestamp(_ secondsSince1970: Double) -> String {
-        let millis = Int64((secondsSince1970 * 1000).rounded(.down))
+        // A capture's clock gone far wrong (a crafted pcapng timestamp, say) must not stop the reader: past some
+        // 30 million years either way it is held there, and not a number is 1970.
+        let scaled = (secondsSince1970 * 1000).rounded(.down)
+        let millis = scaled.isNaN ? 0 : Int64(max(-1e18, min(1e18, scaled)))
         let (days, msOfDay) = millis.quotientAndRemainder(dividingBy: 86_400_000)
         let (d, ms) = msOfDay < 0 ? (days - 1, msOfDay + 86_400_000) : (days, msOfDay)
         // Howard Hinnant's civil_from_days.

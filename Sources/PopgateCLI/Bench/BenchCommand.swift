@@ -100,7 +100,9 @@ extension Popgate {
             guard self.duration > 0, self.duration <= 86_400 else {
                 throw ValidationError("--duration: more than 0, at most 86400 seconds (every run is bounded)")
             }
-            guard self.timeout > 0, self.hold >= 0 else { throw ValidationError("--timeout and --hold: seconds") }
+            guard self.timeout > 0, self.timeout <= 86_400, self.hold >= 0, self.hold <= 86_400 else {
+                throw ValidationError("--timeout (more than 0) and --hold: seconds, at most 86400")
+            }
             if let retr, retr < 1 { throw ValidationError("--retr: a message number, 1 or more") }
             if self.ca != nil, !self.verify { throw ValidationError("--ca goes with --verify") }
         }

@@ -73,6 +73,15 @@ struct TranscriptRecordTests {
         #expect(TranscriptRecord.timestamp(253_402_300_800) == "10000-01-01T00:00:00.000Z")
     }
 
+    @Test("a clock gone far wrong still gives a timestamp (a crafted capture's 1e300 seconds trapped)")
+    func absurdTimes() {
+        for seconds in [1e300, -1e300, Double.infinity, -Double.infinity, Double.nan, 9.3e15] {
+            let stamp = TranscriptRecord.timestamp(seconds)
+            #expect(stamp.hasSuffix("Z") && stamp.contains("T"), "\(seconds): \(stamp)")
+        }
+        #expect(TranscriptRecord.timestamp(.nan) == "1970-01-01T00:00:00.000Z")
+    }
+
     @Test("a renderer writing into a buffer writes the lines it returns, in both formats, opaque counts and all")
     func renderIntoBuffer() {
         var machine = ConversationMachine()
