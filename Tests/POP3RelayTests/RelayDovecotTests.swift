@@ -208,14 +208,18 @@ struct RelayDovecotTests {
 
     @Test("an idle session is closed on both sides without QUIT, so DELE marks are not committed")
     func idleTimeout() async throws {
-        // Long enough that a login slowed by a loaded machine is not mistaken for idleness.
-        let adjust: (inout RelayConfiguration) -> Void = { $0.idleTimeout = .seconds(6) }
+        // Long enough that a login slowed by a loaded machine is not mistaken for idleness; the login and DELE
+        // go in one write, so a test task the loaded machine stalls between commands cannot look idle (CI saw
+        // the session closed after USER, six seconds before this task sent PASS).
+        let adjust: (inout RelayConfiguration) -> Void = { $0.idleTimeout = .seconds(8) }
         try await Self.withStack(adjust: adjust) { dovecot, gateway in
             try await POP3Client.withSession(host: "127.0.0.1", port: gateway.port) {
                 (s: inout POP3Client.Session) async throws in
-                _ = try await s.send("USER alice")
-                #expect(try await s.send("PASS wonderland").isOK)
-                #expect(try await s.send("DELE 1").isOK)
+                let replies = try await s.sendRaw(ByteBuffer(string: "USER alice\r\nPASS wonderland\r\nDELE 1\r\n"))
+                #expect(
+                    replies.text.split(separator: "\r\n").filter { $0.hasPrefix("+OK") }.count == 3,
+                    "\(replies.text)"
+                )
                 let rest = try await s.readUntilClosed()
                 #expect(rest.readableBytes == 0)
             }
