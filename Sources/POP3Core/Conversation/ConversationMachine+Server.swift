@@ -277,7 +277,9 @@ extension ConversationMachine {
         into events: inout [ConversationEvent]
     ) {
         let bytes = content.readableBytesView
-        let rawText = String(decoding: bytes, as: UTF8.self) + (truncated ? "…" : "")
+        // The line's text is for the events' readers; a machine that writes no notes (a gateway without outputs)
+        // has none, and its findings quote the octets themselves.
+        let rawText = self.configuration.annotate ? String(decoding: bytes, as: UTF8.self) + (truncated ? "…" : "") : ""
         if !self.utf8Accepted, bytes.contains(where: { $0 >= 0x80 }) {
             self.reportOnce(
                 .r10Server,
@@ -309,7 +311,7 @@ extension ConversationMachine {
                 Anomaly(
                     rule,
                     .server,
-                    "a reply to \(head.verb) was expected; \"\(CommandParser.printable(rawText, limit: 30))\" is not +OK or -ERR"
+                    "a reply to \(head.verb) was expected; \"\(CommandParser.printable(String(decoding: bytes, as: UTF8.self), limit: 30))\" is not +OK or -ERR"
                 ),
                 into: &events
             )
@@ -479,7 +481,7 @@ extension ConversationMachine {
                 Anomaly(
                     .unexpectedServerData,
                     .server,
-                    "a line while no reply was pending: \"\(CommandParser.printable(text, limit: 30))\""
+                    "a line while no reply was pending: \"\(CommandParser.printable(String(decoding: bytes, as: UTF8.self), limit: 30))\""
                 ),
                 into: &events
             )

@@ -702,6 +702,15 @@ struct RuleTests {
         #expect(made.isEmpty, "\(made)")
     }
 
+    @Test("a machine writing no notes finds the same, said the same way", arguments: cases)
+    func sameFindingsWithoutNotes(_ c: Case) {
+        for script in [c.trigger, c.clean] {
+            var quiet = script
+            quiet.configuration.annotate = false
+            #expect(quiet.run().anomalies == script.run().anomalies, "\(script.name)")
+        }
+    }
+
     @Test("feeding byte by byte gives the same events as feeding whole steps", arguments: cases)
     func byteByByte(_ c: Case) {
         for script in [c.trigger, c.clean] where !script.hasTimes {
