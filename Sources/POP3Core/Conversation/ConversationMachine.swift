@@ -22,13 +22,6 @@ public struct ConversationMachine: Sendable {
     public struct Configuration: Sendable, Hashable {
         /// R3: the longest command, CRLF included.
         public var commandLineLimit = POP3Defaults.commandLineLimit
-
-        /// What is kept of the client's octets after STLS until its reply: a few lines, whatever the limit
-        /// (saturating: a limit near Int.max must not overflow).
-        var heldAfterSTLSLimit: Int {
-            let (octets, overflow) = self.commandLineLimit.multipliedReportingOverflow(by: 4)
-            return overflow ? .max : octets
-        }
         /// R5: the longest first line of a reply, CRLF included.
         public var replyLineLimit = POP3Defaults.replyLineLimit
         /// R40: the longest SASL line.
@@ -48,6 +41,13 @@ public struct ConversationMachine: Sendable {
         public var bodyChunks = true
 
         public init() {}
+
+        /// What is kept of the client's octets after STLS until its reply: a few lines, whatever the limit
+        /// (saturating: a limit near Int.max must not overflow).
+        var heldAfterSTLSLimit: Int {
+            let (octets, overflow) = self.commandLineLimit.multipliedReportingOverflow(by: 4)
+            return overflow ? .max : octets
+        }
     }
 
     /// A listing's and a body's state live on the heap while they last (one allocation each time a read moves

@@ -131,7 +131,11 @@ public struct TranscriptRenderer: Sendable {
             self.opaque[side, default: 0] += octets
             return
         }
-        for record in self.opaqueRecords(time: time) + [self.record(event, time: time)].compactMap({ $0 }) {
+        for record in self.opaqueRecords(time: time) {
+            record.writeJSONLine(into: &out)
+            out.writeInteger(UInt8(0x0A))
+        }
+        if let record = self.record(event, time: time) {
             record.writeJSONLine(into: &out)
             out.writeInteger(UInt8(0x0A))
         }
