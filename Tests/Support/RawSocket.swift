@@ -66,6 +66,18 @@ public final class RawSocket: @unchecked Sendable {
         }
     }
 
+    /// As `readAll`, with the moment the read ended, taken on the reading thread: a test that times a close
+    /// measures the gateway, not how long a loaded machine took to resume the test's task.
+    public func readAllTimed(seconds: Int = 10) async -> (text: String, ended: ContinuousClock.Instant) {
+        let fd = self.fd
+        return await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                let text = Self.readAll(fd, seconds: seconds)
+                continuation.resume(returning: (text, ContinuousClock.now))
+            }
+        }
+    }
+
     /// Reads until what came so far holds `marker`, the peer closes, or `seconds` pass without data.
     public func readUntil(_ marker: String, seconds: Int = 10) async -> String {
         let fd = self.fd
