@@ -32,8 +32,7 @@ extension ConversationMachine {
             case .opaque:
                 if self.state == .tlsNegotiation { self.clientSpokeSinceSTLS = true }
                 if !self.probeTLS(.client, input, into: &events) {
-                    if let alert = self.noteTLSAlert(.client, input) { events.append(alert) }
-                    events.append(.opaque(.client, octets: input.readableBytes))
+                    self.countTLS(.client, input, into: &events)
                 }
                 input.moveReaderIndex(forwardBy: input.readableBytes)
                 return

@@ -69,8 +69,7 @@ extension ConversationMachine {
                 )
             }
             if !self.probeTLS(.server, input, into: &events) {
-                if let alert = self.noteTLSAlert(.server, input) { events.append(alert) }
-                events.append(.opaque(.server, octets: input.readableBytes))
+                self.countTLS(.server, input, into: &events)
             }
             input.moveReaderIndex(forwardBy: input.readableBytes)
             return false

@@ -116,6 +116,8 @@ public struct ConversationMachine: Sendable {
     /// The first octets of each side's TLS stream, until its hello is read.
     var tlsProbe: [Side: ByteBuffer] = [:]
     var tlsRead: Set<Side> = []
+    /// Each side's TLS records from its first octet on, for alerts in clear.
+    var tlsRecords: [Side: TLSRecordWalker] = [:]
     /// The sides whose alert in clear was said.
     var tlsAlerted: Set<Side> = []
     var serverMode: ServerMode = .lines
@@ -577,23 +579,39 @@ public struct ConversationMachine: Sendable {
                 )
             }
         case .notTLS:
-            // The side's first record may be an alert: the other side's hello was refused at once.
-            if let alert = self.noteTLSAlert(side, probe) { events.append(alert) }
+            // The side's first record may be an alert: the other side's hello was refused at once (the walk
+            // below finds it, whole or as it arrives).
+            break
         case .incomplete:
             break
         }
         self.tlsRead.insert(side)
         self.tlsProbe[side] = nil
-        events.append(.opaque(side, octets: probe.readableBytes))
+        self.countTLS(side, probe, into: &events)
         return true
+    }
+
+    /// A TLS side's octets counted, an alert in clear said right after its last octet: the same events however
+    /// the reads were cut.
+    mutating func countTLS(_ side: Side, _ bytes: ByteBuffer, into events: inout [ConversationEvent]) {
+        let total = bytes.readableBytes
+        guard self.state == .tlsNegotiation || self.state == .encrypted,
+            let alert = self.tlsRecords[side, default: TLSRecordWalker()].walk(bytes),
+            let note = self.noteTLSAlert(side, fatal: alert.fatal, name: alert.name)
+        else {
+            events.append(.opaque(side, octets: total))
+            return
+        }
+        if alert.end > 0 { events.append(.opaque(side, octets: alert.end)) }
+        events.append(note)
+        if total > alert.end { events.append(.opaque(side, octets: total - alert.end)) }
     }
 
     /// A handshake ended by an alert in clear: said as the sender's decision, never as a fault of the other side
     /// (a client that rejects a certificate is within its rights). Said once per side.
-    mutating func noteTLSAlert(_ side: Side, _ bytes: ByteBuffer) -> ConversationEvent? {
-        guard self.state == .tlsNegotiation || self.state == .encrypted, !self.tlsAlerted.contains(side),
-            let alert = TLSHello.alert(bytes.readableBytesView)
-        else { return nil }
+    mutating func noteTLSAlert(_ side: Side, fatal: Bool, name: String) -> ConversationEvent? {
+        guard !self.tlsAlerted.contains(side) else { return nil }
+        let alert = (fatal: fatal, name: name)
         self.tlsAlerted.insert(side)
         let who = side == .client ? "client" : "server"
         let why: String =
