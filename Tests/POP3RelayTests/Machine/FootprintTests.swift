@@ -17,7 +17,8 @@ struct FootprintTests {
     func conversationMachine() {
         let size = MemoryLayout<ConversationMachine>.size
         // What only some sessions need lives on the heap or is shared (a mid-way pickup, 80 octets; the
-        // configuration, 68): either one inline again breaks this bound.
-        #expect(size <= 464, "ConversationMachine: \(size) octets")
+        // configuration, 68): either one inline again breaks this bound. The TLS record walkers are a
+        // dictionary's 8.
+        #expect(size <= 472, "ConversationMachine: \(size) octets")
     }
 }
