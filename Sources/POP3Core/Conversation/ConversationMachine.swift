@@ -611,23 +611,21 @@ public struct ConversationMachine: Sendable {
     /// (a client that rejects a certificate is within its rights). Said once per side.
     mutating func noteTLSAlert(_ side: Side, fatal: Bool, name: String) -> ConversationEvent? {
         guard !self.tlsAlerted.contains(side) else { return nil }
-        let alert = (fatal: fatal, name: name)
         self.tlsAlerted.insert(side)
         let who = side == .client ? "client" : "server"
         let why: String =
-            switch alert.name {
+            switch name {
             case "bad_certificate", "unknown_ca", "certificate_unknown", "certificate_expired",
                 "unsupported_certificate", "certificate_revoked":
                 side == .client
                     ? ": it did not accept the server's certificate" : ": it did not accept the client's certificate"
             case "protocol_version", "insufficient_security", "handshake_failure":
                 ": the two sides share no version or cipher suite it accepts"
-            case "close_notify", "user_canceled": ""
             default: ""
             }
         return .annotation(
             side,
-            "The \(who) ended the TLS handshake with \(alert.fatal ? "a fatal" : "a warning") alert, \(alert.name)\(why) (RFC 8446 §6.2)."
+            "The \(who) ended the TLS handshake with \(fatal ? "a fatal" : "a warning") alert, \(name)\(why) (RFC 8446 §6.2)."
         )
     }
 
