@@ -574,14 +574,22 @@ let ready = targets.filter { target in
     print("\(target.name): nothing listens on \(target.port); skipped. \(log ?? "")")
     return false
 }
+/// Each round's session rate and CPU per session, per target: a variant's cost is also the median of its
+/// per-round ratios to plain popgate, measured next to each other (the machine's load drifts between rounds).
+var roundRates: [String: [Double]] = [:]
+var roundCPU: [String: [Double]] = [:]
 for round in 0..<rounds {
-    for (index, target) in ready.enumerated() {
+    // Odd rounds go backwards, so that no target is always measured just after another's load.
+    let order = Array(ready.enumerated())
+    for (index, target) in round % 2 == 0 ? order : order.reversed() {
         let pid = target.child?.process.processIdentifier
         let cpuBefore = pid.flatMap(cpuSeconds)
         let sessions = await sessionsPerSecond(port: target.port, tls: target.tls, proxy: target.proxy)
+        roundRates[target.name, default: []].append(sessions.rate)
         if let pid, let before = cpuBefore, let after = cpuSeconds(pid) {
             let sofar = sessionCPU[target.name] ?? (CPU(), 0)
             sessionCPU[target.name] = (sofar.seconds + (after - before), sofar.sessions + sessions.count)
+            roundCPU[target.name, default: []].append((after - before).total / Double(max(1, sessions.count)))
         }
         let retrBefore = pid.flatMap(cpuSeconds)
         let retr =
@@ -857,6 +865,26 @@ cpuTable("per session", sessionCPU.mapValues { ($0.seconds, $0.sessions) }, unit
     if let with = cpu(variant), let without = cpu("popgate serve") { cpuRatio = String(format: "%.3f", with / without) }
     print(
         "  \(title) cost: sessions/s with ÷ without = \(String(format: "%.3f", other.1 / plain.1)); CPU per session with ÷ without = \(cpuRatio)"
+    )
+    if rounds > 2 {
+        print(
+            "    median of \(rounds) rounds: sessions/s \(medianRatio(roundRates, variant)); CPU per session \(medianRatio(roundCPU, variant))"
+        )
+    }
+}
+/// The median of `name`'s per-round figures over `base`'s, and each round's ratio.
+func medianRatio(_ figures: [String: [Double]], _ name: String, to base: String = "popgate serve") -> String {
+    guard let with = figures[name], let without = figures[base], with.count == without.count, !with.isEmpty
+    else { return "-" }
+    let ratios = zip(with, without).map { $0 / $1 }
+    let sorted = ratios.sorted()
+    let median = (sorted[(sorted.count - 1) / 2] + sorted[sorted.count / 2]) / 2
+    return String(format: "%.3f", median) + " (each round: "
+        + ratios.map { String(format: "%.2f", $0) }.joined(separator: " ") + ")"
+}
+if rounds > 2, roundCPU["NIO glue"] != nil {
+    print(
+        "  popgate serve ÷ NIO glue, CPU per session, median of \(rounds) rounds: \(medianRatio(roundCPU, "popgate serve", to: "NIO glue"))"
     )
 }
 costLine("rules", "popgate +rules")
