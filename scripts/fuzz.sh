@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
 done
 export SWIFT_BACKTRACE=enable=no   # the backtracer can hang after a crash
 # Without allocation stacks (a finding's input is rerun to see them) and without the per-input leak check:
-# in fuzz-rules' profiles the leak check took a third of the time and allocation stacks about a sixth. Memory
+# in fuzz-rules' profiles the leak check took a third of the time and allocation stacks a tenth. Memory
 # stays bounded by -rss_limit_mb.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-malloc_context_size=0}"
 
