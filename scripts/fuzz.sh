@@ -87,8 +87,11 @@ for target in "${targets[@]}"; do
   echo "== $target"
   # One -sanitize flag with both: swift-driver keeps only the last of several, and SwiftPM's order of its two
   # varies, so a build had either no coverage (libFuzzer ran blind) or no address sanitizer in Swift code.
-  swift build --product "$target" --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=fuzzer,address \
-    -Xswiftc -O --build-path .build-fuzz 2>&1 | { grep -vE '^\[[0-9]+/[0-9]+\]|Cannot export local symbol' || true; }
+  # Release: whole-module optimization specializes the generics a debug build calls across files (the
+  # conversation machine's queue, ByteBuffer's writes), 3.4 times fuzz-conversation's inputs per second.
+  # Preconditions and bounds checks stay in, and they are what a finding trips.
+  swift build -c release --product "$target" --sanitize=fuzzer --sanitize=address \
+    -Xswiftc -sanitize=fuzzer,address --build-path .build-fuzz 2>&1 | { grep -vE '^\[[0-9]+/[0-9]+\]|Cannot export local symbol' || true; }
   corpus=".build-fuzz/corpus/$target"
   crashes=".build-fuzz/crashes/$target"
   mkdir -p "$corpus" "$crashes"
@@ -103,7 +106,7 @@ for target in "${targets[@]}"; do
   # per input, and 2 KiB ran at less than half the rate.
   [ "$target" = fuzz-rules ] && limit+=(-max_len=1024)
   log=".build-fuzz/$target.log"
-  if ! ".build-fuzz/debug/$target" "$corpus" "$seeds/$target" "${limit[@]}" -rss_limit_mb=2048 -detect_leaks=0 \
+  if ! ".build-fuzz/release/$target" "$corpus" "$seeds/$target" "${limit[@]}" -rss_limit_mb=2048 -detect_leaks=0 \
       -artifact_prefix="$crashes/" > "$log" 2>&1; then
     echo "$target: libFuzzer stopped with a finding; see $log and $crashes/"
     tail -20 "$log"
