@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
 # Runs each libFuzzer target: built with --sanitize=fuzzer --sanitize=address in .build-fuzz, seeded from the
-# project's own files, for SECONDS each (default 60) or, with --runs N, for N inputs each. --smoke: a few
-# seconds each, failing unless libFuzzer reports runs (what the tests run). A crash leaves its input in
-# .build-fuzz/crashes/TARGET/ and fails the script: make it a regression test.
-# Usage: scripts/fuzz.sh [--smoke] [--runs N] [SECONDS]
+# project's own files, for SECONDS each (default 60) or, with --runs N, for N inputs each. --jobs J: J libFuzzer
+# processes share each target's corpus (one per core), the N inputs split among them and summed in the log.
+# Targets named (fuzz-rules ...) run alone. --smoke: a few seconds each, failing unless libFuzzer reports runs
+# (what the tests run). A crash leaves its input in .build-fuzz/crashes/TARGET/ and fails the script: make it a
+# regression test.
+# Usage: scripts/fuzz.sh [--smoke] [--runs N] [--jobs J] [SECONDS] [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
 seconds=60
 runs=""
 smoke=""
+jobs=1
+targets=()
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "$1"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1; seconds=5 ;;
-    --runs) runs="$2"; shift ;;
+    --runs) runs="${2:-}"; shift ;;
+    --jobs) jobs="${2:-}"; shift ;;
+    -h|--help) usage 0 ;;
+    fuzz-*) targets+=("$1") ;;
     *) seconds="$1" ;;
   esac
   shift
+done
+for number in "$seconds" "$jobs" ${runs:+"$runs"}; do
+  [[ "$number" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: '$number' is not a positive whole number" >&2; usage 2 >&2; }
+done
+all=(fuzz-proxy-header fuzz-rules fuzz-conversation fuzz-relay fuzz-packets fuzz-config)
+[ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
+for target in "${targets[@]}"; do
+  [[ " ${all[*]} " == *" $target "* ]] || { echo "fuzz.sh: no target $target (targets: ${all[*]})" >&2; exit 2; }
 done
 export SWIFT_BACKTRACE=enable=no   # the backtracer can hang after a crash
 # Without allocation stacks (a finding's input is rerun to see them) and without the per-input leak check:
@@ -82,7 +98,6 @@ mkdir -p "$seeds/fuzz-config"
 printf 'listeners:\n  - name: front\n    listen: [127.0.0.1:1110, "[::1]:1110"]\n    upstream: mail.example.org:110\n    cert: c.pem\n    key: k.pem\n    sni:\n      - { names: [pop.example.org], cert: p.pem, key: p.key }\nproxy-trusted: [10.0.0.10/32]\ntimeouts: { idle: 600, connect: 10 }\nhttp: 127.0.0.1:8110\nrules: r.rules\n' > "$seeds/fuzz-config/full.yaml"
 printf 'listen: 127.0.0.1:1110\nupstream: pop://legacy.example.org\nlive: true\nmax-connections: 5000\n' > "$seeds/fuzz-config/flat.yaml"
 status=0
-targets=(fuzz-proxy-header fuzz-rules fuzz-conversation fuzz-relay fuzz-packets fuzz-config)
 for target in "${targets[@]}"; do
   echo "== $target"
   # One -sanitize flag with both: swift-driver keeps only the last of several, and SwiftPM's order of its two
@@ -96,7 +111,7 @@ for target in "${targets[@]}"; do
   crashes=".build-fuzz/crashes/$target"
   mkdir -p "$corpus" "$crashes"
   limit=(-max_total_time="$seconds")
-  [ -n "$runs" ] && limit=(-runs="$runs")
+  [ -n "$runs" ] && limit=(-runs="$(( (runs + jobs - 1) / jobs ))")
   [ -f "Fuzz/$target.dict" ] && limit+=(-dict="Fuzz/$target.dict")
   # Streams fed an octet at a time: short inputs keep the rate up (whole captures are seeds, cut to this).
   [ "$target" = fuzz-conversation ] && limit+=(-max_len=1024)
@@ -106,19 +121,35 @@ for target in "${targets[@]}"; do
   # per input, and 2 KiB ran at less than half the rate.
   [ "$target" = fuzz-rules ] && limit+=(-max_len=1024)
   log=".build-fuzz/$target.log"
-  if ! ".build-fuzz/release/$target" "$corpus" "$seeds/$target" "${limit[@]}" -rss_limit_mb=2048 -detect_leaks=0 \
-      -artifact_prefix="$crashes/" > "$log" 2>&1; then
+  # J processes on one corpus directory: each picks up what the others add (what libFuzzer's -jobs does).
+  pids=()
+  for job in $(seq 1 "$jobs"); do
+    ".build-fuzz/release/$target" "$corpus" "$seeds/$target" "${limit[@]}" -rss_limit_mb=2048 -detect_leaks=0 \
+      -artifact_prefix="$crashes/" > "$log.$job" 2>&1 &
+    pids+=($!)
+  done
+  failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  cat $(seq -f "$log.%g" 1 "$jobs") > "$log"
+  if [ "$jobs" -gt 1 ]; then
+    # The processes' counts summed, the longest time: one Done line for the target.
+    total=$(grep -hoE '^Done [0-9]+ runs' "$log" | awk '{ n += $2 } END { print n + 0 }')
+    longest=$(grep -hoE '^Done [0-9]+ runs in [0-9]+' "$log" | awk '{ if ($5 > t) t = $5 } END { print t + 0 }')
+    echo "Done $total runs in $longest second(s), $jobs processes on one corpus" >> "$log"
+  fi
+  rm -f $(seq -f "$log.%g" 1 "$jobs")
+  if [ "$failed" = 1 ]; then
     echo "$target: libFuzzer stopped with a finding; see $log and $crashes/"
     tail -20 "$log"
     status=1
     continue
   fi
-  counters=$(grep -oE 'Loaded 1 modules +\([0-9]+ inline' "$log" | grep -oE '[0-9]+ inline' | grep -oE '[0-9]+' || echo 0)
+  counters=$(grep -oE 'Loaded 1 modules +\([0-9]+ inline' "$log" | grep -oE '[0-9]+ inline' | grep -oE '[0-9]+' | sed -n 1p || echo 0)
   if [ "${counters:-0}" -lt 5000 ]; then
     echo "$target: only ${counters:-0} coverage counters: the Swift code is not instrumented, the run was blind"
     status=1
   fi
-  done_line=$(grep -E '^Done [0-9]+ runs' "$log" || true)
+  done_line=$(grep -E '^Done [0-9]+ runs' "$log" | tail -1 || true)
   echo "$target: ${done_line:-no Done line}; $(grep -oE 'cov: [0-9]+' "$log" | tail -1)"
   if [ -n "$smoke" ] && ! echo "$done_line" | grep -qE '^Done [1-9][0-9]* runs'; then
     echo "$target: no runs reported"
