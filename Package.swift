@@ -143,7 +143,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "popgate-machine-bench",
-            dependencies: ["POP3Core", "POP3Rules", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "POP3Core", "POP3Rules", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks/popgate-machine-bench"
         ),
         .executableTarget(
@@ -156,6 +159,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/popgate-relay-bench"
         ),
@@ -168,7 +172,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "popgate-inspect-bench",
-            dependencies: ["POP3Core", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "POP3Core", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             path: "Benchmarks/popgate-inspect-bench"
         ),
         // libFuzzer targets (scripts/fuzz.sh): swift build --product NAME --sanitize=fuzzer --sanitize=address

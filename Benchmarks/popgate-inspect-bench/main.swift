@@ -2,12 +2,32 @@
 // It writes a capture of at least 200 MB (many sessions, large RETRs), then times both.
 // Run: scripts/bench.sh, or swift run -c release popgate-inspect-bench [--megabytes N]
 
+import ArgumentParser
 import Foundation
 import NIOCore
 import POP3Core
 
-let arguments = CommandLine.arguments
-let megabytes = arguments.firstIndex(of: "--megabytes").flatMap { Int(arguments[$0 + 1]) } ?? 200
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "popgate-inspect-bench",
+        abstract: "popgate inspect --summary against tshark's POP dissector on one capture it writes.",
+        discussion: """
+            Examples:
+              popgate-inspect-bench --megabytes 1000
+              popgate-inspect-bench --before /tmp/old/popgate --keep
+            """
+    )
+    @Option(help: "Size of the capture written, in MB (at least 200 gives steady figures).") var megabytes = 200
+    @Flag(help: "Leave the capture in place (for profiling popgate inspect on it).") var keep = false
+    @Option(help: ArgumentHelp("An earlier popgate build measured in the same run.", valueName: "path"))
+    var before: String?
+
+    func validate() throws {
+        guard self.megabytes >= 1 else { throw ValidationError("--megabytes must be at least 1") }
+    }
+}
+let options = Options.parseOrExit()
+let megabytes = options.megabytes
 
 /// A classic pcap file of Ethernet/IPv4/TCP packets, built in memory and written once.
 struct CaptureWriter {
@@ -153,9 +173,9 @@ while writer.data.count < megabytes * 1_000_000 {
 let path = FileManager.default.temporaryDirectory.appendingPathComponent("popgate-inspect-bench-\(getpid()).pcap").path
 try writer.data.write(to: URL(fileURLWithPath: path))
 // --keep leaves the capture in place (for profiling popgate inspect on it).
-defer { if !arguments.contains("--keep") { try? FileManager.default.removeItem(atPath: path) } }
+defer { if !options.keep { try? FileManager.default.removeItem(atPath: path) } }
 print(
-    "popgate-inspect-bench: \(writer.data.count / 1_000_000) MB capture \(arguments.contains("--keep") ? path : ""), \(sessions) sessions with a 2 MiB RETR each"
+    "popgate-inspect-bench: \(writer.data.count / 1_000_000) MB capture \(options.keep ? path : ""), \(sessions) sessions with a 2 MiB RETR each"
 )
 
 let popgate = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
@@ -169,7 +189,7 @@ let midwayPath = FileManager.default.temporaryDirectory.appendingPathComponent(
 .path
 try midwayWriter.data.write(to: URL(fileURLWithPath: midwayPath))
 let midwaySize = midwayWriter.data.count
-defer { if !arguments.contains("--keep") { try? FileManager.default.removeItem(atPath: midwayPath) } }
+defer { if !options.keep { try? FileManager.default.removeItem(atPath: midwayPath) } }
 // Start-up (the binary, libpcap, the first allocations) on an empty capture, taken off each figure so that the
 // per-octet cost is what is compared.
 let empty = FileManager.default.temporaryDirectory.appendingPathComponent("popgate-inspect-empty-\(getpid()).pcap").path
@@ -177,7 +197,7 @@ try CaptureWriter().data.write(to: URL(fileURLWithPath: empty))
 defer { try? FileManager.default.removeItem(atPath: empty) }
 let gigabytes = Double(writer.data.count) / 1e9
 /// `--before PATH`: an earlier popgate build measured in the same run.
-let before = arguments.firstIndex(of: "--before").map { arguments[$0 + 1] }
+let before = options.before
 var ourCPU = 0.0
 var ours = (seconds: 0.0, cpu: 0.0, output: "")
 for (name, binary) in [("popgate inspect --summary", popgate)] + (before.map { [("popgate before", $0)] } ?? []) {

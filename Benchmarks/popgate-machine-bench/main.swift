@@ -1,8 +1,9 @@
 // Throughput of the conversation machine, beside two anchors measured in the same run:
 // memcpy of the same bytes, and a bare memchr line count (the least any line reader must do).
-// Run: swift run -c release popgate-machine-bench [--seconds N]
+// Run: swift run -c release popgate-machine-bench [--seconds N] (--help for more)
 // Sections: large RETR bodies, short pairs, TLS relayed after STLS (records followed, not read), rules lookups.
 
+import ArgumentParser
 import Foundation
 import NIOCore
 import POP3Core
@@ -12,8 +13,22 @@ import POP3Rules
 import Glibc
 #endif
 
-let arguments = CommandLine.arguments
-let seconds = arguments.firstIndex(of: "--seconds").flatMap { Double(arguments[$0 + 1]) } ?? 2.0
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "popgate-machine-bench",
+        abstract: "The conversation machine's throughput beside memcpy and a bare memchr line count.",
+        discussion: """
+            Sections: large RETR bodies, short pairs, TLS relayed after STLS, rules lookups.
+            Example: popgate-machine-bench --seconds 5
+            """
+    )
+    @Option(help: "Seconds per figure (at least three rounds each).") var seconds = 2.0
+
+    func validate() throws {
+        guard self.seconds > 0, self.seconds.isFinite else { throw ValidationError("--seconds must be above 0") }
+    }
+}
+let seconds = Options.parseOrExit().seconds
 
 func now() -> Double {
     var ts = timespec()

@@ -1,16 +1,8 @@
 // Sessions per second and RETR throughput through popgate serve, directly, and through the anchors that are
 // installed (haproxy's TCP relay, nginx's mail proxy), side by side in one run, as ratios.
-// Run: scripts/bench.sh   (or: swift run -c release popgate-relay-bench [--seconds N] [--clients N] [--rounds N]
-//      [--only popgate,haproxy] [--before PATH] [--idle N] [--rules])
-// --before PATH: another popgate binary (an earlier build) as one more target, for before/after in one run.
-// --idle N: N logged-in sessions held open and idle; the resident memory each costs in each popgate and the
-// NIO glue relay.
-// --tls: every relay terminates TLS for the clients (popgate --listen-tls, haproxy's ssl bind, nginx's mail ssl
-// listener), each client does a full handshake per session, openssl s_time measures resumption, and --idle N
-// sessions are held over TLS through each popgate by popgate bench (memory per idle TLS session).
-// --page: popgate also with --http and no viewer, and with --http and a viewer reading the live stream of every
-// session (what the page's list receives), so the cost of the page shows beside the same run without it.
+// Run: scripts/bench.sh, or swift run -c release popgate-relay-bench --help for its options and examples.
 
+import ArgumentParser
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -20,39 +12,102 @@ import POP3Bench
 import POP3NIO
 import POP3Server
 
-let arguments = CommandLine.arguments
-func option(_ name: String, _ fallback: Int) -> Int {
-    arguments.firstIndex(of: name).flatMap { Int(arguments[$0 + 1]) } ?? fallback
+struct Options: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "popgate-relay-bench",
+        abstract: "popgate serve beside direct, the bare NIO relay, haproxy and nginx's mail proxy, as ratios.",
+        discussion: """
+            Examples, each target's figures beside the others':
+              popgate-relay-bench
+              popgate-relay-bench --proxy --rules --transcripts
+              popgate-relay-bench --before /tmp/old/popgate
+            CPU per session against the bare NIO relay, the median of 9 rounds:
+              popgate-relay-bench --only "popgate serve,NIO glue" --rounds 9 \\
+                --seconds 3 --retr-clients 0 --idle 0
+            """
+    )
+    @Option(help: "Seconds per figure.") var seconds = 5
+    @Option(help: "Concurrent clients for the sessions figure.") var clients = 32
+    @Option(name: .customLong("retr-clients"), help: "Concurrent clients for RETR (0: no RETR figure).")
+    var retrClients = 4
+    @Option(name: .customLong("message-mib"), help: "Size of the RETR message in MiB.") var messageMiB = 10
+    @Option(help: "Rounds; with more than two, odd rounds run the targets backwards and ratios are medians.")
+    var rounds = 2
+    @Option(help: "Logged-in sessions held idle for the memory figure (0: none).") var idle = 1000
+    /// `--idle-workers K --idle-held N`: N more idle sessions held through K popgate processes sharing one port
+    /// (`--reuse-port`), their clients in processes of their own (`popgate bench --workload idle`, 5,000 each).
+    /// One process's descriptor limit (20,000 here, hard) cannot hold 10,000 sessions' 20,000 sockets; K can.
+    @Option(name: .customLong("idle-workers"), help: "popgate processes sharing one port for --idle-held.")
+    var idleWorkers = 0
+    @Option(name: .customLong("idle-held"), help: "Idle sessions held through --idle-workers processes.")
+    var idleHeld = 10_000
+    @Option(
+        help: ArgumentHelp(
+            "Another popgate binary as one more target (before and after in one run).",
+            valueName: "path"
+        )
+    )
+    var before: String?
+    @Flag(help: "Every relay terminates TLS for its clients; openssl s_time measures resumption.") var tls = false
+    @Flag(help: "Each popgate also runs writing transcripts (text and JSON lines).") var transcripts = false
+    /// A tmpfs such as /dev/shm separates popgate's cost from the file system's cost of making files.
+    @Option(
+        name: .customLong("transcripts-in"),
+        help: ArgumentHelp(
+            "Where --transcripts go (implies it; the run's temporary directory by default).",
+            valueName: "dir"
+        )
+    )
+    var transcriptsIn: String?
+    /// A 10,000-prefix allow list (this machine's 127.0.0.0/8 among them), every kind of limit on with numbers no
+    /// run reaches, a command and a user denied.
+    @Flag(help: "Each popgate also runs with a rules file.") var rules = false
+    @Flag(help: "Each popgate also runs behind the PROXY protocol, its clients sending a v1 header first.")
+    var proxy = false
+    @Flag(help: "popgate also with --http and no viewer, and with a viewer reading every session's live stream.")
+    var page = false
+    @Option(
+        help: ArgumentHelp(
+            "Only the targets whose names start with one of these (direct always runs).",
+            valueName: "a,b"
+        )
+    )
+    var only: String?
+
+    mutating func validate() throws {
+        for (name, value) in [("--seconds", seconds), ("--rounds", rounds), ("--message-mib", messageMiB)]
+        where value < 1 {
+            throw ValidationError("\(name) must be at least 1")
+        }
+        for (name, value) in [
+            ("--clients", clients), ("--retr-clients", retrClients), ("--idle", idle),
+            ("--idle-workers", idleWorkers), ("--idle-held", idleHeld),
+        ] where value < 0 {
+            throw ValidationError("\(name) must not be negative")
+        }
+        if clients == 0 { throw ValidationError("--clients must be at least 1") }
+    }
 }
-let seconds = option("--seconds", 5)
-let sessionClients = option("--clients", 32)
-let retrClients = option("--retr-clients", 4)
-let messageMiB = option("--message-mib", 10)
-let rounds = option("--rounds", 2)
-let idleSessions = option("--idle", 1000)
-/// `--idle-workers K --idle-held N`: N more idle sessions held through K popgate processes sharing one port
-/// (`--reuse-port`), their clients in processes of their own (`popgate bench --workload idle`, 5,000 each). One
-/// process's descriptor limit (20,000 here, hard) cannot hold 10,000 sessions' 20,000 sockets; K processes can.
-let idleWorkers = option("--idle-workers", 0)
-let idleHeld = option("--idle-held", 10_000)
+let options = Options.parseOrExit()
+let seconds = options.seconds
+let sessionClients = options.clients
+let retrClients = options.retrClients
+let messageMiB = options.messageMiB
+let rounds = options.rounds
+let idleSessions = options.idle
+let idleWorkers = options.idleWorkers
+let idleHeld = options.idleHeld
 let idleClientProcesses = idleWorkers > 0 ? (idleHeld + 4_999) / 5_000 : 0
-let before = arguments.firstIndex(of: "--before").map { arguments[$0 + 1] }
-/// `--transcripts`: each popgate also runs a second time writing transcripts (text and JSON lines).
-let tlsMode = arguments.contains("--tls")
-let withTranscripts = arguments.contains("--transcripts") || arguments.contains("--transcripts-in")
-/// `--transcripts-in DIR`: where those transcripts go (the benchmark's temporary directory by default); a
-/// tmpfs such as /dev/shm separates popgate's cost from the file system's cost of making files.
-let transcriptsIn = arguments.firstIndex(of: "--transcripts-in").map { arguments[$0 + 1] }
-/// `--rules`: each popgate also runs a second time with a rules file: a 10,000-prefix allow list (this machine's
-/// 127.0.0.0/8 among them), every kind of limit on with numbers no run reaches, a command and a user denied.
-let withRules = arguments.contains("--rules")
-/// `--proxy`: each popgate also runs behind the PROXY protocol, its clients sending a v1 header first.
-let withProxy = arguments.contains("--proxy")
-let withPage = arguments.contains("--page")
+let before = options.before
+let tlsMode = options.tls
+let withTranscripts = options.transcripts || options.transcriptsIn != nil
+let transcriptsIn = options.transcriptsIn
+let withRules = options.rules
+let withProxy = options.proxy
+let withPage = options.page
 /// The viewers of `--page`, stopped at the end.
 var viewers: [Child] = []
-/// `--only popgate,haproxy`: measure only the targets whose names start with one of these (direct always runs).
-let only = arguments.firstIndex(of: "--only").map { arguments[$0 + 1].split(separator: ",").map(String.init) }
+let only = options.only.map { $0.split(separator: ",").map(String.init) }
 let user = "bench"
 // Idle sessions hold two descriptors each in a relay (inherited by the relays started below).
 var descriptors = rlimit()
@@ -821,13 +876,18 @@ print(
     pad("target", 32) + pad("sessions/s", 12) + pad("× direct", 10) + pad("× haproxy", 11) + pad("× nginx", 9)
         + pad("RETR MB/s", 11) + pad("× direct", 10) + pad("× haproxy", 11) + pad("× nginx", 9) + "failures"
 )
+/// A ratio, or "-" when the anchor has no figure (no RETR with --retr-clients 0).
+func ratio(_ figure: Double, _ anchor: Double?) -> String {
+    guard let anchor, anchor > 0 else { return "-" }
+    return String(format: "%.2f", figure / anchor)
+}
 for (name, sessions, sessionFailures, retr, retrFailures) in results {
-    let sd = direct.map { String(format: "%.2f", sessions / $0.1) } ?? "-"
-    let sh = haproxyResult.map { String(format: "%.2f", sessions / $0.1) } ?? "-"
-    let rd = direct.map { String(format: "%.2f", retr / $0.3) } ?? "-"
-    let rh = haproxyResult.map { String(format: "%.2f", retr / $0.3) } ?? "-"
-    let sn = nginxResult.map { String(format: "%.2f", sessions / $0.1) } ?? "-"
-    let rn = nginxResult.map { String(format: "%.2f", retr / $0.3) } ?? "-"
+    let sd = ratio(sessions, direct?.1)
+    let sh = ratio(sessions, haproxyResult?.1)
+    let rd = ratio(retr, direct?.3)
+    let rh = ratio(retr, haproxyResult?.3)
+    let sn = ratio(sessions, nginxResult?.1)
+    let rn = ratio(retr, nginxResult?.3)
     print(
         pad(name, 32) + pad(String(format: "%.0f", sessions), 12) + pad(sd, 10) + pad(sh, 11) + pad(sn, 9)
             + pad(String(format: "%.0f", retr / 1e6), 11) + pad(rd, 10) + pad(rh, 11) + pad(rn, 9)
