@@ -104,8 +104,11 @@ for target in "${targets[@]}"; do
   # varies, so a build had either no coverage (libFuzzer ran blind) or no address sanitizer in Swift code.
   # Release: whole-module optimization specializes the generics a debug build calls across files (the
   # conversation machine's queue, ByteBuffer's writes), 3.4 times fuzz-conversation's inputs per second.
-  # Preconditions and bounds checks stay in, and they are what a finding trips.
-  swift build -c release --product "$target" --sanitize=fuzzer --sanitize=address \
+  # Preconditions and bounds checks stay in, and they are what a finding trips. fuzz-relay needs `@testable
+  # import`, which only a debug build allows: it stays debug, with -O.
+  config=(-c release)
+  [ "$target" = fuzz-relay ] && config=(-c debug -Xswiftc -O)
+  swift build "${config[@]}" --product "$target" --sanitize=fuzzer --sanitize=address \
     -Xswiftc -sanitize=fuzzer,address --build-path .build-fuzz 2>&1 | { grep -vE '^\[[0-9]+/[0-9]+\]|Cannot export local symbol' || true; }
   corpus=".build-fuzz/corpus/$target"
   crashes=".build-fuzz/crashes/$target"
@@ -124,7 +127,7 @@ for target in "${targets[@]}"; do
   # J processes on one corpus directory: each picks up what the others add (what libFuzzer's -jobs does).
   pids=()
   for job in $(seq 1 "$jobs"); do
-    ".build-fuzz/release/$target" "$corpus" "$seeds/$target" "${limit[@]}" -rss_limit_mb=2048 -detect_leaks=0 \
+    ".build-fuzz/${config[1]}/$target" "$corpus" "$seeds/$target" "${limit[@]}" -rss_limit_mb=2048 -detect_leaks=0 \
       -artifact_prefix="$crashes/" > "$log.$job" 2>&1 &
     pids+=($!)
   done
