@@ -178,8 +178,9 @@ let package = Package(
             ],
             path: "Benchmarks/popgate-inspect-bench"
         ),
-        // libFuzzer targets (scripts/fuzz.sh): swift build --product NAME --sanitize=fuzzer --sanitize=address
-        // -Xswiftc -sanitize=fuzzer,address -Xswiftc -O (swift-driver keeps only the last -sanitize flag).
+        // libFuzzer targets (scripts/fuzz.sh): swift build -c release --product NAME --sanitize=fuzzer
+        // --sanitize=address -Xswiftc -sanitize=fuzzer,address (swift-driver keeps only the last -sanitize flag);
+        // fuzz-relay, whose @testable import needs it, -c debug -Xswiftc -O.
         .target(name: "FuzzDriver", path: "Fuzz/FuzzDriver"),
         .executableTarget(
             name: "fuzz-proxy-header",

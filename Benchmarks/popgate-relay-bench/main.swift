@@ -48,7 +48,13 @@ struct Options: ParsableCommand {
         )
     )
     var before: String?
-    @Flag(help: "Every relay terminates TLS for its clients; openssl s_time measures resumption.") var tls = false
+    @Flag(
+        help: """
+            Every relay terminates TLS for its clients, each client a full handshake per session; openssl s_time \
+            measures resumption, and --idle sessions are held over TLS (memory per idle TLS session).
+            """
+    )
+    var tls = false
     @Flag(help: "Each popgate also runs writing transcripts (text and JSON lines).") var transcripts = false
     /// A tmpfs such as /dev/shm separates popgate's cost from the file system's cost of making files.
     @Option(
