@@ -38,7 +38,7 @@ final class CountingUpstream: ChannelInboundHandler, Sendable {
 }
 
 /// The defects the relay machine fixed, each through real sockets.
-@Suite("Relay defects fixed", .timeLimit(.minutes(2)))
+@Suite("Relay defects fixed", .timeLimit(.minutes(3)))
 struct RelayDefectTests {
     @Test("500 clients that connect and reset at once leave no upstream connection open and no session in memory")
     func connectThenReset() async throws {
@@ -59,17 +59,18 @@ struct RelayDefectTests {
             try RawSocket(port: gateway.port).reset()
         }
         // Every session the gateway accepted ends, and with it the upstream connection it made or was making.
-        let deadline = ContinuousClock.now + .seconds(20)
+        // A leak never ends; the deadline is for a machine loaded by the whole suite (CI once took 20 s and more).
+        let deadline = ContinuousClock.now + .seconds(60)
         while gateway.server.registry.sessionsInMemory > 0 || open.withLockedValue({ $0 }) > 0,
             ContinuousClock.now < deadline
         {
             try await Task.sleep(for: .milliseconds(50))
         }
-        #expect(
-            open.withLockedValue { $0 } == 0,
-            "of \(accepted.withLockedValue { $0 }) upstream connections; \(gateway.server.registry.sessionsInMemory) sessions in memory, \(gateway.server.registry.count) open, endings: \(Dictionary(grouping: gateway.sink.ended.withLockedValue { $0.values.map { $0.ending ?? "?" } }, by: { $0 }).mapValues(\.count))"
-        )
-        #expect(gateway.server.registry.sessionsInMemory == 0)
+        let state = {
+            "of \(accepted.withLockedValue { $0 }) upstream connections \(open.withLockedValue { $0 }) open; \(gateway.server.registry.sessionsInMemory) sessions in memory, \(gateway.server.registry.count) open, endings: \(Dictionary(grouping: gateway.sink.ended.withLockedValue { $0.values.map { $0.ending ?? "?" } }, by: { $0 }).mapValues(\.count)); not ended: \(gateway.sink.unended.prefix(2000))"
+        }
+        #expect(open.withLockedValue { $0 } == 0, "\(state())")
+        #expect(gateway.server.registry.sessionsInMemory == 0, "\(state())")
         await gateway.stop()
         try await upstream.close()
     }
