@@ -18,10 +18,13 @@ usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "$1"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1; seconds=5 ;;
-    --runs) runs="${2:-}"; shift ;;
-    --jobs) jobs="${2:-}"; shift ;;
+    --runs|--jobs)
+      [ $# -ge 2 ] || { echo "fuzz.sh: $1 needs a number" >&2; usage 2 >&2; }
+      if [ "$1" = --runs ]; then runs="$2"; else jobs="$2"; fi
+      shift ;;
     -h|--help) usage 0 ;;
     fuzz-*) targets+=("$1") ;;
+    -*) echo "fuzz.sh: no option $1" >&2; usage 2 >&2 ;;
     *) seconds="$1" ;;
   esac
   shift
