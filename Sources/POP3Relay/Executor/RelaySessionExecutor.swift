@@ -75,6 +75,7 @@ final class RelaySessionExecutor {
             machine.loginTimeout = configuration.loginTimeout
             machine.quitReplyTimeout = configuration.quitReplyTimeout
             machine.annotate = settings.sink != nil
+            machine.recording = self.named
             machine.export = settings.pcap != nil
             machine.clientTLS = settings.clientTLS
             machine.terminatesSTLS = settings.tls != nil && !settings.clientTLS
@@ -125,6 +126,27 @@ final class RelaySessionExecutor {
     }
     /// Actions not yet done.
     private var actions: [RelayMachine.Action] = []
+    /// This event loop's spare arrays, lent to the session for each event (taken in `clientActive`, on the loop).
+    private var spare: Spare?
+
+    /// An action queue and an events array with room, one pair per event-loop thread, lent to a session for
+    /// the length of an event: most events would otherwise allocate both only to free them, and an idle session
+    /// holds neither. Unchecked: only its own thread uses it, and a session runs on one loop only.
+    private final class Spare: @unchecked Sendable {
+        var actions: [RelayMachine.Action] = []
+        var events: [ConversationEvent] = []
+        private static let perThread = ThreadSpecificVariable<Spare>()
+
+        /// The calling thread's.
+        static var current: Spare {
+            if let spare = Self.perThread.currentValue { return spare }
+            let spare = Spare()
+            spare.actions.reserveCapacity(16)
+            spare.events.reserveCapacity(8)
+            Self.perThread.currentValue = spare
+            return spare
+        }
+    }
 
     init(_ shared: Shared, number: Int) {
         shared.settings.registry.sessionCreated()
@@ -151,6 +173,7 @@ final class RelaySessionExecutor {
 
     func clientActive(_ context: ChannelHandlerContext) {
         self.client = context
+        self.spare = Spare.current
         let now = NIODeadline.now()
         if self.settings.clientTLS, self.settings.proxy == nil { self.handshakes.client = .begun }
         self.settings.registry.add(self.number, context.channel)
@@ -277,19 +300,36 @@ final class RelaySessionExecutor {
         _ now: NIODeadline?,
         _ event: (inout RelayMachine, NIODeadline, inout [RelayMachine.Action]) -> Void
     ) {
-        if self.actions.capacity == 0 { self.actions.reserveCapacity(8) }
-        event(&self.machine, now ?? .uptimeNanoseconds(0), &self.actions)
-        guard !self.executing else { return }
+        let now = now ?? .uptimeNanoseconds(0)
+        guard !self.executing else {
+            event(&self.machine, now, &self.actions)
+            return
+        }
+        // The loop's spare queue, unless a session this loop is already running an event of has it.
+        let spare = self.spare
+        let lent = spare.map { $0.actions.capacity > 0 } ?? false
+        if lent, let spare { swap(&self.actions, &spare.actions) } else { self.actions.reserveCapacity(8) }
+        if let spare { self.machine.lendEvents(&spare.events) }
+        event(&self.machine, now, &self.actions)
+        if let spare {
+            self.machine.lendEvents(&spare.events)
+            if spare.events.capacity > 256 { spare.events = [] }
+        }
         self.executing = true
-        defer { self.executing = false }
         var next = 0
         while next < self.actions.count {
             let action = self.actions[next]
             next += 1
             self.execute(action)
         }
-        // An idle session holds no array for its next event.
-        self.actions.removeAll()
+        self.executing = false
+        // An idle session holds no array for its next event; a lent one goes back with its room.
+        if lent, let spare, spare.actions.capacity == 0, self.actions.capacity <= 64 {
+            self.actions.removeAll(keepingCapacity: true)
+            swap(&self.actions, &spare.actions)
+        } else {
+            self.actions = []
+        }
     }
 
     private func execute(_ action: RelayMachine.Action) {

@@ -121,6 +121,9 @@ struct RelayMachine {
         var quitReplyTimeout: TimeAmount = .seconds(5)
         /// Write the plain-language notes (only when someone reads the events).
         var annotate = true
+        /// Someone reads the events (a transcript, the live view, the end line): without one, the read paths
+        /// emit no ``Action/record(_:)`` and keep their events array's room for the next read.
+        var recording = true
         /// Emit ``Action/export(_:)`` for a pcap export.
         var export = false
         /// Client octets read and not yet passed on before reading the client stops.
@@ -295,6 +298,9 @@ struct RelayMachine {
     /// The gateway cancelled an AUTH exchange (a blocked or denied user named in it): its reply to the client,
     /// in place of the upstream's answer to the cancel.
     private var authReplyInstead: ByteBuffer?
+    /// An events array with room, lent by the executor for one event and empty between events (so an idle
+    /// session holds none): the read paths fill it rather than allocate and grow one for each read.
+    private var spareEvents: [ConversationEvent] = []
 
     private struct Login {
         var user: String?
@@ -875,7 +881,7 @@ struct RelayMachine {
     /// Decides each whole line the client sent: forward it, answer it, or wait (behind STLS).
     private mutating func readClientLines(now: NIODeadline, into actions: inout [Action]) {
         let time = self.wallClock(now)
-        var events: [ConversationEvent] = []
+        var events = self.borrowEvents()
         var wroteUpstream = false
         var wroteClient = false
         var answersDue = false
@@ -980,11 +986,36 @@ struct RelayMachine {
         } else {
             self.lineStarted = nil
         }
-        if !events.isEmpty { actions.append(.record(events)) }
+        self.record(&events, into: &actions)
         if wroteUpstream { actions.append(.flush(.upstream)) }
         if wroteClient { actions.append(.flush(.client)) }
         if self.mayRead(.client) { actions.append(.resumeReading(.client)) }
         self.closeIfClientDone(now: now, into: &actions)
+    }
+
+    /// The lent events array (``lendEvents(_:)``), or a new one with room when none is lent.
+    private mutating func borrowEvents() -> [ConversationEvent] {
+        var events: [ConversationEvent] = []
+        swap(&events, &self.spareEvents)
+        if events.capacity == 0 { events.reserveCapacity(8) }
+        return events
+    }
+
+    /// Hands a read's events on to whoever reads them; when nobody does, the array's room is kept for the
+    /// next read.
+    private mutating func record(_ events: inout [ConversationEvent], into actions: inout [Action]) {
+        if self.settings.recording, !events.isEmpty {
+            actions.append(.record(events))
+            return
+        }
+        events.removeAll(keepingCapacity: true)
+        swap(&events, &self.spareEvents)
+    }
+
+    /// The executor lends an empty events array with room before an event and takes it back after, by the
+    /// same call: the machine's events are the same either way, only their allocations are fewer.
+    mutating func lendEvents(_ spare: inout [ConversationEvent]) {
+        swap(&spare, &self.spareEvents)
     }
 
     /// Writes a line upstream. Returns true, for the flush that follows.
@@ -1298,7 +1329,7 @@ struct RelayMachine {
     /// the gateway's own replies. Contiguous units go as one slice.
     private mutating func readUpstreamUnits(now: NIODeadline, into actions: inout [Action]) {
         let time = self.wallClock(now)
-        var events: [ConversationEvent] = []
+        var events = self.borrowEvents()
         var forwardFrom = self.upstreamInput.readerIndex
         var saslExchange = self.conversation.exportMasksServer
         // Client lines can be read after this: the greeting came, or a reply let lines behind STLS go on.
@@ -1396,7 +1427,7 @@ struct RelayMachine {
         }
         forward(&self, &actions)
         if self.upstreamInput.readableBytes == 0 { self.upstreamInput = Self.drained }
-        if !events.isEmpty { actions.append(.record(events)) }
+        self.record(&events, into: &actions)
         if clientLinesMayGoOn {
             if case .relaying = self.state, self.clientInput.readableBytes > 0 {
                 self.readClientLines(now: now, into: &actions)

@@ -45,16 +45,16 @@ extension Popgate {
         @Option(help: "sessions, retr or idle.")
         var workload: BenchRunner.Workload = .sessions
 
-        @Option(help: "sessions: how many in all (default 1000).")
+        @Option(help: "sessions: how many in all.")
         var sessions = 1000
 
-        @Option(help: "Sessions at a time (default 10).")
+        @Option(help: "Sessions at a time.")
         var concurrency = 10
 
-        @Option(help: "Seconds the run may take at most (default 30; retr runs this long).")
+        @Option(help: "Seconds the run may take at most (retr runs this long).")
         var duration = 30.0
 
-        @Option(help: "The user; {n} is the worker's number (default bench{n}).")
+        @Option(help: "The user; {n} is the worker's number.")
         var user = "bench{n}"
 
         @Option(
@@ -80,10 +80,10 @@ extension Popgate {
         @Option(help: "The source address to connect from.")
         var bind: String?
 
-        @Option(help: "Seconds to wait for each reply (default 10).")
+        @Option(help: "Seconds to wait for each reply.")
         var timeout = 10.0
 
-        @Option(help: "idle: seconds to hold the sessions once all are logged in (default 10).")
+        @Option(help: "idle: seconds to hold the sessions once all are logged in.")
         var hold = 10.0
 
         @Flag(help: "The report as one JSON object on standard output.")

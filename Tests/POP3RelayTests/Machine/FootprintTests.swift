@@ -10,7 +10,9 @@ import Testing
 struct FootprintTests {
     @Test("the relay machine stays within its octets")
     func relayMachine() {
-        #expect(MemoryLayout<RelayMachine>.size <= 776, "RelayMachine: \(MemoryLayout<RelayMachine>.size) octets")
+        // 8 of them are the events array the executor lends for each event (empty between events): it saves a
+        // short session about twenty allocations.
+        #expect(MemoryLayout<RelayMachine>.size <= 784, "RelayMachine: \(MemoryLayout<RelayMachine>.size) octets")
     }
 
     @Test("the conversation machine stays within its octets")

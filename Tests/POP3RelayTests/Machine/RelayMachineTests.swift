@@ -458,3 +458,48 @@ struct RelayMachineTests {
         #expect(done.advance(.seconds(200)) == [])
     }
 }
+
+@Suite("Relay machine: events nobody reads")
+struct UnrecordedEventsTests {
+    static let session: [(RelayMachine.Side, String)] = [
+        (.client, "USER alice\r\nPASS secret\r\n"), (.upstream, "+OK\r\n"), (.upstream, "+OK in\r\n"),
+        (.client, "STAT\r\nLIST\r\n"), (.upstream, "+OK 1 10\r\n+OK\r\n1 10\r\n.\r\n"), (.client, "QUIT\r\n"),
+        (.upstream, "+OK bye\r\n"),
+    ]
+
+    /// Runs the session with a lent events array; each event's actions, and the array's room after each event.
+    static func drive(recording: Bool) -> (actions: [[RelayMachine.Action]], rooms: [Int]) {
+        var h = Harness.relaying { $0.recording = recording }
+        var spare: [ConversationEvent] = []
+        spare.reserveCapacity(8)
+        var actions: [[RelayMachine.Action]] = []
+        var rooms: [Int] = []
+        for (side, text) in Self.session {
+            var out: [RelayMachine.Action] = []
+            h.machine.lendEvents(&spare)
+            switch side {
+            case .client: h.machine.clientRead(ByteBuffer(string: text), now: h.now, into: &out)
+            case .upstream: h.machine.upstreamRead(ByteBuffer(string: text), now: h.now, into: &out)
+            }
+            h.machine.lendEvents(&spare)
+            actions.append(out)
+            rooms.append(spare.capacity)
+        }
+        return (actions, rooms)
+    }
+
+    @Test("without a reader: no record actions, every other action the same, the lent array back with its room")
+    func unrecorded() {
+        let recorded = Self.drive(recording: true)
+        let unrecorded = Self.drive(recording: false)
+        let records = recorded.actions.joined().filter { if case .record = $0 { true } else { false } }
+        #expect(!records.isEmpty)
+        #expect(!unrecorded.actions.joined().contains { if case .record = $0 { true } else { false } })
+        let others = recorded.actions.map { $0.filter { if case .record = $0 { false } else { true } } }
+        #expect(others == unrecorded.actions)
+        // Nobody reads the events: each read used the lent array and gave it back, so none was allocated.
+        #expect(unrecorded.rooms.allSatisfy { $0 >= 8 }, "\(unrecorded.rooms)")
+        // Read, they leave with their record; the array lent is then gone to the reader.
+        #expect(recorded.rooms.contains(0), "\(recorded.rooms)")
+    }
+}
