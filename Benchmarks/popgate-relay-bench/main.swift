@@ -126,6 +126,38 @@ let password = "bench-password"
 // MARK: - Processes
 
 /// A program the benchmark starts and stops by its pid.
+/// The children running now, by pid: an interrupted run (Ctrl-C, SIGTERM) stops them rather than leave them
+/// running (they outlived the bench before, the NIO glue and nginx most of all).
+let runningChildren = NIOLockedValueBox<Set<pid_t>>([])
+
+/// On SIGINT or SIGTERM: every child gets SIGTERM, and SIGKILL if it is still there after 3 s (the NIO glue
+/// inherits a blocked SIGTERM); the run's directory goes, and the bench exits with 128 + the signal.
+func stopChildrenOnSignals(removing directory: URL) -> [any DispatchSourceSignal] {
+    [SIGINT, SIGTERM].map { number in
+        signal(number, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+        source.setEventHandler {
+            let children = runningChildren.withLockedValue { $0 }
+            for pid in children { kill(pid, SIGTERM) }
+            // Gone, or a zombie: its state in /proc/PID/stat is Z.
+            func running(_ pid: pid_t) -> Bool {
+                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                    let close = stat.lastIndex(of: ")")
+                else { return false }
+                return !stat[stat.index(after: close)...].hasPrefix(" Z")
+            }
+            let deadline = Date().addingTimeInterval(3)
+            while Date() < deadline, children.contains(where: running) { usleep(20_000) }
+            for pid in children where running(pid) { kill(pid, SIGKILL) }
+            try? FileManager.default.removeItem(at: directory)
+            print("\ninterrupted: \(children.count) child process\(children.count == 1 ? "" : "es") stopped")
+            exit(128 + number)
+        }
+        source.resume()
+        return source
+    }
+}
+
 final class Child {
     let process = Process()
     let name: String
@@ -139,9 +171,13 @@ final class Child {
         self.process.standardOutput = output
         self.process.standardError = output
         try self.process.run()
+        let pid = self.process.processIdentifier
+        runningChildren.withLockedValue { _ = $0.insert(pid) }
     }
 
     func stop() {
+        let pid = self.process.processIdentifier
+        defer { runningChildren.withLockedValue { _ = $0.remove(pid) } }
         guard self.process.isRunning else { return }
         kill(self.process.processIdentifier, SIGTERM)
         let deadline = Date().addingTimeInterval(5)
@@ -339,6 +375,7 @@ let upstreamGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 let upstream = try await EmbeddedPOP3Server.start(serverConfiguration, group: upstreamGroup)
 let temporary = FileManager.default.temporaryDirectory.appendingPathComponent("popgate-bench-\(getpid())")
 try FileManager.default.createDirectory(at: temporary, withIntermediateDirectories: true)
+let signalSources = stopChildrenOnSignals(removing: temporary)
 
 struct Target {
     var name: String

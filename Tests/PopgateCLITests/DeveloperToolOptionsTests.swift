@@ -48,6 +48,57 @@ struct DeveloperToolOptionsTests {
         }
     }
 
+    /// The processes whose parent is `pid`, from /proc.
+    static func children(of pid: pid_t) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { entry in
+            guard let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return false }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == pid
+        }
+    }
+
+    /// Running: in /proc and not a zombie.
+    static func running(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        return !stat[stat.index(after: close)...].hasPrefix(" Z")
+    }
+
+    @Test("the relay bench interrupted (SIGINT): it stops every relay it started and exits 130")
+    func relayBenchInterrupted() async throws {
+        let path = try Self.bench("popgate-relay-bench")
+        let log = ServeProcessTests.temporary("bench-int")
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let bench = try ChildProcess(
+            path,
+            [
+                "--only", "popgate serve,NIO glue", "--rounds", "1", "--seconds", "30", "--retr-clients", "0", "--idle",
+                "0",
+            ],
+            output: log
+        )
+        var children: [pid_t] = []
+        for _ in 0..<200 where children.count < 2 {
+            try await Task.sleep(for: .milliseconds(100))
+            children = Self.children(of: bench.pid)
+        }
+        try #require(
+            children.count >= 2,
+            "the bench started no relays: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")"
+        )
+        bench.signal(SIGINT)
+        #expect(await bench.wait(seconds: 15) == 130)
+        // Before, they went on running once the bench had gone (the NIO glue, which ignores SIGTERM, above all).
+        #expect(children.filter(Self.running).isEmpty, "still running: \(children.filter(Self.running))")
+        for pid in children where Self.running(pid) { kill(pid, SIGKILL) }
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(output.contains("interrupted: "), "\(output)")
+    }
+
     @Test("fuzz.sh: --help, then every wrong call refused with exit 2 and a reason, before any build")
     func fuzzScriptOptions() async throws {
         let script = Self.root.appendingPathComponent("scripts/fuzz.sh").path
