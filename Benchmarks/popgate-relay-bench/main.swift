@@ -125,7 +125,6 @@ let password = "bench-password"
 
 // MARK: - Processes
 
-/// A program the benchmark starts and stops by its pid.
 /// The children running now, by pid: an interrupted run (Ctrl-C, SIGTERM) stops them rather than leave them
 /// running (they outlived the bench before, the NIO glue and nginx most of all).
 let runningChildren = NIOLockedValueBox<Set<pid_t>>([])
@@ -139,16 +138,10 @@ func stopChildrenOnSignals(removing directory: URL) -> [any DispatchSourceSignal
         source.setEventHandler {
             let children = runningChildren.withLockedValue { $0 }
             for pid in children { kill(pid, SIGTERM) }
-            // Gone, or a zombie: its state in /proc/PID/stat is Z.
-            func running(_ pid: pid_t) -> Bool {
-                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                    let close = stat.lastIndex(of: ")")
-                else { return false }
-                return !stat[stat.index(after: close)...].hasPrefix(" Z")
-            }
+            // Foundation reaps each child once it exits; until then it is there to signal.
             let deadline = Date().addingTimeInterval(3)
-            while Date() < deadline, children.contains(where: running) { usleep(20_000) }
-            for pid in children where running(pid) { kill(pid, SIGKILL) }
+            while Date() < deadline, children.contains(where: { kill($0, 0) == 0 }) { usleep(20_000) }
+            for pid in children where kill(pid, 0) == 0 { kill(pid, SIGKILL) }
             try? FileManager.default.removeItem(at: directory)
             print("\ninterrupted: \(children.count) child process\(children.count == 1 ? "" : "es") stopped")
             exit(128 + number)
@@ -158,6 +151,7 @@ func stopChildrenOnSignals(removing directory: URL) -> [any DispatchSourceSignal
     }
 }
 
+/// A program the benchmark starts and stops by its pid.
 final class Child {
     let process = Process()
     let name: String

@@ -48,26 +48,6 @@ struct DeveloperToolOptionsTests {
         }
     }
 
-    /// The processes whose parent is `pid`, from /proc.
-    static func children(of pid: pid_t) -> [pid_t] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap(Int32.init).filter { entry in
-            guard let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")")
-            else { return false }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            return fields.count > 1 && Int32(fields[1]) == pid
-        }
-    }
-
-    /// Running: in /proc and not a zombie.
-    static func running(_ pid: pid_t) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return false }
-        return !stat[stat.index(after: close)...].hasPrefix(" Z")
-    }
-
     @Test("the relay bench interrupted (SIGINT): it stops every relay it started and exits 130")
     func relayBenchInterrupted() async throws {
         let path = try Self.bench("popgate-relay-bench")
@@ -84,7 +64,7 @@ struct DeveloperToolOptionsTests {
         var children: [pid_t] = []
         for _ in 0..<200 where children.count < 2 {
             try await Task.sleep(for: .milliseconds(100))
-            children = Self.children(of: bench.pid)
+            children = childProcesses(of: bench.pid)
         }
         try #require(
             children.count >= 2,
@@ -93,8 +73,8 @@ struct DeveloperToolOptionsTests {
         bench.signal(SIGINT)
         #expect(await bench.wait(seconds: 15) == 130)
         // Before, they went on running once the bench had gone (the NIO glue, which ignores SIGTERM, above all).
-        #expect(children.filter(Self.running).isEmpty, "still running: \(children.filter(Self.running))")
-        for pid in children where Self.running(pid) { kill(pid, SIGKILL) }
+        #expect(children.filter(processRunning).isEmpty, "still running: \(children.filter(processRunning))")
+        for pid in children where processRunning(pid) { kill(pid, SIGKILL) }
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         #expect(output.contains("interrupted: "), "\(output)")
     }

@@ -204,6 +204,26 @@ public func popgateBinary() -> URL? {
     return FileManager.default.isExecutableFile(atPath: fallback.path) ? fallback : nil
 }
 
+/// The processes whose parent is `pid`, from /proc.
+public func childProcesses(of pid: pid_t) -> [pid_t] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap(Int32.init).filter { procStat($0)?.dropFirst().first.flatMap { Int32($0) } == pid }
+}
+
+/// Whether `pid` runs: in /proc and not a zombie (a child whose parent has gone may stay one a while).
+public func processRunning(_ pid: pid_t) -> Bool {
+    guard let state = procStat(pid)?.first else { return false }
+    return state != "Z"
+}
+
+/// The fields of /proc/PID/stat after the command's name: state, parent, …
+private func procStat(_ pid: pid_t) -> [Substring]? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return nil }
+    return stat[stat.index(after: close)...].split(separator: " ")
+}
+
 /// The resident set size of a process, in bytes, from /proc.
 public func residentBytes(of pid: pid_t) -> Int? {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }

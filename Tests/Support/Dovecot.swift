@@ -213,15 +213,8 @@ public final class Dovecot: @unchecked Sendable {
     @discardableResult
     public func killSessions() -> Int {
         var killed = 0
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        for entry in entries {
-            guard let pid = Int32(entry),
-                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")")
-            else { continue }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            guard fields.count > 2, Int32(fields[1]) == self.process.pid else { continue }
-            let command = (try? String(contentsOfFile: "/proc/\(entry)/cmdline", encoding: .utf8)) ?? ""
+        for pid in childProcesses(of: self.process.pid) {
+            let command = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
             if command.hasPrefix("dovecot/pop3") && !command.hasPrefix("dovecot/pop3-login") {
                 Glibc.kill(pid, SIGKILL)
                 killed += 1
