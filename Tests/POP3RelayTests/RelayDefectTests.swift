@@ -205,6 +205,39 @@ struct RelayDefectTests {
         )
     }
 
+    @Test("shutdown: the listener refuses at once; a session open past the grace period is closed, without QUIT")
+    func graceEnds() async throws {
+        let seen = NIOLockedBox()
+        try await FaultyUpstream.withGateway(
+            greeting: "+OK hi\r\n",
+            respond: { line in
+                seen.append(line)
+                return "+OK\r\n"
+            },
+            adjust: { $0.shutdownGrace = .milliseconds(500) },
+            body: { gateway in
+                let port = gateway.port
+                let client = try RawSocket(port: port)
+                defer { client.close() }
+                _ = await client.readUntil("+OK hi\r\n")
+                client.send("USER alice\r\n")
+                _ = await client.readUntil("+OK\r\n")
+                let start = ContinuousClock.now
+                async let stopped: Void = gateway.stop()
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(throws: RawSocketError.self) { try RawSocket(port: port) }
+                await stopped
+                // It waited the grace period for the session, then ended it.
+                #expect(ContinuousClock.now - start >= .milliseconds(500))
+                #expect(await client.readAll(seconds: 3) == "")
+                #expect(seen.lines == ["USER alice"])
+                #expect(
+                    gateway.sink.ended.withLockedValue { $0.values.first?.ending } == SessionEnd.shutdown.rawValue
+                )
+            }
+        )
+    }
+
     @Test("live output follows the configuration's live setting")
     func liveHonoured() async throws {
         for live in [false, true] {

@@ -1,7 +1,6 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOExtras
 import NIOPosix
 import NIOSSL
 import POP3Core
@@ -26,13 +25,14 @@ extension Array {
 ///
 /// On graceful shutdown (SIGTERM, SIGINT, which the ServiceGroup owns) it stops accepting, lets open sessions
 /// run for the grace period, ends the rest (without QUIT upstream), waits for their end records, flushes the
-/// transcripts and returns. NIOExtras' `ServerQuiescingHelper` closes the listeners and tracks the accepted
-/// channels; the registry tracks what the helper cannot see: upstream channels and each session's end record.
+/// transcripts and returns. The registry knows the open sessions (each from its client's first event to its end
+/// record); NIOExtras' `ServerQuiescingHelper` would track the accepted channels a second time, at a cost to every
+/// session (a dictionary entry, a close callback, and a hop to the listener's loop when it closes).
 public final class RelayServer: Service, Sendable {
     private enum State: Sendable {
         case initial
-        /// Each listener with its quiescing helper (a helper serves one server channel).
-        case bound([(channel: any Channel, quiesce: ServerQuiescingHelper)])
+        /// The listening channels.
+        case bound([any Channel])
         case shuttingDown
         case shutdown
     }
@@ -165,7 +165,7 @@ public final class RelayServer: Service, Sendable {
     public var boundAddresses: [SocketAddress] {
         self.state.withLockedValue { state in
             guard case .bound(let channels) = state else { return [] }
-            return channels.compactMap(\.channel.localAddress)
+            return channels.compactMap(\.localAddress)
         }
     }
 
@@ -191,14 +191,13 @@ public final class RelayServer: Service, Sendable {
     /// Binds every listener. `run()` calls it when it has not been called.
     public func bind() async throws {
         guard case .initial = self.state.withLockedValue({ $0 }) else { return }
-        var bound: [(channel: any Channel, quiesce: ServerQuiescingHelper)] = []
+        var bound: [any Channel] = []
         do {
             for (index, listener) in self.configuration.listeners.enumerated() {
                 let tls = self.tls.withLockedValue { $0[index] }
                 if let tls { self.warnIfExpiring(tls) }
                 let endpoints = listener.listen.map { ($0, false) } + listener.listenTLS.map { ($0, true) }
                 for (endpoint, implicitTLS) in endpoints {
-                    let quiesce = ServerQuiescingHelper(group: self.group)
                     let channel: any Channel
                     do {
                         channel = try await self.bind(
@@ -208,8 +207,7 @@ public final class RelayServer: Service, Sendable {
                             terminatesTLS: tls != nil,
                             implicitTLS: implicitTLS,
                             requireTLS: listener.requireTLS,
-                            proxy: listener.proxyProtocol,
-                            quiesce: quiesce
+                            proxy: listener.proxyProtocol
                         )
                     } catch let error as IOError {
                         throw ListenFailure(
@@ -218,7 +216,7 @@ public final class RelayServer: Service, Sendable {
                             reusePort: self.configuration.reusePort
                         )
                     }
-                    bound.append((channel, quiesce))
+                    bound.append(channel)
                     // The port bound, which is the one to use when port 0 asked for any free port.
                     let actual = Endpoint(
                         host: channel.localAddress?.ipAddress ?? endpoint.host,
@@ -231,7 +229,7 @@ public final class RelayServer: Service, Sendable {
                 }
             }
         } catch {
-            for listener in bound { try? await listener.channel.close() }
+            for channel in bound { try? await channel.close() }
             throw error
         }
         self.state.withLockedValue { $0 = .bound(bound) }
@@ -266,8 +264,7 @@ public final class RelayServer: Service, Sendable {
         terminatesTLS: Bool,
         implicitTLS: Bool,
         requireTLS: Bool,
-        proxy: Bool,
-        quiesce: ServerQuiescingHelper
+        proxy: Bool
     ) async throws -> any Channel {
         let upstreamAddress = try? SocketAddress(ipAddress: upstream.host, port: upstream.port)
         // This listener's shared session settings and the reload generation they were made in.
@@ -284,7 +281,6 @@ public final class RelayServer: Service, Sendable {
             )
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                     try channel.pipeline.syncOperations.addHandler(AcceptErrors(registry: registry, logger: logger))
                 }
             }
@@ -392,8 +388,7 @@ public final class RelayServer: Service, Sendable {
 
     /// Stops accepting, waits for open sessions up to the grace period, ends the rest, flushes transcripts.
     public func shutdown() async {
-        let listeners = self.state.withLockedValue {
-            state -> [(channel: any Channel, quiesce: ServerQuiescingHelper)]? in
+        let listeners = self.state.withLockedValue { state -> [any Channel]? in
             switch state {
             case .initial:
                 state = .shutdown
@@ -407,21 +402,18 @@ public final class RelayServer: Service, Sendable {
         }
         guard let listeners else { return }
         let configuration = self.configuration
-        let loop = self.group.any()
-        let closed = listeners.map { listener in
-            let promise = loop.makePromise(of: Void.self)
-            listener.quiesce.initiateShutdown(promise: promise)
-            return promise.futureResult
-        }
-        let accepted = EventLoopFuture.andAllComplete(closed, on: loop)
+        for channel in listeners { try? await channel.close() }
+        // A client accepted just before its listener closed is handed to its event loop's queue and registered
+        // from there; a task queued on every loop after the close runs after each such hand-over, so the registry
+        // below knows every session there is.
+        let loops = self.group.makeIterator().map { $0.submit {} }
+        try? await EventLoopFuture.andAllComplete(loops, on: self.group.any()).get()
         let open = self.registry.count
         if open > 0 {
             self.logger.info("no longer accepting; waiting for \(open) open session(s)")
         }
-        let deadline = NIODeadline.now() + configuration.shutdownGrace
-        let allClosed = await Self.wait(for: accepted, timeout: configuration.shutdownGrace)
-        let allEnded = await self.registry.waitUntilEmpty(timeout: max(.zero, deadline - .now()))
-        if !allClosed || !allEnded {
+        let allEnded = await self.registry.waitUntilEmpty(timeout: configuration.shutdownGrace)
+        if !allEnded {
             self.logger.info("grace period over; closing \(self.registry.count) session(s) without QUIT")
             self.registry.endAll()
         }
