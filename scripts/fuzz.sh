@@ -4,8 +4,10 @@
 # processes share each target's corpus (one per core), the N inputs split among them and summed in the log.
 # Targets named (fuzz-rules ...) run alone. --smoke: a few seconds each, failing unless libFuzzer reports runs
 # (what the tests run). A crash leaves its input in .build-fuzz/crashes/TARGET/ and fails the script: make it a
-# regression test.
+# regression test. Each run but a smoke run is added to Fuzz/runs.tsv with the version of the code it fuzzed;
+# --ledger says, per target, how many inputs the code as committed now has had (Benchmarks/RESULTS.md shows it).
 # Usage: scripts/fuzz.sh [--smoke] [--runs N] [--jobs J] [SECONDS] [TARGET...]
+#        scripts/fuzz.sh --ledger | --code TARGET
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
@@ -14,9 +16,60 @@ runs=""
 smoke=""
 jobs=1
 targets=()
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "$1"; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "$1"; }
+all=(fuzz-proxy-header fuzz-rules fuzz-conversation fuzz-relay fuzz-packets fuzz-config)
+# What each target fuzzes: its harness and the sources it reaches. A change to any of them starts its count anew.
+paths() {
+  local common=(Fuzz/FuzzDriver "Fuzz/$1")
+  case "$1" in
+    fuzz-proxy-header) echo "${common[*]} Sources/POP3Core/ProxyProtocol" ;;
+    fuzz-rules) echo "${common[*]} Sources/POP3Rules" ;;
+    fuzz-conversation) echo "${common[*]} Fuzz/fuzz-conversation.dict Sources/POP3Core Sources/CPOP3Scan" ;;
+    fuzz-relay) echo "${common[*]} Sources/POP3Core Sources/CPOP3Scan Sources/POP3Relay/Machine Sources/POP3Relay/Rules Sources/POP3Rules" ;;
+    fuzz-packets) echo "${common[*]} Sources/POP3Capture Sources/CLibpcap" ;;
+    fuzz-config) echo "${common[*]} Sources/PopgateCLI/Serve/ConfigFile.swift Sources/POP3Relay/RelayConfiguration.swift" ;;
+  esac
+}
+# The version of what TARGET fuzzes: the committed objects of its paths, or "uncommitted" when the work tree
+# differs from them (such a run is logged but counts for no version).
+code() {
+  local files
+  read -r -a files <<< "$(paths "$1")"
+  if [ -n "$(git status --porcelain -- "${files[@]}" 2>/dev/null)" ]; then echo uncommitted; return; fi
+  for file in "${files[@]}"; do git rev-parse "HEAD:$file" 2>/dev/null || echo "-"; done | sha1sum | cut -c1-12
+}
+ledger="${FUZZ_LEDGER:-Fuzz/runs.tsv}"
+# Per target: the inputs on the code as committed now (rows of the ledger with its version), crashes among them.
+report() {
+  for target in "${all[@]}"; do
+    awk -F'\t' -v target="$target" -v code="$(code "$target")" '
+      $1 ~ /^#/ || $2 != target { next }
+      $5 == code && code != "uncommitted" { n += $3; c += $4; if (first == "") first = $1; last = $1; next }
+      { earlier += $3 }
+      END {
+        if (code == "uncommitted") {
+          printf "%s: the code it fuzzes has uncommitted changes: no version to count for", target
+        } else {
+          verdict = c > 0 ? "a crash to fix" : n >= 10000000 ? "met" : "short of 10,000,000"
+          printf "%s: %d inputs on the code as it is now (%s), %d crash(es): %s", target, n, code, c, verdict
+        }
+        if (n > 0) printf first == last ? "; run on %s" : "; runs from %s to %s", first, last
+        if (earlier > 0) printf "; %d more on earlier versions", earlier
+        printf "\n"
+      }' "$ledger"
+  done
+}
+# A row of the ledger: date, target, inputs, crashes, the code's version, how it ran.
+record() {
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%d)" "$1" "$2" "$3" "$(code "$1")" \
+    "scripts/fuzz.sh at $(git rev-parse --short HEAD), $jobs process(es)" >> "$ledger"
+}
 while [ $# -gt 0 ]; do
   case "$1" in
+    --ledger) report; exit 0 ;;
+    --code)
+      [ $# -ge 2 ] && [[ " ${all[*]} " == *" $2 "* ]] || { echo "fuzz.sh: --code needs a target (${all[*]})" >&2; exit 2; }
+      code "$2"; exit 0 ;;
     --smoke) smoke=1; seconds=5 ;;
     --runs|--jobs)
       [ $# -ge 2 ] || { echo "fuzz.sh: $1 needs a number" >&2; usage 2 >&2; }
@@ -32,7 +85,6 @@ done
 for number in "$seconds" "$jobs" ${runs:+"$runs"}; do
   [[ "$number" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: '$number' is not a positive whole number" >&2; usage 2 >&2; }
 done
-all=(fuzz-proxy-header fuzz-rules fuzz-conversation fuzz-relay fuzz-packets fuzz-config)
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 for target in "${targets[@]}"; do
   [[ " ${all[*]} " == *" $target "* ]] || { echo "fuzz.sh: no target $target (targets: ${all[*]})" >&2; exit 2; }
@@ -147,6 +199,7 @@ for target in "${targets[@]}"; do
   if [ "$failed" = 1 ]; then
     echo "$target: libFuzzer stopped with a finding; see $log and $crashes/"
     tail -20 "$log"
+    [ -n "$smoke" ] || record "$target" 0 1
     status=1
     continue
   fi
@@ -157,6 +210,9 @@ for target in "${targets[@]}"; do
   fi
   done_line=$(grep -E '^Done [0-9]+ runs' "$log" | tail -1 || true)
   echo "$target: ${done_line:-no Done line}; $(grep -oE 'cov: [0-9]+' "$log" | tail -1)"
+  if [ -z "$smoke" ] && [ -n "$done_line" ] && [ "${counters:-0}" -ge 5000 ]; then
+    record "$target" "$(echo "$done_line" | grep -oE '[0-9]+' | head -1)" 0
+  fi
   if [ -n "$smoke" ] && ! echo "$done_line" | grep -qE '^Done [1-9][0-9]* runs'; then
     echo "$target: no runs reported"
     status=1

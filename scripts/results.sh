@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates Benchmarks/RESULTS.md: the date, the machine, and every benchmark figure beside its anchors, from
 # one run of each benchmark (release build). Arguments go to the relay benchmark (e.g. --seconds 10 --rounds 3).
-# The fuzz figures are read from the last scripts/fuzz.sh logs in .build-fuzz/, when there are any.
+# The fuzz figures are Fuzz/runs.tsv's, summed for the code as committed now (scripts/fuzz.sh --ledger).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
@@ -65,15 +65,8 @@ PATH="$PATH:/usr/sbin" "$bin/popgate-relay-bench" --only popgate,NIO --idle 9000
   cat "$tmp/inspect.txt"
   echo '```'
   echo
-  echo "## Fuzzing (scripts/fuzz.sh; the last run of each target)"
+  echo "## Fuzzing (scripts/fuzz.sh --ledger: Fuzz/runs.tsv's runs on each target's code as committed now)"
   echo
-  found=0
-  for log in .build-fuzz/fuzz-*.log; do
-    [ -f "$log" ] || continue
-    found=1
-    target=$(basename "$log" .log)
-    echo "- $target: $(grep -E '^Done [0-9]+ runs' "$log" | tail -1 || echo 'no Done line')"
-  done
-  [ "$found" = 1 ] || echo "- no fuzz logs here: run scripts/fuzz.sh --runs 10000000 first"
+  bash scripts/fuzz.sh --ledger | sed 's/^/- /'
 } > "$out"
 echo "wrote $out"

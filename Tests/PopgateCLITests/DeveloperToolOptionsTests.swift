@@ -101,4 +101,47 @@ struct DeveloperToolOptionsTests {
             #expect(!refused.output.contains("Building"), "\(arguments): \(refused.output)")
         }
     }
+
+    @Test("fuzz.sh's ledger: each target's code has a version; --ledger sums the runs of each version as it is now")
+    func fuzzLedger() async throws {
+        let script = Self.root.appendingPathComponent("scripts/fuzz.sh").path
+        var versions: [String: String] = [:]
+        for target in ["fuzz-rules", "fuzz-relay"] {
+            let code = try await Self.run("/bin/bash", [script, "--code", target])
+            #expect(code.status == 0, "\(code.output)")
+            let version = code.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(version == "uncommitted" || (version.count == 12 && version.allSatisfy(\.isHexDigit)), "\(version)")
+            versions[target] = version
+        }
+        let refused = try await Self.run("/bin/bash", [script, "--code", "fuzz-nothing"])
+        #expect(refused.status == 2, "\(refused.output)")
+        let rules = try #require(versions["fuzz-rules"])
+        let relay = try #require(versions["fuzz-relay"])
+        guard rules != "uncommitted", relay != "uncommitted" else { return }
+        // Two different parts of the code: each has its own version.
+        #expect(rules != relay)
+        let ledger = ServeProcessTests.temporary("ledger")
+        defer { try? FileManager.default.removeItem(atPath: ledger) }
+        let rows = [
+            "# a comment",
+            "2026-01-01\tfuzz-rules\t6000000\t0\t\(rules)\tfirst",
+            "2026-01-02\tfuzz-rules\t4000000\t0\t\(rules)\tsecond",
+            "2026-01-01\tfuzz-rules\t9\t0\t000000000000\tan earlier version",
+            "2026-01-03\tfuzz-relay\t0\t1\t\(relay)\ta finding",
+            "2026-01-03\tfuzz-relay\t5\t0\t\(relay)\tsmall",
+        ]
+        try (rows.joined(separator: "\n") + "\n").write(toFile: ledger, atomically: true, encoding: .utf8)
+        let report = try await Self.run("/usr/bin/env", ["FUZZ_LEDGER=\(ledger)", "/bin/bash", script, "--ledger"])
+        #expect(report.status == 0, "\(report.output)")
+        let lines = report.output.split(separator: "\n")
+        let rulesLine = try #require(lines.first { $0.hasPrefix("fuzz-rules:") }, "\(report.output)")
+        #expect(rulesLine.contains("10000000 inputs on the code as it is now (\(rules)), 0 crash(es): met"))
+        #expect(rulesLine.contains("runs from 2026-01-01 to 2026-01-02"))
+        #expect(rulesLine.contains("9 more on earlier versions"))
+        let relayLine = try #require(lines.first { $0.hasPrefix("fuzz-relay:") }, "\(report.output)")
+        #expect(relayLine.contains("5 inputs on the code as it is now (\(relay)), 1 crash(es): a crash to fix"))
+        let packets = try #require(lines.first { $0.hasPrefix("fuzz-packets:") }, "\(report.output)")
+        #expect(packets.contains("0 inputs") && packets.contains("short of 10,000,000"))
+        #expect(lines.count == 6)
+    }
 }
