@@ -214,7 +214,7 @@ struct RelayDefectTests {
                 seen.append(line)
                 return "+OK\r\n"
             },
-            adjust: { $0.shutdownGrace = .milliseconds(500) },
+            adjust: { $0.shutdownGrace = .seconds(3) },
             body: { gateway in
                 let port = gateway.port
                 let client = try RawSocket(port: port)
@@ -224,16 +224,21 @@ struct RelayDefectTests {
                 _ = await client.readUntil("+OK\r\n")
                 let start = ContinuousClock.now
                 async let stopped: Void = gateway.stop()
-                try await Task.sleep(for: .milliseconds(200))
-                #expect(throws: RawSocketError.self) { try RawSocket(port: port) }
+                // The listener closes first, well within the grace period (a loaded machine may take a while).
+                var refused = false
+                for _ in 0..<25 where !refused {
+                    try await Task.sleep(for: .milliseconds(100))
+                    do { try RawSocket(port: port).close() } catch { refused = true }
+                }
+                #expect(refused)
                 await stopped
                 // It waited the grace period for the session, then ended it.
-                #expect(ContinuousClock.now - start >= .milliseconds(500))
+                #expect(ContinuousClock.now - start >= .seconds(3))
                 #expect(await client.readAll(seconds: 3) == "")
                 #expect(seen.lines == ["USER alice"])
-                #expect(
-                    gateway.sink.ended.withLockedValue { $0.values.first?.ending } == SessionEnd.shutdown.rawValue
-                )
+                // The logged-in session ended by shutdown (one the polling opened before the close, by its client).
+                let endings = gateway.sink.ended.withLockedValue { $0.values.map(\.ending) }
+                #expect(endings.filter { $0 == SessionEnd.shutdown.rawValue }.count == 1, "\(endings)")
             }
         )
     }
