@@ -4,8 +4,8 @@
 # processes share each target's corpus (one per core), the N inputs split among them and summed in the log.
 # Targets named (fuzz-rules ...) run alone. --smoke: a few seconds each, failing unless libFuzzer reports runs
 # (what the tests run). A crash leaves its input in .build-fuzz/crashes/TARGET/ and fails the script: make it a
-# regression test. Each run but a smoke run is added to Fuzz/runs.tsv with the version of the code it fuzzed;
-# --ledger says, per target, how many inputs the code as committed now has had (Benchmarks/RESULTS.md shows it).
+# regression test. Each run but a smoke run is added to Fuzz/runs.tsv ($FUZZ_LEDGER if set, smoke runs too) with
+# the version of the code it fuzzed; --ledger: per target, the inputs on its code as committed now (RESULTS.md).
 # Usage: scripts/fuzz.sh [--smoke] [--runs N] [--jobs J] [SECONDS] [TARGET...]
 #        scripts/fuzz.sh --ledger | --code TARGET
 set -euo pipefail
@@ -18,6 +18,7 @@ jobs=1
 targets=()
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "$1"; }
 all=(fuzz-proxy-header fuzz-rules fuzz-conversation fuzz-relay fuzz-packets fuzz-config)
+known() { [[ " ${all[*]} " == *" $1 "* ]]; }
 # What each target fuzzes: its harness and the sources it reaches. A change to any of them starts its count anew.
 paths() {
   local common=(Fuzz/FuzzDriver "Fuzz/$1")
@@ -39,6 +40,8 @@ code() {
   for file in "${files[@]}"; do git rev-parse "HEAD:$file" 2>/dev/null || echo "-"; done | sha1sum | cut -c1-12
 }
 ledger="${FUZZ_LEDGER:-Fuzz/runs.tsv}"
+# Smoke runs (the tests') go only to a ledger named for them: the tests check the rows a run adds.
+smokeLedger="${FUZZ_LEDGER:-}"
 # Per target: the inputs on the code as committed now (rows of the ledger with its version), crashes among them.
 report() {
   for target in "${all[@]}"; do
@@ -59,16 +62,17 @@ report() {
       }' "$ledger"
   done
 }
-# A row of the ledger: date, target, inputs, crashes, the code's version, how it ran.
+# A row of the ledger: date, target, inputs, crashes, and the code's version and commit when the run began.
 record() {
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%d)" "$1" "$2" "$3" "$(code "$1")" \
-    "scripts/fuzz.sh at $(git rev-parse --short HEAD), $jobs process(es)" >> "$ledger"
+  [ -z "$smoke" ] || [ -n "$smokeLedger" ] || return 0
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%d)" "$1" "$2" "$3" "$version" \
+    "scripts/fuzz.sh at $commit, $jobs process(es)${smoke:+, smoke}" >> "$ledger"
 }
 while [ $# -gt 0 ]; do
   case "$1" in
     --ledger) report; exit 0 ;;
     --code)
-      [ $# -ge 2 ] && [[ " ${all[*]} " == *" $2 "* ]] || { echo "fuzz.sh: --code needs a target (${all[*]})" >&2; exit 2; }
+      [ $# -ge 2 ] && known "$2" || { echo "fuzz.sh: --code needs a target (${all[*]})" >&2; exit 2; }
       code "$2"; exit 0 ;;
     --smoke) smoke=1; seconds=5 ;;
     --runs|--jobs)
@@ -87,7 +91,7 @@ for number in "$seconds" "$jobs" ${runs:+"$runs"}; do
 done
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 for target in "${targets[@]}"; do
-  [[ " ${all[*]} " == *" $target "* ]] || { echo "fuzz.sh: no target $target (targets: ${all[*]})" >&2; exit 2; }
+  known "$target" || { echo "fuzz.sh: no target $target (targets: ${all[*]})" >&2; exit 2; }
 done
 export SWIFT_BACKTRACE=enable=no   # the backtracer can hang after a crash
 # Without allocation stacks (a finding's input is rerun to see them) and without the per-input leak check:
@@ -155,6 +159,9 @@ printf 'listen: 127.0.0.1:1110\nupstream: pop://legacy.example.org\nlive: true\n
 status=0
 for target in "${targets[@]}"; do
   echo "== $target"
+  # The code this run fuzzes, as it is when it begins (a commit during a long run does not move it).
+  version=$(code "$target")
+  commit=$(git rev-parse --short HEAD)
   # One -sanitize flag with both: swift-driver keeps only the last of several, and SwiftPM's order of its two
   # varies, so a build had either no coverage (libFuzzer ran blind) or no address sanitizer in Swift code.
   # Release: whole-module optimization specializes the generics a debug build calls across files (the
@@ -199,7 +206,7 @@ for target in "${targets[@]}"; do
   if [ "$failed" = 1 ]; then
     echo "$target: libFuzzer stopped with a finding; see $log and $crashes/"
     tail -20 "$log"
-    [ -n "$smoke" ] || record "$target" 0 1
+    record "$target" 0 1
     status=1
     continue
   fi
@@ -210,7 +217,7 @@ for target in "${targets[@]}"; do
   fi
   done_line=$(grep -E '^Done [0-9]+ runs' "$log" | tail -1 || true)
   echo "$target: ${done_line:-no Done line}; $(grep -oE 'cov: [0-9]+' "$log" | tail -1)"
-  if [ -z "$smoke" ] && [ -n "$done_line" ] && [ "${counters:-0}" -ge 5000 ]; then
+  if [ -n "$done_line" ] && [ "${counters:-0}" -ge 5000 ]; then
     record "$target" "$(echo "$done_line" | grep -oE '[0-9]+' | head -1)" 0
   fi
   if [ -n "$smoke" ] && ! echo "$done_line" | grep -qE '^Done [1-9][0-9]* runs'; then

@@ -24,4 +24,13 @@ swift test --skip-build --filter lowDescriptorLimit
 echo "== the operator's kit (man page, completions, systemd unit)"
 bash scripts/check-kit.sh
 echo "== fuzz smoke (each libFuzzer target a few seconds; scripts/fuzz.sh SECONDS for a longer run)"
-bash scripts/fuzz.sh --smoke
+# The smoke runs' rows go to a ledger of their own, checked: each target once, with inputs and its code's version.
+smoke_ledger=$(mktemp)
+FUZZ_LEDGER="$smoke_ledger" bash scripts/fuzz.sh --smoke
+for target in fuzz-proxy-header fuzz-rules fuzz-conversation fuzz-relay fuzz-packets fuzz-config; do
+  version=$(bash scripts/fuzz.sh --code "$target")
+  awk -F'\t' -v t="$target" -v v="$version" '$2 == t && $3 > 0 && $4 == 0 && $5 == v { n++ } END { exit n == 1 ? 0 : 1 }' \
+    "$smoke_ledger" || { echo "fuzz ledger: no one row for $target (version $version):"; cat "$smoke_ledger"; exit 1; }
+done
+rm -f "$smoke_ledger"
+echo "fuzz ledger: each smoke run recorded with its code's version"

@@ -207,15 +207,9 @@ struct RelayDefectTests {
 
     @Test("shutdown: the listener refuses at once; a session open past the grace period is closed, without QUIT")
     func graceEnds() async throws {
-        let seen = NIOLockedBox()
-        try await FaultyUpstream.withGateway(
-            greeting: "+OK hi\r\n",
-            respond: { line in
-                seen.append(line)
-                return "+OK\r\n"
-            },
+        try await FaultyUpstream.withRecordingGateway(
             adjust: { $0.shutdownGrace = .seconds(3) },
-            body: { gateway in
+            body: { gateway, seen in
                 let port = gateway.port
                 let client = try RawSocket(port: port)
                 defer { client.close() }
@@ -271,15 +265,9 @@ struct RelayDefectTests {
 
     @Test("a client that sends a command one octet at a time is cut by the line time, without QUIT upstream")
     func drippingClientIsCut() async throws {
-        let seen = NIOLockedBox()
-        try await FaultyUpstream.withGateway(
-            greeting: "+OK hi\r\n",
-            respond: { line in
-                seen.append(line)
-                return "+OK\r\n"
-            },
+        try await FaultyUpstream.withRecordingGateway(
             adjust: { $0.lineTimeout = .seconds(1) },
-            body: { gateway in
+            body: { gateway, seen in
                 let client = try RawSocket(port: gateway.port)
                 defer { client.close() }
                 _ = await client.readUntil("+OK hi\r\n")

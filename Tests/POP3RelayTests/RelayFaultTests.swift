@@ -44,6 +44,23 @@ final class FaultyUpstream: ChannelInboundHandler, Sendable {
         }
     }
 
+    /// A gateway in front of an upstream that greets "+OK hi", answers every line "+OK" and keeps the lines it got.
+    static func withRecordingGateway(
+        adjust: (inout RelayConfiguration) -> Void = { _ in },
+        body: (Gateway, NIOLockedBox) async throws -> Void
+    ) async throws {
+        let seen = NIOLockedBox()
+        try await Self.withGateway(
+            greeting: "+OK hi\r\n",
+            respond: { line in
+                seen.append(line)
+                return "+OK\r\n"
+            },
+            adjust: adjust,
+            body: { try await body($0, seen) }
+        )
+    }
+
     /// Runs `body` with a gateway in front of a new misbehaving upstream; stops both afterwards, whatever happens.
     static func withGateway(
         greeting: String?,
