@@ -987,6 +987,9 @@ if rounds > 2, roundCPU["NIO glue"] != nil {
 costLine("rules", "popgate +rules")
 costLine("PROXY header", "popgate +PROXY header")
 costLine("transcripts", "popgate +transcripts")
+costLine("live page (no viewer)", "popgate +http, no viewer")
+costLine("live page (a viewer)", "popgate +http, a viewer")
+costLine("--before", "popgate before")
 cpuTable("per GB RETR", retrCPU.mapValues { ($0.seconds, $0.octets) }, unit: 1e9, "%.2f s")
 
 if !idleMemory.isEmpty {

@@ -115,6 +115,53 @@ struct LiveBoardTests {
         #expect(updates.last?["anomalies"] as? Int == 0, "the end's own count, from the summary")
         #expect(updates.last?["ending"] as? String == "the client quit")
     }
+
+    /// Runs `body` on a thread of its own and waits for it: as an event loop reports its sessions.
+    static func onThread(_ body: @escaping @Sendable () -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            body()
+            done.signal()
+        }.start()
+        done.wait()
+    }
+
+    @Test("sessions from two event loops: one list, newest first, the recent limit over both; a viewer follows either")
+    func twoLoops() async throws {
+        var limits = LiveBoard.Limits()
+        limits.recentSessions = 3
+        let board = LiveBoard(limits: limits)
+        // Thread A: sessions 1, 3, 5 end; thread B: 2, 4, 6 end, and "open" stays open.
+        Self.onThread {
+            for n in [1, 3, 5] {
+                board.sessionStarted(Self.info("\(n)"), time: Double(n))
+                board.sessionEnded(Self.info("\(n)"), time: Double(n) + 0.5, summary: Self.summary)
+            }
+        }
+        Self.onThread {
+            for n in [2, 4, 6] {
+                board.sessionStarted(Self.info("\(n)"), time: Double(n))
+                board.sessionEnded(Self.info("\(n)"), time: Double(n) + 0.5, summary: Self.summary)
+            }
+            board.sessionStarted(Self.info("open"), time: 7)
+        }
+        #expect(board.summaries().map(\.id) == ["open", "6", "5", "4"], "the newest three ended, of both loops")
+        // A session is found from a thread it did not start on (the calls here come from the test's).
+        let (stream, _) = board.subscribe(follow: "open")
+        board.events([Self.command("NOOP from elsewhere")], session: Self.info("open"), time: 8)
+        Self.onThread { board.events([Self.command("NOOP from its loop")], session: Self.info("open"), time: 9) }
+        board.finishViewers()
+        var listed: [String] = []
+        var records: [String] = []
+        for await message in stream {
+            if message.event == "session" { listed.append(message.data) }
+            if message.event == "record" { records.append(message.data) }
+        }
+        #expect(listed.count == 4, "the three recent ended and the open one, once each")
+        #expect(records.contains { $0.contains("NOOP from elsewhere") })
+        #expect(records.last?.contains("NOOP from its loop") == true)
+        #expect(board.transcript("open")?.records.count == 3, "its start and both commands")
+    }
 }
 
 @Suite("the gateway's metrics")
@@ -164,6 +211,30 @@ struct GatewayMetricsTests {
         #expect(text.contains(#"popgate_tls_handshakes_total{listener="front",peer="client",result="failed"} 1"#))
         #expect(text.contains(#"popgate_octets_total{direction="from_upstream"} 20"#))
         for leaked in ["XYZZY", "alice", "192.0.2.7", "198.51.100.1"] { #expect(!text.contains(leaked), "\(leaked)") }
+    }
+
+    @Test("commands counted on several threads all reach /metrics, each once however often it is read")
+    func countsFromThreads() {
+        let metrics = GatewayMetrics(listeners: ["front"])
+        let info = SessionInfo(id: "1", client: nil, server: nil)
+        let noop = ConversationEvent.command(CommandEvent(verb: "NOOP", command: .noop, text: "NOOP", note: ""))
+        // Four threads at once; threads that end keep their counts: each is added at the next exposition.
+        let done = DispatchGroup()
+        for _ in 0..<4 {
+            done.enter()
+            Thread {
+                for _ in 0..<250 { metrics.events([noop], session: info, time: 0) }
+                done.leave()
+            }.start()
+        }
+        done.wait()
+        #expect(metrics.exposition().contains(#"popgate_commands_total{verb="NOOP"} 1000"#))
+        #expect(
+            metrics.exposition().contains(#"popgate_commands_total{verb="NOOP"} 1000"#),
+            "read again: not added twice"
+        )
+        metrics.events([noop], session: info, time: 0)
+        #expect(metrics.exposition().contains(#"popgate_commands_total{verb="NOOP"} 1001"#))
     }
 
     @Test("the token comparison: equal only when equal, whatever the lengths")

@@ -1,6 +1,8 @@
 import NIOConcurrencyHelpers
+import NIOPosix
 import POP3Core
 import POP3NIO
+import Synchronization
 
 /// The sessions the live page shows, open and recent, each with its annotated transcript, and the viewers that
 /// follow them.
@@ -9,6 +11,11 @@ import POP3NIO
 /// viewer that does not keep up loses events (and is told how many), it never holds a session back. Transcripts
 /// are rendered (in the transcript's JSON schema, secrets masked as in every transcript) only when someone asks
 /// for them or follows the session, so a board nobody watches costs little more than keeping the events.
+///
+/// Sessions are kept in shards, one for each thread that reports sessions (each event loop), each with its own
+/// lock: a session's calls come from its loop, so the loops never wait for each other (one lock for all cost
+/// each session tens of microseconds on two cores). Each shard keeps up to `recentSessions` ended sessions;
+/// the list shows the newest `recentSessions` of them all.
 public final class LiveBoard: ConversationSink {
     public struct Limits: Sendable {
         /// Transcript records kept per session; the oldest go first, and the count of those gone is shown.
@@ -77,7 +84,9 @@ public final class LiveBoard: ConversationSink {
         public var wire: String { "event: \(self.event)\ndata: \(self.data)\n\n" }
     }
 
-    private struct Session {
+    /// A class, so that a change is made where the dictionary holds it, with one lookup and no copy of its
+    /// arrays. Only touched inside its shard's lock.
+    private final class Session: @unchecked Sendable {
         var summary: Summary
         var renderer: TranscriptRenderer
         /// Rendered records, oldest first.
@@ -88,20 +97,30 @@ public final class LiveBoard: ConversationSink {
         var pending: [(Double, ConversationEvent)] = []
         /// The session's start and end, rendered with the rest when someone asks.
         var start: (time: Double, info: SessionInfo)?
-        var end: (time: Double, text: String)?
+        var end: (time: Double, summary: SessionSummary, described: String?)?
         var followers = 0
+
+        init(summary: Summary, renderer: TranscriptRenderer, start: (time: Double, info: SessionInfo)) {
+            self.summary = summary
+            self.renderer = renderer
+            self.start = start
+        }
+
+        var unrendered: Int { self.pending.count + self.records.count }
     }
 
-    /// A session is taken out of the dictionary while it changes and put back, so that its arrays are not
-    /// copied on every change (the dictionary would otherwise still hold them).
-    private struct State {
+    /// One thread's sessions. Lock order: a shard, then ``viewers``; every shard at once only in
+    /// ``subscribe(follow:)``, in the order of ``shards``.
+    private final class Shard: @unchecked Sendable {
+        let lock = NIOLock()
         var sessions: [String: Session] = [:]
         /// Ended sessions' ids, oldest first.
         var recent: [String] = []
-        var viewers: [Int: Viewer] = [:]
-        var nextViewer = 0
-        /// Viewers that get every session's list updates.
-        var listViewers = 0
+    }
+
+    private struct Viewers {
+        var all: [Int: Viewer] = [:]
+        var next = 0
     }
 
     /// One open page (or API stream): its queue, what it follows, what it lost.
@@ -121,30 +140,70 @@ public final class LiveBoard: ConversationSink {
     }
 
     public let limits: Limits
-    private let state = NIOLockedValueBox(State())
+    private let perThread = ThreadSpecificVariable<Shard>()
+    private let shards = NIOLockedValueBox([Shard]())
+    private let viewers = NIOLockedValueBox(Viewers())
+    /// Viewers connected, read without the viewers' lock: with none, nothing is broadcast.
+    private let viewerTotal = Atomic<Int>(0)
 
     public init(limits: Limits = Limits()) {
         self.limits = limits
+    }
+
+    /// The calling thread's shard, made on its first session.
+    private var shard: Shard {
+        if let shard = self.perThread.currentValue { return shard }
+        let shard = Shard()
+        self.perThread.currentValue = shard
+        self.shards.withLockedValue { $0.append(shard) }
+        return shard
+    }
+
+    /// Runs `body` on a session under its shard's lock: the calling thread's shard first (where a session's
+    /// calls come from), then the others.
+    @discardableResult
+    private func withSession<T>(_ id: String, _ body: (Session, Shard) -> T) -> T? {
+        let own = self.shard
+        if let found = own.lock.withLock({ own.sessions[id].map { body($0, own) } }) { return found }
+        for shard in self.shards.withLockedValue({ $0 }) where shard !== own {
+            if let found = shard.lock.withLock({ shard.sessions[id].map { body($0, shard) } }) { return found }
+        }
+        return nil
     }
 
     // MARK: - Reading
 
     /// Open sessions first (newest first), then the recent ones (newest first).
     public func summaries() -> [Summary] {
-        self.state.withLockedValue { state in
-            let open = state.sessions.values.filter { $0.summary.ended == nil }.map(\.summary)
-                .sorted { ($0.started, $0.id) > ($1.started, $1.id) }
-            let ended = state.recent.reversed().compactMap { state.sessions[$0]?.summary }
-            return open + ended
+        let (open, ended) = self.allSummaries()
+        return open.reversed() + ended.reversed()
+    }
+
+    /// Open sessions and the newest `recentSessions` ended ones, each oldest first.
+    private func allSummaries() -> (open: [Summary], ended: [Summary]) {
+        var open: [Summary] = []
+        var ended: [Summary] = []
+        for shard in self.shards.withLockedValue({ $0 }) {
+            shard.lock.withLockVoid { Self.collect(shard, open: &open, ended: &ended) }
         }
+        return Self.ordered(open: open, ended: ended, limit: self.limits.recentSessions)
+    }
+
+    private static func collect(_ shard: Shard, open: inout [Summary], ended: inout [Summary]) {
+        for session in shard.sessions.values where session.summary.ended == nil { open.append(session.summary) }
+        for id in shard.recent { if let session = shard.sessions[id] { ended.append(session.summary) } }
+    }
+
+    private static func ordered(open: [Summary], ended: [Summary], limit: Int) -> (open: [Summary], ended: [Summary]) {
+        let open = open.sorted { ($0.started, $0.id) < ($1.started, $1.id) }
+        let ended = ended.sorted { ($0.ended ?? 0, $0.id) < ($1.ended ?? 0, $1.id) }.suffix(limit)
+        return (open, Array(ended))
     }
 
     /// A session's summary and its transcript records so far; nil for a session the board does not have.
     public func transcript(_ id: String) -> (summary: Summary, records: [String], dropped: Int)? {
-        self.state.withLockedValue { state in
-            guard var session = state.sessions.removeValue(forKey: id) else { return nil }
-            _ = Self.render(&session, limit: self.limits.recordsPerSession)
-            state.sessions[id] = session
+        self.withSession(id) { session, _ in
+            _ = Self.render(session, limit: self.limits.recordsPerSession)
             return (session.summary, session.records, session.droppedRecords)
         }
     }
@@ -159,51 +218,49 @@ public final class LiveBoard: ConversationSink {
             bufferingPolicy: .bufferingOldest(self.limits.viewerQueue)
         )
         let viewer = Viewer(continuation: continuation, follow: follow)
-        let number = self.state.withLockedValue { state -> Int in
-            let number = state.nextViewer
-            state.nextViewer += 1
-            state.viewers[number] = viewer
-            state.listViewers += 1
-            for summary in Self.listed(state) { viewer.send(Message(event: "session", data: summary.json)) }
-            if let follow, var session = state.sessions.removeValue(forKey: follow) {
-                session.followers += 1
-                _ = Self.render(&session, limit: self.limits.recordsPerSession)
-                if session.droppedRecords > 0 {
-                    viewer.send(Message(event: "dropped", data: "{\"records\":\(session.droppedRecords)}"))
-                }
-                for record in session.records { viewer.send(Message(event: "record", data: record)) }
-                state.sessions[follow] = session
-            }
+        // Every shard held while the viewer joins, so that it gets each session's state once and every change
+        // after it, in order.
+        let shards = self.shards.withLockedValue { $0 }
+        for shard in shards { shard.lock.lock() }
+        defer { for shard in shards.reversed() { shard.lock.unlock() } }
+        let number = self.viewers.withLockedValue { viewers -> Int in
+            let number = viewers.next
+            viewers.next += 1
+            viewers.all[number] = viewer
             return number
+        }
+        self.viewerTotal.add(1, ordering: .relaxed)
+        var open: [Summary] = []
+        var ended: [Summary] = []
+        for shard in shards { Self.collect(shard, open: &open, ended: &ended) }
+        let listed = Self.ordered(open: open, ended: ended, limit: self.limits.recentSessions)
+        for summary in listed.ended + listed.open { viewer.send(Message(event: "session", data: summary.json)) }
+        if let follow, let session = shards.lazy.compactMap({ $0.sessions[follow] }).first {
+            session.followers += 1
+            _ = Self.render(session, limit: self.limits.recordsPerSession)
+            if session.droppedRecords > 0 {
+                viewer.send(Message(event: "dropped", data: "{\"records\":\(session.droppedRecords)}"))
+            }
+            for record in session.records { viewer.send(Message(event: "record", data: record)) }
         }
         continuation.onTermination = { [weak self] _ in self?.unsubscribe(number) }
         return (stream, { viewer.missed.withLockedValue { $0 } })
     }
 
     private func unsubscribe(_ number: Int) {
-        self.state.withLockedValue { state in
-            guard let viewer = state.viewers.removeValue(forKey: number) else { return }
-            state.listViewers -= 1
-            if let follow = viewer.follow { state.sessions[follow]?.followers -= 1 }
-        }
+        guard let viewer = self.viewers.withLockedValue({ $0.all.removeValue(forKey: number) }) else { return }
+        self.viewerTotal.subtract(1, ordering: .relaxed)
+        if let follow = viewer.follow { self.withSession(follow) { session, _ in session.followers -= 1 } }
     }
 
     /// Ends every viewer's stream (at shutdown).
     public func finishViewers() {
-        let viewers = self.state.withLockedValue { Array($0.viewers.values) }
+        let viewers = self.viewers.withLockedValue { Array($0.all.values) }
         for viewer in viewers { viewer.continuation.finish() }
     }
 
     /// How many viewers are connected.
-    public var viewerCount: Int { self.state.withLockedValue { $0.viewers.count } }
-
-    private static func listed(_ state: State) -> [Summary] {
-        let ended = state.recent.compactMap { state.sessions[$0]?.summary }
-        let open = state.sessions.values.filter { $0.summary.ended == nil }.map(\.summary).sorted {
-            ($0.started, $0.id) < ($1.started, $1.id)
-        }
-        return ended + open
-    }
+    public var viewerCount: Int { self.viewers.withLockedValue { $0.all.count } }
 
     // MARK: - ConversationSink
 
@@ -217,127 +274,145 @@ public final class LiveBoard: ConversationSink {
             listener: info.listener,
             started: time
         )
-        self.state.withLockedValue { state in
-            state.sessions[info.id] = Session(
+        let shard = self.shard
+        shard.lock.withLockVoid {
+            shard.sessions[info.id] = Session(
                 summary: summary,
                 renderer: TranscriptRenderer(session: info.id, format: .json),
                 start: (time, info)
             )
-            self.broadcast(summary, in: state)
+            self.broadcast(summary)
         }
     }
 
     public func events(_ events: [ConversationEvent], session info: SessionInfo, time: Double) {
-        self.state.withLockedValue { state in
-            guard var session = state.sessions.removeValue(forKey: info.id) else { return }
-            var changed = false
-            for event in events {
-                switch event {
-                case .bodyLine, .bodyChunk:
-                    // Folded: the body's end says its size.
-                    continue
-                case .command(let command):
-                    session.summary.commands += 1
-                    session.summary.clientOctets += command.text.utf8.count + 2
-                    if session.summary.user == nil {
-                        switch command.command {
-                        case .user(let name)?, .apop(let name, _)?:
-                            session.summary.user = name
-                            changed = true
-                        default: break
-                        }
-                    }
-                case .saslResponse(let response):
-                    session.summary.clientOctets += response.octets + 2
-                case .reply(let reply):
-                    session.summary.serverOctets += reply.text.utf8.count + 2
-                case .bodyEnd(let body):
-                    session.summary.serverOctets += body.octets + 3
-                    changed = true
-                case .stateChanged(let state, _):
-                    session.summary.state = state
-                    changed = true
-                case .anomaly:
-                    session.summary.anomalies += 1
-                    changed = true
-                case .opaque(let side, let octets):
-                    if side == .client {
-                        session.summary.clientOctets += octets
-                    } else {
-                        session.summary.serverOctets += octets
-                    }
-                default:
-                    break
-                }
-                session.pending.append((time, event))
-            }
+        // The id alone is taken into the closure: a copy of the whole info costs a retain for each of its strings.
+        let id = info.id
+        self.withSession(id) { session, _ in
+            let changed = Self.take(events, time: time, into: session)
             if session.followers > 0 {
-                let fresh = Self.render(&session, limit: self.limits.recordsPerSession)
-                for viewer in state.viewers.values where viewer.follow == info.id {
-                    for record in fresh { viewer.send(Message(event: "record", data: record)) }
-                }
-            } else if session.pending.count + session.records.count > 2 * self.limits.recordsPerSession {
-                _ = Self.render(&session, limit: self.limits.recordsPerSession)
+                self.sendFresh(session, to: id)
+            } else if session.unrendered > 2 * self.limits.recordsPerSession {
+                _ = Self.render(session, limit: self.limits.recordsPerSession)
             }
-            if changed { self.broadcast(session.summary, in: state) }
-            state.sessions[info.id] = session
+            if changed { self.broadcast(session.summary) }
         }
     }
 
+    /// Counts a session's events into its summary and keeps them for rendering; true when the list's row changed.
+    private static func take(_ events: [ConversationEvent], time: Double, into session: Session) -> Bool {
+        var changed = false
+        for event in events {
+            switch event {
+            case .bodyLine, .bodyChunk:
+                // Folded: the body's end says its size.
+                continue
+            case .command(let command):
+                session.summary.commands += 1
+                session.summary.clientOctets += command.text.utf8.count + 2
+                if session.summary.user == nil {
+                    switch command.command {
+                    case .user(let name)?, .apop(let name, _)?:
+                        session.summary.user = name
+                        changed = true
+                    default: break
+                    }
+                }
+            case .saslResponse(let response):
+                session.summary.clientOctets += response.octets + 2
+            case .reply(let reply):
+                session.summary.serverOctets += reply.text.utf8.count + 2
+            case .bodyEnd(let body):
+                session.summary.serverOctets += body.octets + 3
+                changed = true
+            case .stateChanged(let state, _):
+                session.summary.state = state
+                changed = true
+            case .anomaly:
+                session.summary.anomalies += 1
+                changed = true
+            case .opaque(let side, let octets):
+                if side == .client {
+                    session.summary.clientOctets += octets
+                } else {
+                    session.summary.serverOctets += octets
+                }
+            default:
+                break
+            }
+            session.pending.append((time, event))
+        }
+        return changed
+    }
+
     public func userIdentified(_ user: String, session info: SessionInfo) {
-        self.state.withLockedValue { state in
-            guard var session = state.sessions.removeValue(forKey: info.id) else { return }
+        self.withSession(info.id) { session, _ in
             session.summary.user = user
-            self.broadcast(session.summary, in: state)
-            state.sessions[info.id] = session
+            self.broadcast(session.summary)
         }
     }
 
     public func sessionEnded(_ info: SessionInfo, time: Double, summary: SessionSummary) {
-        self.sessionEnded(info, time: time, summary: summary, described: summary.description)
+        self.end(info, time: time, summary: summary, described: nil)
     }
 
     /// `described`: the end record's text, when the one who saw the session says more than its summary (a
     /// capture's reassembly figures).
     public func sessionEnded(_ info: SessionInfo, time: Double, summary: SessionSummary, described: String) {
-        self.state.withLockedValue { state in
-            guard var session = state.sessions.removeValue(forKey: info.id) else { return }
-            session.end = (time, described)
-            session.summary.ended = time
-            session.summary.ending = summary.ending ?? "closed"
-            session.summary.state = summary.finalState
-            session.summary.clientOctets = summary.clientOctets
-            session.summary.serverOctets = summary.serverOctets
-            session.summary.commands = summary.commands
-            session.summary.anomalies = summary.anomalies
-            if session.followers > 0 {
-                let fresh = Self.render(&session, limit: self.limits.recordsPerSession)
-                for viewer in state.viewers.values where viewer.follow == info.id {
-                    for record in fresh { viewer.send(Message(event: "record", data: record)) }
-                }
+        self.end(info, time: time, summary: summary, described: described)
+    }
+
+    /// The end record's text is made when someone reads it: from `described`, or else from the summary.
+    private func end(_ info: SessionInfo, time: Double, summary: SessionSummary, described: String?) {
+        let id = info.id
+        self.withSession(id) { session, shard in
+            Self.end(session, time: time, summary: summary, described: described)
+            if session.followers > 0 { self.sendFresh(session, to: id) }
+            self.broadcast(session.summary)
+            shard.recent.append(id)
+            if shard.recent.count > self.limits.recentSessions {
+                let over = shard.recent.count - self.limits.recentSessions
+                for gone in shard.recent.prefix(over) { shard.sessions.removeValue(forKey: gone) }
+                shard.recent.removeFirst(over)
             }
-            state.sessions[info.id] = session
-            state.recent.append(info.id)
-            if state.recent.count > self.limits.recentSessions {
-                let over = state.recent.count - self.limits.recentSessions
-                for gone in state.recent.prefix(over) { state.sessions.removeValue(forKey: gone) }
-                state.recent.removeFirst(over)
-            }
-            self.broadcast(session.summary, in: state)
         }
     }
 
-    // MARK: - Inside the lock
+    private static func end(_ session: Session, time: Double, summary: SessionSummary, described: String?) {
+        session.end = (time, summary, described)
+        session.summary.ended = time
+        session.summary.ending = summary.ending ?? "closed"
+        session.summary.state = summary.finalState
+        session.summary.clientOctets = summary.clientOctets
+        session.summary.serverOctets = summary.serverOctets
+        session.summary.commands = summary.commands
+        session.summary.anomalies = summary.anomalies
+    }
 
-    private func broadcast(_ summary: Summary, in state: State) {
-        guard state.listViewers > 0 else { return }
+    // MARK: - Inside a shard's lock
+
+    private func broadcast(_ summary: Summary) {
+        guard self.viewerTotal.load(ordering: .relaxed) > 0 else { return }
         let message = Message(event: "session", data: summary.json)
-        for viewer in state.viewers.values { viewer.send(message) }
+        self.viewers.withLockedValue { viewers in
+            for viewer in viewers.all.values { viewer.send(message) }
+        }
+    }
+
+    /// Renders a followed session's new records and sends them to its followers.
+    private func sendFresh(_ session: Session, to id: String) {
+        let fresh = Self.render(session, limit: self.limits.recordsPerSession)
+        guard !fresh.isEmpty else { return }
+        self.viewers.withLockedValue { viewers in
+            for viewer in viewers.all.values where viewer.follow == id {
+                for record in fresh { viewer.send(Message(event: "record", data: record)) }
+            }
+        }
     }
 
     /// Renders what is pending (the start, the events, the end once it came); returns the records made. Only
     /// for someone who reads them: a session nobody looks at is never rendered.
-    private static func render(_ session: inout Session, limit: Int) -> [String] {
+    private static func render(_ session: Session, limit: Int) -> [String] {
         var fresh: [String] = []
         if let (time, info) = session.start {
             session.start = nil
@@ -351,16 +426,16 @@ public final class LiveBoard: ConversationSink {
         }
         for (time, event) in session.pending { fresh += session.renderer.render(event, time: time) }
         session.pending.removeAll()
-        if let (time, text) = session.end {
+        if let (time, summary, described) = session.end {
             session.end = nil
-            fresh += session.renderer.end(time: time, summary: text)
+            fresh += session.renderer.end(time: time, summary: described ?? summary.description)
         }
         guard !fresh.isEmpty else { return [] }
-        Self.keep(fresh, in: &session, limit: limit)
+        Self.keep(fresh, in: session, limit: limit)
         return fresh
     }
 
-    private static func keep(_ records: [String], in session: inout Session, limit: Int) {
+    private static func keep(_ records: [String], in session: Session, limit: Int) {
         session.records += records
         let over = session.records.count - limit
         if over > 0 {

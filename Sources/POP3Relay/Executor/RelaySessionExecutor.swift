@@ -193,7 +193,7 @@ final class RelaySessionExecutor {
             via: via,
             gateway: self.client?.channel.localAddress.map(ConversationTapHandler.describe),
             listener: self.settings.listenerName,
-            time: self.machine.wallClock(now)
+            time: self.machine.clock.wallClock(now)
         )
         self.pcap = self.settings.pcap?.start(
             id: self.id,
@@ -323,12 +323,25 @@ final class RelaySessionExecutor {
             self.execute(action)
         }
         self.executing = false
+        // The sinks have read a recorded events array by now (one that keeps it makes the array copy itself):
+        // it goes back to the loop's spare with its room, for the next read's events.
+        var recorded: [ConversationEvent]?
+        if let spare, spare.events.capacity == 0 {
+            for case .record(let events) in self.actions.reversed() {
+                recorded = events
+                break
+            }
+        }
         // An idle session holds no array for its next event; a lent one goes back with its room.
         if lent, let spare, spare.actions.capacity == 0, self.actions.capacity <= 64 {
             self.actions.removeAll(keepingCapacity: true)
             swap(&self.actions, &spare.actions)
         } else {
             self.actions = []
+        }
+        if let spare, var events = recorded, events.capacity <= 256 {
+            events.removeAll(keepingCapacity: true)
+            spare.events = events
         }
     }
 
@@ -375,7 +388,7 @@ final class RelaySessionExecutor {
             self.context(side)?.read()
         case .record(let events):
             guard let record = self.record else { return }
-            record.recorder.record(events, time: self.machine.wallClock(.now()))
+            record.recorder.record(events, time: self.machine.clock.wallClock(.now()))
             if self.settings.sink != nil { record.recorder.identified(self.machine.conversation.user) }
         case .export(let export):
             self.pcap?.export(export)
@@ -546,13 +559,12 @@ final class RelaySessionExecutor {
             self.settings.rules?.ended(ticket.value)
             self.ticket = nil
         }
-        let conversation = self.machine.conversation
         self.record?.recorder.end(
-            time: self.machine.wallClock(.now()),
+            time: self.machine.clock.wallClock(.now()),
             clientOctets: self.machine.clientOctets,
             serverOctets: self.machine.upstreamOctets,
-            commands: conversation.commandCount,
-            finalState: conversation.state,
+            commands: self.machine.conversation.commandCount,
+            finalState: self.machine.conversation.state,
             ending: how.rawValue,
             logger: self.settings.logger
         )
