@@ -95,6 +95,10 @@ final class RelaySessionExecutor {
     private let number: Int
     private var id: String { "\(self.settings.idPrefix)-\(self.number)" }
     private var machine: RelayMachine
+    /// The machine's start on both clocks, kept here too: reading the time through a method of the machine
+    /// would copy the whole machine (a retain of each of its references) on every record.
+    private let startedAt: NIODeadline
+    private let wallClockAtStart: Double
     /// The session's record, kept only when someone reads it (`Shared.named`): on the heap, so that a session
     /// nobody reads holds 8 octets for it, not 177.
     private let record: Record?
@@ -148,11 +152,20 @@ final class RelaySessionExecutor {
         }
     }
 
+    /// `now` in seconds since 1970, as the machine counts it.
+    private func wallClock(_ now: NIODeadline) -> Double {
+        self.wallClockAtStart + Double((now - self.startedAt).nanoseconds) / 1e9
+    }
+
     init(_ shared: Shared, number: Int) {
         shared.settings.registry.sessionCreated()
         self.shared = shared
         self.number = number
-        self.machine = RelayMachine(shared: shared.machine, now: .now(), wallClock: Date().timeIntervalSince1970)
+        let now = NIODeadline.now()
+        let wallClock = Date().timeIntervalSince1970
+        self.startedAt = now
+        self.wallClockAtStart = wallClock
+        self.machine = RelayMachine(shared: shared.machine, now: now, wallClock: wallClock)
         self.record =
             shared.named
             ? Record(
@@ -193,7 +206,7 @@ final class RelaySessionExecutor {
             via: via,
             gateway: self.client?.channel.localAddress.map(ConversationTapHandler.describe),
             listener: self.settings.listenerName,
-            time: self.machine.clock.wallClock(now)
+            time: self.wallClock(now)
         )
         self.pcap = self.settings.pcap?.start(
             id: self.id,
@@ -388,7 +401,7 @@ final class RelaySessionExecutor {
             self.context(side)?.read()
         case .record(let events):
             guard let record = self.record else { return }
-            record.recorder.record(events, time: self.machine.clock.wallClock(.now()))
+            record.recorder.record(events, time: self.wallClock(.now()))
             if self.settings.sink != nil { record.recorder.identified(self.machine.conversation.user) }
         case .export(let export):
             self.pcap?.export(export)
@@ -560,7 +573,7 @@ final class RelaySessionExecutor {
             self.ticket = nil
         }
         self.record?.recorder.end(
-            time: self.machine.clock.wallClock(.now()),
+            time: self.wallClock(.now()),
             clientOctets: self.machine.clientOctets,
             serverOctets: self.machine.upstreamOctets,
             commands: self.machine.conversation.commandCount,

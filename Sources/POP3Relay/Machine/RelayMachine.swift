@@ -278,19 +278,8 @@ struct RelayMachine {
     private var clientInput = Self.drained
     private var upstreamInput = Self.drained
     private var lastActivity: NIODeadline
-    /// The session's start on both clocks. The executor reads times through it: a small value of its own, so
-    /// reading one does not copy the machine.
-    let clock: Clock
-
-    struct Clock {
-        let startedAt: NIODeadline
-        let wallClockAtStart: Double
-
-        /// `now` in seconds since 1970: transcripts get wall-clock times.
-        func wallClock(_ now: NIODeadline) -> Double {
-            self.wallClockAtStart + Double((now - self.startedAt).nanoseconds) / 1e9
-        }
-    }
+    private let startedAt: NIODeadline
+    private let wallClockAtStart: Double
     private(set) var clientOctets = 0
     private(set) var upstreamOctets = 0
     /// The rules this session keeps, and the client's address as they see it.
@@ -329,12 +318,13 @@ struct RelayMachine {
         self.conversation = ConversationMachine(shared: shared.conversation)
         self.lastActivity = now
         self.loginDeadline = now + settings.loginTimeout
-        self.clock = Clock(startedAt: now, wallClockAtStart: wallClock)
+        self.startedAt = now
+        self.wallClockAtStart = wallClock
         self.rules = settings.rules?.snapshot
     }
 
     func wallClock(_ now: NIODeadline) -> Double {
-        self.clock.wallClock(now)
+        self.wallClockAtStart + Double((now - self.startedAt).nanoseconds) / 1e9
     }
 
     /// Whether a side may be read now: reads stop while the other side cannot take more (invariant 4).
