@@ -109,8 +109,8 @@ public final class LiveBoard: ConversationSink {
         var unrendered: Int { self.pending.count + self.records.count }
     }
 
-    /// One thread's sessions. Lock order: a shard, then ``viewers``; every shard at once only in
-    /// ``subscribe(follow:)``, in the order of ``shards``.
+    /// One thread's sessions. Lock order: ``shards``, a shard, then ``viewers``; every shard at once only in
+    /// ``subscribe(follow:)``, in the order of ``shards``. No shard's lock is held while ``shards`` is taken.
     private final class Shard: @unchecked Sendable {
         let lock = NIOLock()
         var sessions: [String: Session] = [:]
@@ -219,29 +219,31 @@ public final class LiveBoard: ConversationSink {
         )
         let viewer = Viewer(continuation: continuation, follow: follow)
         // Every shard held while the viewer joins, so that it gets each session's state once and every change
-        // after it, in order.
-        let shards = self.shards.withLockedValue { $0 }
-        for shard in shards { shard.lock.lock() }
-        defer { for shard in shards.reversed() { shard.lock.unlock() } }
-        let number = self.viewers.withLockedValue { viewers -> Int in
-            let number = viewers.next
-            viewers.next += 1
-            viewers.all[number] = viewer
-            return number
-        }
-        self.viewerTotal.add(1, ordering: .relaxed)
-        var open: [Summary] = []
-        var ended: [Summary] = []
-        for shard in shards { Self.collect(shard, open: &open, ended: &ended) }
-        let listed = Self.ordered(open: open, ended: ended, limit: self.limits.recentSessions)
-        for summary in listed.ended + listed.open { viewer.send(Message(event: "session", data: summary.json)) }
-        if let follow, let session = shards.lazy.compactMap({ $0.sessions[follow] }).first {
-            session.followers += 1
-            _ = Self.render(session, limit: self.limits.recordsPerSession)
-            if session.droppedRecords > 0 {
-                viewer.send(Message(event: "dropped", data: "{\"records\":\(session.droppedRecords)}"))
+        // after it, in order; the list of shards too, so that no loop's first session starts a shard meanwhile.
+        let number = self.shards.withLockedValue { shards -> Int in
+            for shard in shards { shard.lock.lock() }
+            defer { for shard in shards.reversed() { shard.lock.unlock() } }
+            let number = self.viewers.withLockedValue { viewers -> Int in
+                let number = viewers.next
+                viewers.next += 1
+                viewers.all[number] = viewer
+                return number
             }
-            for record in session.records { viewer.send(Message(event: "record", data: record)) }
+            self.viewerTotal.add(1, ordering: .relaxed)
+            var open: [Summary] = []
+            var ended: [Summary] = []
+            for shard in shards { Self.collect(shard, open: &open, ended: &ended) }
+            let listed = Self.ordered(open: open, ended: ended, limit: self.limits.recentSessions)
+            for summary in listed.ended + listed.open { viewer.send(Message(event: "session", data: summary.json)) }
+            if let follow, let session = shards.lazy.compactMap({ $0.sessions[follow] }).first {
+                session.followers += 1
+                _ = Self.render(session, limit: self.limits.recordsPerSession)
+                if session.droppedRecords > 0 {
+                    viewer.send(Message(event: "dropped", data: "{\"records\":\(session.droppedRecords)}"))
+                }
+                for record in session.records { viewer.send(Message(event: "record", data: record)) }
+            }
+            return number
         }
         continuation.onTermination = { [weak self] _ in self?.unsubscribe(number) }
         return (stream, { viewer.missed.withLockedValue { $0 } })
