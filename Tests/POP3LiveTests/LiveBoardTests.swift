@@ -213,30 +213,6 @@ struct GatewayMetricsTests {
         for leaked in ["XYZZY", "alice", "192.0.2.7", "198.51.100.1"] { #expect(!text.contains(leaked), "\(leaked)") }
     }
 
-    @Test("commands counted on several threads all reach /metrics, each once however often it is read")
-    func countsFromThreads() {
-        let metrics = GatewayMetrics(listeners: ["front"])
-        let info = SessionInfo(id: "1", client: nil, server: nil)
-        let noop = ConversationEvent.command(CommandEvent(verb: "NOOP", command: .noop, text: "NOOP", note: ""))
-        // Four threads at once; threads that end keep their counts: each is added at the next exposition.
-        let done = DispatchGroup()
-        for _ in 0..<4 {
-            done.enter()
-            Thread {
-                for _ in 0..<250 { metrics.events([noop], session: info, time: 0) }
-                done.leave()
-            }.start()
-        }
-        done.wait()
-        #expect(metrics.exposition().contains(#"popgate_commands_total{verb="NOOP"} 1000"#))
-        #expect(
-            metrics.exposition().contains(#"popgate_commands_total{verb="NOOP"} 1000"#),
-            "read again: not added twice"
-        )
-        metrics.events([noop], session: info, time: 0)
-        #expect(metrics.exposition().contains(#"popgate_commands_total{verb="NOOP"} 1001"#))
-    }
-
     @Test("the token comparison: equal only when equal, whatever the lengths")
     func tokenComparison() {
         #expect(BearerToken.same("s3cret", "s3cret"))

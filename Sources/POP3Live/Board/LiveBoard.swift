@@ -13,9 +13,9 @@ import Synchronization
 /// for them or follows the session, so a board nobody watches costs little more than keeping the events.
 ///
 /// Sessions are kept in shards, one for each thread that reports sessions (each event loop), each with its own
-/// lock: a session's calls come from its loop, so the loops never wait for each other (one lock for all cost
-/// each session tens of microseconds on two cores). Each shard keeps up to `recentSessions` ended sessions;
-/// the list shows the newest `recentSessions` of them all.
+/// lock: a session's calls come from its loop, so the loops do not queue on one lock taken on every read of
+/// every session (on two cores the difference is within the benchmark's noise; it grows with the loops). Each
+/// shard keeps up to `recentSessions` ended sessions; the list shows the newest `recentSessions` of them all.
 public final class LiveBoard: ConversationSink {
     public struct Limits: Sendable {
         /// Transcript records kept per session; the oldest go first, and the count of those gone is shown.
@@ -181,23 +181,22 @@ public final class LiveBoard: ConversationSink {
 
     /// Open sessions and the newest `recentSessions` ended ones, each oldest first.
     private func allSummaries() -> (open: [Summary], ended: [Summary]) {
+        self.listed(self.shards.withLockedValue { $0 }, locking: true)
+    }
+
+    /// The list over `shards`, taking each one's lock in turn, or with them all held by the caller.
+    private func listed(_ shards: [Shard], locking: Bool) -> (open: [Summary], ended: [Summary]) {
         var open: [Summary] = []
         var ended: [Summary] = []
-        for shard in self.shards.withLockedValue({ $0 }) {
-            shard.lock.withLockVoid { Self.collect(shard, open: &open, ended: &ended) }
+        for shard in shards {
+            if locking { shard.lock.lock() }
+            defer { if locking { shard.lock.unlock() } }
+            for session in shard.sessions.values where session.summary.ended == nil { open.append(session.summary) }
+            for id in shard.recent { if let session = shard.sessions[id] { ended.append(session.summary) } }
         }
-        return Self.ordered(open: open, ended: ended, limit: self.limits.recentSessions)
-    }
-
-    private static func collect(_ shard: Shard, open: inout [Summary], ended: inout [Summary]) {
-        for session in shard.sessions.values where session.summary.ended == nil { open.append(session.summary) }
-        for id in shard.recent { if let session = shard.sessions[id] { ended.append(session.summary) } }
-    }
-
-    private static func ordered(open: [Summary], ended: [Summary], limit: Int) -> (open: [Summary], ended: [Summary]) {
-        let open = open.sorted { ($0.started, $0.id) < ($1.started, $1.id) }
-        let ended = ended.sorted { ($0.ended ?? 0, $0.id) < ($1.ended ?? 0, $1.id) }.suffix(limit)
-        return (open, Array(ended))
+        open.sort { ($0.started, $0.id) < ($1.started, $1.id) }
+        ended.sort { ($0.ended ?? 0, $0.id) < ($1.ended ?? 0, $1.id) }
+        return (open, Array(ended.suffix(self.limits.recentSessions)))
     }
 
     /// A session's summary and its transcript records so far; nil for a session the board does not have.
@@ -230,10 +229,7 @@ public final class LiveBoard: ConversationSink {
                 return number
             }
             self.viewerTotal.add(1, ordering: .relaxed)
-            var open: [Summary] = []
-            var ended: [Summary] = []
-            for shard in shards { Self.collect(shard, open: &open, ended: &ended) }
-            let listed = Self.ordered(open: open, ended: ended, limit: self.limits.recentSessions)
+            let listed = self.listed(shards, locking: false)
             for summary in listed.ended + listed.open { viewer.send(Message(event: "session", data: summary.json)) }
             if let follow, let session = shards.lazy.compactMap({ $0.sessions[follow] }).first {
                 session.followers += 1

@@ -1,6 +1,5 @@
 import CoreMetrics
 import NIOConcurrencyHelpers
-import NIOPosix
 import POP3Core
 import POP3NIO
 import POP3Relay
@@ -12,20 +11,14 @@ import Prometheus
 /// Every label has a bounded set of values known here: listener names from the configuration, verbs and rule ids
 /// from the grammar, endings from ``SessionEnd``. What a client sends never becomes a label (an unknown verb counts
 /// as `other`), and neither does a user name, an address or a credential.
-///
-/// What every line adds to (commands, replies, anomalies) is counted per thread and added to the registry's
-/// counters when ``exposition()`` is asked for: counters that both event loops add to on every line cost each
-/// core the other's cache line (measured: 40 µs a session on two cores, more than the relay's own work).
 public final class GatewayMetrics: ConversationSink, RelayObserver {
-    private let registry: PrometheusCollectorRegistry
+    public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
-    /// Made once, read without a lock: the counters by position, as a ``Tally`` counts them.
-    private let verbIndex: [String: Int]
-    private let commands: [CoreMetrics.Counter]
-    private let replies: [CoreMetrics.Counter]
-    private let anomalies: [CoreMetrics.Counter]
-    private let perThread = ThreadSpecificVariable<Tally>()
-    private let tallies = NIOLockedValueBox([Tally]())
+    /// Made once, read without a lock on every event.
+    private let commands: [String: CoreMetrics.Counter]
+    private let otherCommand: CoreMetrics.Counter
+    private let replies: [String: CoreMetrics.Counter]
+    private let anomalies: [Rule: CoreMetrics.Counter]
     private let octetsFromClient: CoreMetrics.Counter
     private let octetsFromUpstream: CoreMetrics.Counter
     private let sessionLength: CoreMetrics.Timer
@@ -36,36 +29,6 @@ public final class GatewayMetrics: ConversationSink, RelayObserver {
         "USER", "PASS", "APOP", "AUTH", "STAT", "LIST", "RETR", "DELE", "NOOP", "RSET", "QUIT", "TOP", "UIDL",
         "CAPA", "STLS", "UTF8", "LANG", "LAST", "RPOP", "XTND", "XSENDER",
     ]
-
-    /// One thread's counts since the last exposition, by the counters' positions. Its lock is the thread's own
-    /// but while an exposition takes the counts.
-    private final class Tally: @unchecked Sendable {
-        let lock = NIOLock()
-        var commands: [Int64]
-        var replies: [Int64]
-        var anomalies: [Int64]
-
-        init(commands: Int, replies: Int, anomalies: Int) {
-            self.commands = Array(repeating: 0, count: commands)
-            self.replies = Array(repeating: 0, count: replies)
-            self.anomalies = Array(repeating: 0, count: anomalies)
-        }
-
-        /// The counts so far, and zero from here.
-        func take() -> (commands: [Int64], replies: [Int64], anomalies: [Int64]) {
-            self.lock.withLock {
-                defer {
-                    for i in self.commands.indices { self.commands[i] = 0 }
-                    for i in self.replies.indices { self.replies[i] = 0 }
-                    for i in self.anomalies.indices { self.anomalies[i] = 0 }
-                }
-                return (self.commands, self.replies, self.anomalies)
-            }
-        }
-    }
-
-    /// The order of ``replies``.
-    private static let statuses = ["ok", "err", "continuation", "not_a_reply"]
 
     private struct Listener: Sendable {
         var opened: CoreMetrics.Counter
@@ -93,21 +56,38 @@ public final class GatewayMetrics: ConversationSink, RelayObserver {
         ]
         self.registry = registry
         self.factory = factory
-        // The last command counter is `other`.
-        self.verbIndex = Dictionary(uniqueKeysWithValues: Self.verbs.enumerated().map { ($1, $0) })
-        self.commands = (Self.verbs + ["other"]).map { verb in
-            CoreMetrics.Counter(label: "popgate_commands_total", dimensions: [("verb", verb)], factory: factory)
+        var commands: [String: CoreMetrics.Counter] = [:]
+        for verb in Self.verbs {
+            commands[verb] = CoreMetrics.Counter(
+                label: "popgate_commands_total",
+                dimensions: [("verb", verb)],
+                factory: factory
+            )
         }
-        self.replies = Self.statuses.map { status in
-            CoreMetrics.Counter(label: "popgate_replies_total", dimensions: [("status", status)], factory: factory)
+        self.commands = commands
+        self.otherCommand = CoreMetrics.Counter(
+            label: "popgate_commands_total",
+            dimensions: [("verb", "other")],
+            factory: factory
+        )
+        var replies: [String: CoreMetrics.Counter] = [:]
+        for status in ["ok", "err", "continuation", "not_a_reply"] {
+            replies[status] = CoreMetrics.Counter(
+                label: "popgate_replies_total",
+                dimensions: [("status", status)],
+                factory: factory
+            )
         }
-        self.anomalies = Rule.allCases.map { rule in
-            CoreMetrics.Counter(
+        self.replies = replies
+        var anomalies: [Rule: CoreMetrics.Counter] = [:]
+        for rule in Rule.allCases {
+            anomalies[rule] = CoreMetrics.Counter(
                 label: "popgate_anomalies_total",
                 dimensions: [("rule", rule.id), ("severity", rule.defaultSeverity.rawValue)],
                 factory: factory
             )
         }
+        self.anomalies = anomalies
         self.octetsFromClient = CoreMetrics.Counter(
             label: "popgate_octets_total",
             dimensions: [("direction", "from_client")],
@@ -122,25 +102,8 @@ public final class GatewayMetrics: ConversationSink, RelayObserver {
         for name in listeners { _ = self.listener(name) }
     }
 
-    /// The Prometheus text exposition of every metric, with every thread's counts added first.
-    public func exposition() -> String {
-        for tally in self.tallies.withLockedValue({ $0 }) {
-            let counts = tally.take()
-            for (counter, n) in zip(self.commands, counts.commands) where n > 0 { counter.increment(by: n) }
-            for (counter, n) in zip(self.replies, counts.replies) where n > 0 { counter.increment(by: n) }
-            for (counter, n) in zip(self.anomalies, counts.anomalies) where n > 0 { counter.increment(by: n) }
-        }
-        return self.registry.emitToString()
-    }
-
-    /// The calling thread's tally, made on its first event.
-    private var tally: Tally {
-        if let tally = self.perThread.currentValue { return tally }
-        let tally = Tally(commands: self.commands.count, replies: self.replies.count, anomalies: self.anomalies.count)
-        self.perThread.currentValue = tally
-        self.tallies.withLockedValue { $0.append(tally) }
-        return tally
-    }
+    /// The Prometheus text exposition of every metric.
+    public func exposition() -> String { self.registry.emitToString() }
 
     private func listener(_ name: String) -> Listener {
         self.perListener.withLockedValue { all in
@@ -199,27 +162,23 @@ public final class GatewayMetrics: ConversationSink, RelayObserver {
     }
 
     public func events(_ events: [ConversationEvent], session: SessionInfo, time: Double) {
-        let tally = self.tally
-        tally.lock.withLockVoid {
-            for event in events {
-                switch event {
-                case .command(let command):
-                    tally.commands[self.verbIndex[command.verb] ?? Self.verbs.count] += 1
-                case .reply(let reply):
-                    // In the order of `statuses`.
-                    let status =
-                        switch reply.reply?.status {
-                        case .ok?: 0
-                        case .err?: 1
-                        case .continuation?: 2
-                        case nil: 3
-                        }
-                    tally.replies[status] += 1
-                case .anomaly(let anomaly):
-                    if let index = Rule.allCases.firstIndex(of: anomaly.rule) { tally.anomalies[index] += 1 }
-                default:
-                    break
-                }
+        for event in events {
+            switch event {
+            case .command(let command):
+                (self.commands[command.verb] ?? self.otherCommand).increment()
+            case .reply(let reply):
+                let status =
+                    switch reply.reply?.status {
+                    case .ok?: "ok"
+                    case .err?: "err"
+                    case .continuation?: "continuation"
+                    case nil: "not_a_reply"
+                    }
+                self.replies[status]?.increment()
+            case .anomaly(let anomaly):
+                self.anomalies[anomaly.rule]?.increment()
+            default:
+                break
             }
         }
     }

@@ -336,25 +336,12 @@ final class RelaySessionExecutor {
             self.execute(action)
         }
         self.executing = false
-        // The sinks have read a recorded events array by now (one that keeps it makes the array copy itself):
-        // it goes back to the loop's spare with its room, for the next read's events.
-        var recorded: [ConversationEvent]?
-        if let spare, spare.events.capacity == 0 {
-            for case .record(let events) in self.actions.reversed() {
-                recorded = events
-                break
-            }
-        }
         // An idle session holds no array for its next event; a lent one goes back with its room.
         if lent, let spare, spare.actions.capacity == 0, self.actions.capacity <= 64 {
             self.actions.removeAll(keepingCapacity: true)
             swap(&self.actions, &spare.actions)
         } else {
             self.actions = []
-        }
-        if let spare, var events = recorded, events.capacity <= 256 {
-            events.removeAll(keepingCapacity: true)
-            spare.events = events
         }
     }
 
