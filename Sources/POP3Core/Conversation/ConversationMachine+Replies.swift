@@ -136,12 +136,12 @@ extension ConversationMachine {
         guard ok else { return }
 
         // Only these replies have fields to read; most replies are free text, not split.
-        func fields() -> [String] { reply.text.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        func fields() -> CommandParser.Fields { CommandParser.fields(reply.text) }
         switch command {
         case .stat:
             let fields = fields()
-            guard fields.count >= 2, let count = CommandParser.decimal(fields[0]),
-                let octets = CommandParser.decimal(fields[1])
+            guard fields.count >= 2, let count = CommandParser.decimal(fields.first),
+                let octets = CommandParser.decimal(fields.second)
             else {
                 findings.append(
                     Anomaly(.statFormat, .server, "a STAT reply is +OK, the message count and the size in octets")
@@ -152,8 +152,8 @@ extension ConversationMachine {
             self.maildrop.octets = octets
         case .list(let n?):
             let fields = fields()
-            guard fields.count >= 2, CommandParser.messageNumber(fields[0]) == n,
-                let size = CommandParser.decimal(fields[1])
+            guard fields.count >= 2, CommandParser.messageNumber(fields.first) == n,
+                let size = CommandParser.decimal(fields.second)
             else {
                 findings.append(
                     Anomaly(.listFormat, .server, "a LIST \(n) reply is +OK, the message number and its size")
@@ -163,14 +163,14 @@ extension ConversationMachine {
             self.maildrop.sizes[n] = size
         case .uidl(let n?):
             let fields = fields()
-            guard fields.count >= 2, CommandParser.messageNumber(fields[0]) == n else {
+            guard fields.count >= 2, CommandParser.messageNumber(fields.first) == n else {
                 findings.append(
                     Anomaly(.uniqueID, .server, "a UIDL \(n) reply is +OK, the message number and its unique id")
                 )
                 return
             }
             var events: [ConversationEvent] = []
-            self.recordUniqueID(fields[1], for: n, into: &events)
+            self.recordUniqueID(String(decoding: fields.second, as: UTF8.self), for: n, into: &events)
             for case .anomaly(let anomaly) in events { findings.append(anomaly) }
         case .apop:
             if !self.greetingStamped, self.pickupBox == nil {

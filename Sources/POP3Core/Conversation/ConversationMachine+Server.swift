@@ -570,11 +570,11 @@ extension ConversationMachine {
     }
 
     private mutating func listingLine(_ text: String, command: PendingCommand, into events: inout [ConversationEvent]) {
-        let fields = text.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
         switch command.command {
         case .list?:
-            guard fields.count >= 2, let n = CommandParser.messageNumber(fields[0]),
-                let size = CommandParser.decimal(fields[1])
+            let fields = CommandParser.fields(text, keepingEmpty: true)
+            guard fields.count >= 2, let n = CommandParser.messageNumber(fields.first),
+                let size = CommandParser.decimal(fields.second)
             else {
                 self.report(
                     Anomaly(.listFormat, .server, "a scan listing line is a message number, a space and a size"),
@@ -590,14 +590,15 @@ extension ConversationMachine {
             }
             self.maildrop.sizes[n] = size
         case .uidl?:
-            guard fields.count == 2, let n = CommandParser.messageNumber(fields[0]) else {
+            let fields = CommandParser.fields(text, keepingEmpty: true)
+            guard fields.count == 2, let n = CommandParser.messageNumber(fields.first) else {
                 self.report(
                     Anomaly(.uniqueID, .server, "a UIDL line is a message number, a space and a unique id"),
                     into: &events
                 )
                 return
             }
-            self.recordUniqueID(fields[1], for: n, into: &events)
+            self.recordUniqueID(String(decoding: fields.second, as: UTF8.self), for: n, into: &events)
         case .capa?:
             guard let capability = Capability(line: text) else { return }
             self.capabilities?.append(capability)

@@ -18,15 +18,22 @@ public enum CommandParser {
 
     /// Parses `line`, which holds no line ending. `utf8Allowed` is true once UTF8 was accepted (R10).
     public static func parse(_ line: some Collection<UInt8>, utf8Allowed: Bool = false) -> ParsedCommand {
-        let bytes = Array(line)
+        // Read in place where the octets are contiguous (a ByteBuffer's are): a command is parsed on every line.
+        if let parsed = line.withContiguousStorageIfAvailable({ Self.parse(octets: $0, utf8Allowed: utf8Allowed) }) {
+            return parsed
+        }
+        return Array(line).withUnsafeBufferPointer { Self.parse(octets: $0, utf8Allowed: utf8Allowed) }
+    }
+
+    static func parse(octets bytes: UnsafeBufferPointer<UInt8>, utf8Allowed: Bool) -> ParsedCommand {
         var issues: [Anomaly] = []
         if let masked = Self.credentialWithoutSpace(bytes) { return masked }
 
         let keywordEnd = bytes.firstIndex(of: sp) ?? bytes.endIndex
         let keywordBytes = bytes[..<keywordEnd]
         let rawKeyword = String(decoding: keywordBytes, as: UTF8.self)
-        let keyword = rawKeyword.uppercased()
-        let rest = keywordEnd < bytes.endIndex ? bytes[(keywordEnd + 1)...] : []
+        let keyword = Self.uppercased(keywordBytes) ?? rawKeyword.uppercased()
+        let rest = bytes[(keywordEnd < bytes.endIndex ? keywordEnd + 1 : keywordEnd)...]
 
         if keywordBytes.count < 3 || keywordBytes.count > 4 || !keywordBytes.allSatisfy(isVisible) {
             issues.append(
@@ -58,13 +65,39 @@ public enum CommandParser {
             )
         }
 
-        let fields = rest.isEmpty ? [] : rest.split(separator: sp, omittingEmptySubsequences: false)
-        if fields.contains(where: { $0.isEmpty }) {
-            issues.append(Anomaly(.commandSyntax, .client, "arguments are separated by a single space"))
+        // The arguments in one pass: fields between single spaces; an empty one means a doubled, leading or
+        // trailing space.
+        var arguments: [String] = []
+        if !rest.isEmpty {
+            var emptyField = false
+            var fieldStart = rest.startIndex
+            var index = rest.startIndex
+            while index < rest.endIndex {
+                if rest[index] == sp {
+                    if index == fieldStart {
+                        emptyField = true
+                    } else {
+                        arguments.append(String(decoding: rest[fieldStart..<index], as: UTF8.self))
+                    }
+                    fieldStart = index + 1
+                }
+                index += 1
+            }
+            if fieldStart == rest.endIndex {
+                emptyField = true
+            } else {
+                arguments.append(String(decoding: rest[fieldStart...], as: UTF8.self))
+            }
+            if emptyField {
+                issues.append(Anomaly(.commandSyntax, .client, "arguments are separated by a single space"))
+            }
         }
-        let arguments = fields.filter { !$0.isEmpty }.map { String(decoding: $0, as: UTF8.self) }
-        // Control characters are shown escaped, so a transcript line is one line and shows what was sent.
-        let text = printable(String(decoding: bytes, as: UTF8.self), limit: Int.max)
+        // Control characters are shown escaped, so a transcript line is one line and shows what was sent. They are
+        // ASCII, so the octets tell whether the decoded text has any.
+        let text =
+            bytes.allSatisfy({ $0 >= 0x20 && $0 != 0x7F })
+            ? String(decoding: bytes, as: UTF8.self)
+            : printable(String(decoding: bytes, as: UTF8.self), limit: Int.max)
 
         func malformed(_ reason: String) -> ParsedCommand {
             issues.append(Anomaly(.arguments, .client, reason))
@@ -227,9 +260,9 @@ public enum CommandParser {
     /// A PASS, APOP or AUTH line whose keyword is not followed by a space (a tab, `:`, a vertical tab, a
     /// non-breaking space, or nothing): not a command, but a server may still read a password in it, so
     /// everything after the keyword is a secret, whether or not the line parses.
-    static func credentialWithoutSpace(_ bytes: [UInt8]) -> ParsedCommand? {
+    static func credentialWithoutSpace(_ bytes: UnsafeBufferPointer<UInt8>) -> ParsedCommand? {
         guard bytes.count > 4, bytes[4] != sp else { return nil }
-        let keyword = String(decoding: bytes[..<4], as: UTF8.self).uppercased()
+        let keyword = Self.uppercased(bytes[..<4]) ?? String(decoding: bytes[..<4], as: UTF8.self).uppercased()
         guard Self.credentialKeywords.contains(keyword) else { return nil }
         let byte = bytes[4]
         let separator =
@@ -251,18 +284,74 @@ public enum CommandParser {
         )
     }
 
+    /// An ASCII keyword in upper case, made without Unicode's case mapping; nil when it is not ASCII.
+    static func uppercased(_ keyword: Slice<UnsafeBufferPointer<UInt8>>) -> String? {
+        guard keyword.allSatisfy({ $0 < 0x80 }) else { return nil }
+        return String(unsafeUninitializedCapacity: keyword.count) { buffer in
+            var offset = 0
+            for byte in keyword {
+                buffer[offset] = byte >= 0x61 && byte <= 0x7A ? byte - 0x20 : byte
+                offset += 1
+            }
+            return offset
+        }
+    }
+
     /// A decimal message number of 1 or more (R20).
-    static func messageNumber(_ text: String) -> Int? {
-        guard let n = decimal(text), n >= 1 else { return nil }
+    static func messageNumber(_ text: String) -> Int? { Self.messageNumber(text.utf8) }
+
+    /// The same, read from octets.
+    static func messageNumber(_ digits: some Collection<UInt8>) -> Int? {
+        guard let n = decimal(digits), n >= 1 else { return nil }
         return n
     }
 
     /// A non-negative decimal number that fits 32 bits; no sign, no spaces.
-    static func decimal(_ text: String) -> Int? {
+    static func decimal(_ text: String) -> Int? { Self.decimal(text.utf8) }
+
+    /// The same, read from octets.
+    static func decimal(_ digits: some Collection<UInt8>) -> Int? {
+        guard !digits.isEmpty, digits.count <= 10 else { return nil }
+        var n = 0
+        for digit in digits {
+            guard digit >= 0x30 && digit <= 0x39 else { return nil }
+            n = n * 10 + Int(digit - 0x30)
+        }
+        return n <= Int(Int32.max) ? n : nil
+    }
+
+    /// How many fields `text` has between spaces, and the first two, as octets: a reply's or a listing line's
+    /// numbers are read from them without making a string or an array. `keepingEmpty`: a doubled space makes an
+    /// empty field.
+    static func fields(_ text: String, keepingEmpty: Bool = false) -> Fields {
         let utf8 = text.utf8
-        guard !utf8.isEmpty, utf8.count <= 10, utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
-        guard let n = Int(text), n <= Int(Int32.max) else { return nil }
-        return n
+        var fields = Fields(count: 0, first: utf8.prefix(0), second: utf8.prefix(0))
+        var start = utf8.startIndex
+        var index = utf8.startIndex
+        while true {
+            let atEnd = index == utf8.endIndex
+            if atEnd || utf8[index] == sp {
+                if keepingEmpty || start < index {
+                    if fields.count == 0 {
+                        fields.first = utf8[start..<index]
+                    } else if fields.count == 1 {
+                        fields.second = utf8[start..<index]
+                    }
+                    fields.count += 1
+                }
+                if atEnd { break }
+                start = utf8.index(after: index)
+            }
+            utf8.formIndex(after: &index)
+        }
+        return fields
+    }
+
+    /// What ``fields(_:keepingEmpty:)`` found.
+    struct Fields {
+        var count: Int
+        var first: Substring.UTF8View
+        var second: Substring.UTF8View
     }
 
     static func isMechanismCharacter(_ byte: UInt8) -> Bool {

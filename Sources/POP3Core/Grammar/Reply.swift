@@ -58,22 +58,32 @@ public struct ParsedReply: Hashable, Sendable {
 public enum ReplyParser {
     /// Parses a status line without its line ending. `continuationAllowed` is true while a SASL exchange runs.
     public static func parse(_ line: some Collection<UInt8>, continuationAllowed: Bool = false) -> ParsedReply {
-        let bytes = Array(line)
+        // Read in place where the octets are contiguous (a ByteBuffer's are): every status line comes here.
+        if let parsed = line.withContiguousStorageIfAvailable({
+            Self.parse(octets: $0, continuationAllowed: continuationAllowed)
+        }) {
+            return parsed
+        }
+        return Array(line).withUnsafeBufferPointer { Self.parse(octets: $0, continuationAllowed: continuationAllowed) }
+    }
+
+    static func parse(octets bytes: UnsafeBufferPointer<UInt8>, continuationAllowed: Bool) -> ParsedReply {
         var issues: [Anomaly] = []
 
-        func rest(after count: Int) -> ArraySlice<UInt8>? {
-            if bytes.count == count { return [] }
+        func rest(after count: Int) -> Slice<UnsafeBufferPointer<UInt8>>? {
+            if bytes.count == count { return bytes[count...] }
             if bytes[count] == 0x20 { return bytes[(count + 1)...] }
             return nil
         }
-        func build(_ status: Reply.Status, _ rest: ArraySlice<UInt8>) -> ParsedReply {
+        func build(_ status: Reply.Status, _ rest: Slice<UnsafeBufferPointer<UInt8>>) -> ParsedReply {
             let (code, text, codeIssue) = splitCode(rest)
             if let codeIssue { issues.append(codeIssue) }
             return ParsedReply(reply: Reply(status, code: code, text), issues: issues)
         }
 
-        if bytes.starts(with: Array("+OK".utf8)), let r = rest(after: 3) { return build(.ok, r) }
-        if bytes.starts(with: Array("-ERR".utf8)), let r = rest(after: 4) { return build(.err, r) }
+        // Compared octet by octet: the usual reply is read without building anything but its text.
+        if starts(bytes, ok), let r = rest(after: 3) { return build(.ok, r) }
+        if starts(bytes, err), let r = rest(after: 4) { return build(.err, r) }
         if continuationAllowed, bytes.first == 0x2B {
             if bytes.count == 1 {
                 issues.append(
@@ -89,20 +99,33 @@ public enum ReplyParser {
             }
         }
         // A status in the wrong case still frames the reply; say so and read it (R4).
-        let upper = bytes.prefix(4).map { $0 >= 0x61 && $0 <= 0x7A ? $0 - 0x20 : $0 }
-        if upper.starts(with: Array("+OK".utf8)), let r = rest(after: 3) {
+        if starts(bytes, ok, foldingCase: true), let r = rest(after: 3) {
             issues.append(Anomaly(.statusIndicator, .server, "the status indicator is \"+OK\" in upper case"))
             return build(.ok, r)
         }
-        if upper.starts(with: Array("-ERR".utf8)), let r = rest(after: 4) {
+        if starts(bytes, err, foldingCase: true), let r = rest(after: 4) {
             issues.append(Anomaly(.statusIndicator, .server, "the status indicator is \"-ERR\" in upper case"))
             return build(.err, r)
         }
         return ParsedReply(reply: nil, issues: issues)
     }
 
+    static let ok: [UInt8] = Array("+OK".utf8)
+    static let err: [UInt8] = Array("-ERR".utf8)
+
+    /// Whether `bytes` begin with `prefix` (upper case), lower-case letters in `bytes` read as upper case if asked.
+    static func starts(_ bytes: UnsafeBufferPointer<UInt8>, _ prefix: [UInt8], foldingCase: Bool = false) -> Bool {
+        guard bytes.count >= prefix.count else { return false }
+        for i in prefix.indices {
+            let byte = bytes[i]
+            let folded = foldingCase && byte >= 0x61 && byte <= 0x7A ? byte - 0x20 : byte
+            guard folded == prefix[i] else { return false }
+        }
+        return true
+    }
+
     /// Splits a leading response code from the text (RFC 2449 §3, §8; R9).
-    static func splitCode(_ rest: ArraySlice<UInt8>) -> (ResponseCode?, String, Anomaly?) {
+    static func splitCode(_ rest: Slice<UnsafeBufferPointer<UInt8>>) -> (ResponseCode?, String, Anomaly?) {
         guard rest.first == 0x5B else { return (nil, String(decoding: rest, as: UTF8.self), nil) }
         guard let close = rest.firstIndex(of: 0x5D) else {
             return (

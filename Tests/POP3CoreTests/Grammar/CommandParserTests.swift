@@ -76,6 +76,16 @@ struct CommandParserTests {
         Case(line: "GO", expected: .other(keyword: "GO", arguments: []), rules: [.commandSyntax]),
         Case(line: "", expected: .other(keyword: "", arguments: []), rules: [.commandSyntax]),
         Case(line: "USER caf\u{E9}", expected: .user("caf\u{E9}"), rules: [.eightBit]),
+        Case(line: "RETR 2147483647", expected: .retr(2_147_483_647)),
+        Case(line: "RETR 2147483648", expected: nil, rules: [.arguments]),
+        Case(line: "LIST 1 ", expected: .list(1), rules: [.commandSyntax]),
+        Case(line: " STAT", expected: .other(keyword: "", arguments: ["STAT"]), rules: [.commandSyntax]),
+        Case(line: "stLs", expected: .stls),
+        Case(
+            line: "\u{E9}TAT",
+            expected: .other(keyword: "\u{E9}TAT", arguments: []),
+            rules: [.commandSyntax, .eightBit]
+        ),
         Case(
             line: "USER " + String(repeating: "a", count: 41),
             expected: .user(String(repeating: "a", count: 41)),
@@ -102,6 +112,32 @@ struct CommandParserTests {
         #expect(reparsed.command == command)
         // Keywords are case-insensitive; the encoder writes them in upper case.
         #expect(String(buffer: buffer).uppercased() == (c.line + "\r\n").uppercased() || c.line.contains("plain"))
+    }
+
+    @Test("a line read in place from a buffer parses as the same line copied out of it", arguments: cases)
+    func inPlace(_ c: Case) {
+        // Octets before the reader index must not be read: the line starts where the buffer's view starts.
+        var buffer = ByteBuffer(string: "PASS x\r\n" + c.line)
+        buffer.moveReaderIndex(forwardBy: 8)
+        #expect(CommandParser.parse(buffer.readableBytesView) == CommandParser.parse(Array(c.line.utf8)))
+        #expect(ReplyParser.parse(buffer.readableBytesView) == ReplyParser.parse(Array(c.line.utf8)))
+    }
+
+    @Test("a reply's fields are read as octets: runs of spaces are one separator unless empty fields are kept")
+    func fields() {
+        let stat = CommandParser.fields("  3  1051 octets")
+        #expect(stat.count == 3)
+        #expect(CommandParser.decimal(stat.first) == 3)
+        #expect(CommandParser.decimal(stat.second) == 1051)
+        let listing = CommandParser.fields("1  120", keepingEmpty: true)
+        #expect(listing.count == 3)
+        #expect(CommandParser.messageNumber(listing.first) == 1)
+        #expect(CommandParser.decimal(listing.second) == nil)
+        #expect(CommandParser.fields("", keepingEmpty: true).count == 1)
+        #expect(CommandParser.fields("").count == 0)
+        #expect(CommandParser.decimal("4294967296".utf8) == nil)
+        #expect(CommandParser.decimal("0".utf8) == 0)
+        #expect(CommandParser.messageNumber("0".utf8) == nil)
     }
 
     @Test("credentials are masked in the transcript text and located for same-length masking")
