@@ -79,8 +79,9 @@ final class ClientEnd: ChannelInboundHandler {
         guard let address else { return channel.close(promise: nil) }
         // The upstream channel runs on the client's event loop, where the two handlers meet.
         let bound = NIOLoopBound(upstream, eventLoop: channel.eventLoop)
+        // TCP_NODELAY is ClientBootstrap's default, as in popgate (`.socketOption(.tcp_nodelay)`, here before,
+        // set SO_DEBUG: the option's level is SOL_SOCKET).
         ClientBootstrap(group: channel.eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.recvAllocator, value: self.allocator)
             .channelInitializer { upstreamChannel in
                 upstreamChannel.eventLoop.makeCompletedFuture {
@@ -106,7 +107,7 @@ let allocator =
 let server = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
     .serverChannelOption(.backlog, value: 512)
     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+    // Accepted sockets inherit TCP_NODELAY from the listening socket, which ServerBootstrap sets by default.
     .childChannelOption(.recvAllocator, value: allocator)
     .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
