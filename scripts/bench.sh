@@ -5,16 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x /opt/swift/usr/bin/swift ] && export PATH="/opt/swift/usr/bin:$PATH"
-bash scripts/setup.sh test
-# The anchors: haproxy's TCP relay and nginx's mail proxy.
-missing=""
-[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy"
-[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing="$missing nginx-light"
-[ -f /usr/lib/nginx/modules/ngx_mail_module.so ] || missing="$missing libnginx-mod-mail"
-if [ -n "$missing" ]; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
-fi
+# With the anchors: haproxy's TCP relay and nginx's mail proxy.
+bash scripts/setup.sh bench
 swift build -c release 2>&1 | { grep -vE '^\[[0-9]+/[0-9]+\]' || true; }
 bin="$(swift build -c release --show-bin-path)"
 "$bin/popgate-machine-bench"

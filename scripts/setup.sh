@@ -2,10 +2,15 @@
 # Installs what popgate needs on a Debian machine, and only what is missing.
 #   scripts/setup.sh demo    build and run the demo
 #   scripts/setup.sh test    build and run every test
+#   scripts/setup.sh bench   the tests' needs and the benchmarks' anchors (haproxy, nginx's mail proxy)
 set -euo pipefail
 
 purpose=${1:-demo}
 packages=(libpcap-dev pkg-config)
+if [ "$purpose" = bench ]; then
+  packages+=(nginx-light libnginx-mod-mail)
+  purpose=test
+fi
 if [ "$purpose" = test ]; then
   packages+=(dovecot-pop3d tshark tcpdump curl python3 openssl haproxy)
 fi
