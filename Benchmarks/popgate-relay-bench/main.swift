@@ -379,6 +379,8 @@ struct Target {
     var tls = tlsMode
     /// Its clients begin with a PROXY header, as a balancer's connections do.
     var proxy = false
+    /// Only the sessions figure: an anchor for CPU per session, not for RETR or held sessions.
+    var sessionsOnly = false
 }
 var targets = [Target(name: tlsMode ? "direct (plaintext)" : "direct", port: upstream.port, child: nil, tls: false)]
 
@@ -546,31 +548,25 @@ if let before {
 let glue = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(
     "nio-glue-relay"
 ).path
-if FileManager.default.isExecutableFile(atPath: glue), !tlsMode {
+/// The glue in one of its modes (nil: bytes as they come), on a port of its own.
+@MainActor func glueTarget(_ name: String, mode: String?, log: String, sessionsOnly: Bool = false) throws -> Target {
     let port = try freePort()
-    let log = temporary.appendingPathComponent("nio-glue.log").path
-    targets.append(
-        Target(
-            name: "NIO glue",
-            port: port,
-            child: try Child("nio-glue", glue, ["\(port)", "\(upstream.port)"], log: log)
-        )
-    )
+    let arguments = ["\(port)", "\(upstream.port)"] + (mode.map { [$0] } ?? [])
+    let path = temporary.appendingPathComponent("\(log).log").path
+    // popgate's reads: wrapped like popgate (heaptrack), for the memory floor.
+    let child =
+        mode == "small-reads"
+        ? try wrapped(log, glue, arguments, log: path) : try Child(log, glue, arguments, log: path)
+    return Target(name: name, port: port, child: child, sessionsOnly: sessionsOnly)
+}
+if FileManager.default.isExecutableFile(atPath: glue), !tlsMode {
+    targets.append(try glueTarget("NIO glue", mode: nil, log: "nio-glue"))
+    // The floor of a relay that reads each line: every line end found, whole lines passed on, nothing parsed.
+    // It finds every line end of a body too, which popgate's body scanner does not: no RETR floor.
+    targets.append(try glueTarget("NIO glue, lines framed", mode: "lines", log: "nio-glue-lines", sessionsOnly: true))
     if idleSessions > 0 {
         // The same with popgate's reads (256 octets at first): the floor for memory per idle session.
-        let small = try freePort()
-        targets.append(
-            Target(
-                name: "NIO glue, 256-octet reads",
-                port: small,
-                child: try wrapped(
-                    "nio-glue-small",
-                    glue,
-                    ["\(small)", "\(upstream.port)", "small-reads"],
-                    log: temporary.appendingPathComponent("nio-glue-small.log").path
-                )
-            )
-        )
+        targets.append(try glueTarget("NIO glue, 256-octet reads", mode: "small-reads", log: "nio-glue-small"))
     }
 }
 
@@ -685,7 +681,7 @@ for round in 0..<rounds {
         }
         let retrBefore = pid.flatMap(cpuSeconds)
         let retr =
-            retrClients > 0
+            retrClients > 0 && !target.sessionsOnly
             ? await retrThroughput(port: target.port, tls: target.tls, proxy: target.proxy)
             : (rate: 0, failures: 0, octets: 0)
         if let pid, let before = retrBefore, let after = cpuSeconds(pid) {
@@ -723,7 +719,8 @@ func finish(_ fd: Int32) -> Bool {
 }
 if idleSessions > 0, !tlsMode {
     // (The idle clients send no PROXY header: that target is left out here.)
-    for target in ready where (target.name.hasPrefix("popgate") || target.name.hasPrefix("NIO")) && !target.proxy {
+    for target in ready
+    where (target.name.hasPrefix("popgate") || target.name.hasPrefix("NIO")) && !target.proxy && !target.sessionsOnly {
         guard let pid = target.child?.process.processIdentifier, let base = residentKiB(pid) else { continue }
         var held: [Int32] = []
         for index in 0..<idleSessions {
@@ -921,14 +918,16 @@ func ratio(_ figure: Double, _ anchor: Double?) -> String {
 for (name, sessions, sessionFailures, retr, retrFailures) in results {
     let sd = ratio(sessions, direct?.1)
     let sh = ratio(sessions, haproxyResult?.1)
-    let rd = ratio(retr, direct?.3)
-    let rh = ratio(retr, haproxyResult?.3)
     let sn = ratio(sessions, nginxResult?.1)
-    let rn = ratio(retr, nginxResult?.3)
+    // A sessions-only anchor has no RETR figure, not a zero one.
+    let noRETR = targets.first { $0.name == name }?.sessionsOnly ?? false
+    let rate = noRETR ? "-" : String(format: "%.0f", retr / 1e6)
+    let rd = noRETR ? "-" : ratio(retr, direct?.3)
+    let rh = noRETR ? "-" : ratio(retr, haproxyResult?.3)
+    let rn = noRETR ? "-" : ratio(retr, nginxResult?.3)
     print(
         pad(name, 32) + pad(String(format: "%.0f", sessions), 12) + pad(sd, 10) + pad(sh, 11) + pad(sn, 9)
-            + pad(String(format: "%.0f", retr / 1e6), 11) + pad(rd, 10) + pad(rh, 11) + pad(rn, 9)
-            + "\(sessionFailures + retrFailures)"
+            + pad(rate, 11) + pad(rd, 10) + pad(rh, 11) + pad(rn, 9) + "\(sessionFailures + retrFailures)"
     )
 }
 
@@ -982,6 +981,11 @@ func medianRatio(_ figures: [String: [Double]], _ name: String, to base: String 
 if rounds > 2, roundCPU["NIO glue"] != nil {
     print(
         "  popgate serve ÷ NIO glue, CPU per session, median of \(rounds) rounds: \(medianRatio(roundCPU, "popgate serve", to: "NIO glue"))"
+    )
+}
+if rounds > 2, roundCPU["NIO glue, lines framed"] != nil {
+    print(
+        "  popgate serve ÷ NIO glue, lines framed, CPU per session, median of \(rounds) rounds: \(medianRatio(roundCPU, "popgate serve", to: "NIO glue, lines framed"))"
     )
 }
 costLine("rules", "popgate +rules")
