@@ -2,6 +2,10 @@ import Foundation
 import PopgateTestSupport
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The benches and scripts/fuzz.sh as a developer calls them: `--help` explains, a wrong call is refused before
 /// anything is built, started or measured.
 @Suite("developer tools' options", .timeLimit(.minutes(2)))
@@ -144,4 +148,94 @@ struct DeveloperToolOptionsTests {
         #expect(packets.contains("0 inputs") && packets.contains("short of 10,000,000"))
         #expect(lines.count == 6)
     }
+
+    @Test(
+        "the NIO glue's lines mode passes on whole lines only, a line split between reads as one, both ways; an unknown mode exits 2"
+    )
+    func glueLinesFramed() async throws {
+        let glue = try Self.bench("nio-glue-relay")
+        let refused = try await Self.run(glue, ["1", "2", "bogus"])
+        #expect(refused.status == 2 && refused.output.contains("unknown mode bogus"), "\(refused.output)")
+
+        // The upstream is a socket of the test's, so that each read's edges can be seen.
+        let listener = try LoopbackListener()
+        let port = try Dovecot.freePort()
+        let process = try ChildProcess(glue, ["\(port)", "\(listener.port)", "lines"])
+        // Connecting is the wait for it to listen (a probe would make an upstream connection of its own).
+        var connected: RawSocket?
+        for _ in 0..<100 where connected == nil {
+            connected = try? RawSocket(port: port)
+            if connected == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let client = try #require(connected, "the glue does not listen")
+        let upstream = try #require(listener.accept(seconds: 5), "the glue did not connect upstream")
+        defer {
+            Glibc.close(upstream)
+            client.close()
+        }
+        client.send("US")
+        try await Task.sleep(for: .milliseconds(300))
+        client.send("ER alice\r\nPA")
+        try await Task.sleep(for: .milliseconds(300))
+        client.send("SS x\r\n")
+        // Without the mode, "US" arrives alone; with it, only whole lines, the split one joined.
+        var received = ""
+        while received.count < "USER alice\r\nPASS x\r\n".count, let read = Self.receive(upstream, seconds: 2) {
+            #expect(read.utf8.last == UInt8(ascii: "\n"), "a read ending mid-line: \(read.debugDescription)")
+            received += read
+        }
+        #expect(received == "USER alice\r\nPASS x\r\n")
+
+        Self.send(upstream, "+OK al")
+        try await Task.sleep(for: .milliseconds(300))
+        Self.send(upstream, "ice\r\n+OK in\r\n")
+        let first = Self.receive(client.fd, seconds: 2)
+        #expect(first == "+OK alice\r\n+OK in\r\n", "\(first.debugDescription)")
+        await process.stop()
+    }
+
+    static func send(_ fd: Int32, _ text: String) {
+        _ = Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) }
+    }
+
+    /// One read's octets, or nil when none come within `seconds`.
+    static func receive(_ fd: Int32, seconds: Int) -> String? {
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&poller, 1, Int32(seconds * 1000)) == 1 else { return nil }
+        var octets = [UInt8](repeating: 0, count: 4096)
+        let count = octets.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        return count > 0 ? String(decoding: octets.prefix(count), as: UTF8.self) : nil
+    }
+}
+
+/// A listening loopback socket whose connections the test reads itself.
+final class LoopbackListener {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        self.port = Int(UInt16(bigEndian: address.sin_port))
+        guard fd >= 0, listening else { throw ChildProcess.Failure(description: "cannot listen on loopback") }
+    }
+
+    /// The next connection, or nil when none comes within `seconds`.
+    func accept(seconds: Int) -> Int32? {
+        var poller = pollfd(fd: self.fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&poller, 1, Int32(seconds * 1000)) == 1 else { return nil }
+        let connection = Glibc.accept(self.fd, nil, nil)
+        return connection >= 0 ? connection : nil
+    }
+
+    deinit { Glibc.close(self.fd) }
 }
